@@ -1,0 +1,1 @@
+"""The adversary: oracles (images in, images out) and harvesting. Never imports imgsteal.victim."""

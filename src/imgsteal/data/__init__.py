@@ -1,0 +1,1 @@
+"""Image IO, dataset folder layouts, the pair store and paired augmentations."""

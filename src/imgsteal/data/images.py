@@ -1,0 +1,150 @@
+"""Reading and writing images under the package's one convention: float RGB tensors in [0, 1].
+
+Every decoder quirk is settled here, once: EXIF orientation, grayscale, RGBA/LA (composited on
+white), palette, 16-bit. Broken files raise `ImageReadError`; folder listings skip them with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+class ImageReadError(ValueError):
+    """A file that is not a readable image (not an image, truncated, unsupported)."""
+
+
+def pil_to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Any PIL image -> H x W x 3 float32 array in [0, 1], EXIF-rotated, alpha composited on white."""
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit (or 32-bit int) grayscale: scale by the real bit depth, not by 255.
+        arr = np.asarray(img, dtype=np.float32)
+        peak = 65535.0 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
+        arr = np.clip(arr / peak, 0.0, 1.0)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if mode == "F":
+        arr = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    img = img.convert("RGB")
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def decode_image(data: bytes, name: str = "<bytes>") -> torch.Tensor:
+    """Encoded image bytes -> 3 x H x W float tensor in [0, 1]. Raises ImageReadError."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            arr = pil_to_rgb_array(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{name}: not a readable image ({exc})") from exc
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """Image file -> 3 x H x W float tensor in [0, 1]. Raises ImageReadError for broken files."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read ({exc})") from exc
+    return decode_image(data, str(path))
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """3 x H x W float tensor in [0, 1] -> H x W x 3 uint8 array (rounded, clipped)."""
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected a 3 x H x W tensor, got shape {tuple(image.shape)}")
+    arr = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return arr.permute(1, 2, 0).cpu().numpy()
+
+
+def encode_png(image: torch.Tensor) -> bytes:
+    """3 x H x W float tensor in [0, 1] -> PNG bytes (8-bit RGB)."""
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def save_image(image: torch.Tensor, path: str | Path) -> None:
+    """Write a 3 x H x W tensor as an image file; format from the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(image)).save(path)
+
+
+def quantize(image: torch.Tensor) -> torch.Tensor:
+    """Round to the 8-bit grid, as any image API (PNG out) does."""
+    return image.clamp(0, 1).mul(255).round().div(255)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Sorted image files under `folder` (by suffix). Raises FileNotFoundError naming the folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    pattern = "**/*" if recursive else "*"
+    files = [p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files)
+
+
+def load_images(paths: Iterable[Path]) -> list[tuple[Path, torch.Tensor]]:
+    """Load each path; broken files are skipped with a warning that names them."""
+    loaded = []
+    for path in paths:
+        try:
+            loaded.append((path, load_image(path)))
+        except ImageReadError as exc:
+            warnings.warn(f"skipping {exc}", stacklevel=2)
+    return loaded
+
+
+def bicubic_downscale(image: torch.Tensor, scale: int) -> torch.Tensor:
+    """N x C x H x W (or C x H x W) -> downscaled by `scale` with antialiased bicubic, in [0, 1].
+
+    H and W are first cropped to multiples of `scale`, as the SR benchmarks do.
+    """
+    squeeze = image.dim() == 3
+    x = image.unsqueeze(0) if squeeze else image
+    h, w = (x.shape[-2] // scale) * scale, (x.shape[-1] // scale) * scale
+    if h == 0 or w == 0:
+        raise ValueError(f"image of {tuple(x.shape[-2:])} is smaller than the scale factor {scale}")
+    x = x[..., :h, :w]
+    y = F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
+    y = y.clamp(0, 1)
+    return y.squeeze(0) if squeeze else y
+
+
+def bicubic_upscale(image: torch.Tensor, scale: int) -> torch.Tensor:
+    """The bicubic baseline for super-resolution: N x C x H x W -> N x C x sH x sW, clamped to [0, 1]."""
+    squeeze = image.dim() == 3
+    x = image.unsqueeze(0) if squeeze else image
+    y = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+    return y.squeeze(0) if squeeze else y
+
+
+def crop_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Crop H and W (bottom/right) down to multiples of `multiple`."""
+    h, w = image.shape[-2], image.shape[-1]
+    return image[..., : h - h % multiple, : w - w % multiple]

@@ -1,0 +1,1 @@
+"""Output defences of the victim service and the owner's verification tools."""

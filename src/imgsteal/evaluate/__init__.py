@@ -1,0 +1,1 @@
+"""The judge: experiments (A) victim vs ground truth, (B) surrogate vs victim, (C) surrogate vs ground truth."""

@@ -1,0 +1,1 @@
+"""Grids of surrogate trainings (fraction x augmentation x seed) and their aggregation."""

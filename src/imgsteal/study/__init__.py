@@ -1,0 +1,1 @@
+"""The user study: questionnaire web app and its statistics."""

@@ -1,0 +1,1 @@
+"""Training loops and checkpoints. Loops know nothing of the CLI."""
