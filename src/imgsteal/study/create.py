@@ -1,0 +1,249 @@
+"""Build a self-contained study folder from the originals and the F_V / F_A outputs of some tasks.
+
+Images are matched by file stem across the three folders of a task; `pairs` distinct originals are
+drawn reproducibly from `seed`, `round(pairs * victim_share)` of them shown with F_V's output and
+the rest with F_A's. Every image is re-encoded to PNG (which drops metadata and file-format hints)
+and stored under a random opaque id, so nothing a participant's browser sees reveals the source.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import random
+import secrets
+import shutil
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from imgsteal.data.images import encode_png, list_images, load_image
+from imgsteal.errors import ImgstealError
+from imgsteal.study.model import (
+    DB_FILE,
+    DEFAULT_INTRO,
+    IMAGE_DIR,
+    Demographics,
+    Item,
+    Source,
+    Study,
+    TaskInfo,
+)
+from imgsteal.study.store import StudyStore
+
+PAPER_PAIRS_PER_TASK = 20  # section 5.4: 20 pairs per task...
+PAPER_VICTIM_SHARE = 0.5  # ...10 styled by F_V, 10 by F_A
+MAX_STYLE_EXAMPLES = 4
+
+
+class TaskSpec(BaseModel):
+    """Where one task's images are. Paths may be relative to the YAML spec's folder."""
+
+    name: str
+    originals: Path
+    victim: Path
+    surrogate: Path
+    style: str | None = None  # defaults to the task name
+    style_examples: Path | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError("task name must not be blank")
+        return name.strip()
+
+
+class StudySpec(BaseModel):
+    """Everything `create_study` needs; loadable from YAML (`StudySpec.from_yaml`)."""
+
+    tasks: list[TaskSpec]
+    title: str = "Image style transfer study"
+    intro: str | None = None  # default: the paper's wording, see model.DEFAULT_INTRO
+    pairs: int = Field(PAPER_PAIRS_PER_TASK, ge=1)
+    victim_share: float = Field(PAPER_VICTIM_SHARE, ge=0.0, le=1.0)
+    seed: int = 0
+    order: Literal["blocked", "mixed"] = "blocked"
+    ask_demographics: bool = True
+    demographics: Demographics = Field(default_factory=Demographics)
+    max_style_examples: int = Field(MAX_STYLE_EXAMPLES, ge=0)
+
+    @model_validator(mode="after")
+    def _unique_task_names(self) -> "StudySpec":
+        if not self.tasks:
+            raise ValueError("a study needs at least one task")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "StudySpec":
+        """Load a spec; relative image folders are resolved against the YAML file's folder."""
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ImgstealError(f"{path}: cannot read study spec ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise ImgstealError(f"{path}: a study spec must be a mapping with a 'tasks' list")
+        try:
+            spec = cls.model_validate(raw)
+        except ValueError as exc:
+            raise ImgstealError(f"{path}: invalid study spec ({exc})") from exc
+        base = path.parent
+        for task in spec.tasks:
+            for field in ("originals", "victim", "surrogate", "style_examples"):
+                value = getattr(task, field)
+                if value is not None and not value.is_absolute():
+                    setattr(task, field, base / value)
+        return spec
+
+
+def with_article(noun: str) -> str:
+    """'Monet painting' -> 'a Monet painting', 'anime character' -> 'an anime character'."""
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
+def _images_by_stem(folder: Path, role: str, task: str) -> dict[str, Path]:
+    try:
+        files = list_images(folder)
+    except FileNotFoundError as exc:
+        raise ImgstealError(f"task {task!r}: {role} folder not found: {folder}") from exc
+    by_stem: dict[str, Path] = {}
+    for path in files:
+        if path.stem in by_stem:
+            raise ImgstealError(
+                f"task {task!r}: two {role} images share the stem {path.stem!r} "
+                f"({by_stem[path.stem].name}, {path.name}); stems must be unique to match images"
+            )
+        by_stem[path.stem] = path
+    return by_stem
+
+
+def choose_pairs(stems: list[str], pairs: int, victim_share: float, seed: int, task: str) -> list[tuple[str, Source]]:
+    """Draw `pairs` distinct stems and assign each a source; reproducible from (seed, task).
+
+    Returns [(stem, Source)], the first round(pairs * victim_share) victim, the rest surrogate.
+    """
+    if pairs > len(stems):
+        raise ImgstealError(
+            f"task {task!r}: {pairs} pairs requested but only {len(stems)} images exist in all three "
+            "folders (originals, victim, surrogate) under the same file stem"
+        )
+    rng = random.Random(f"imgsteal-study/{seed}/{task}")
+    chosen = rng.sample(sorted(stems), pairs)
+    n_victim = int(round(pairs * victim_share))
+    return [(stem, Source.victim if i < n_victim else Source.surrogate) for i, stem in enumerate(chosen)]
+
+
+class _ImageWriter:
+    """Re-encodes images to PNG under fresh opaque ids in the study's image folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.sizes: dict[str, tuple[int, int]] = {}
+
+    def add(self, source_path: Path) -> str:
+        image = load_image(source_path)
+        image_id = secrets.token_hex(8)
+        (self.folder / f"{image_id}.png").write_bytes(encode_png(image))
+        self.sizes[image_id] = (int(image.shape[1]), int(image.shape[2]))
+        return image_id
+
+
+def _warn_if_sizes_differ(task: str, items: list[Item], sizes: dict[str, tuple[int, int]]) -> None:
+    by_source = {s: {sizes[i.styled_image] for i in items if i.source is s} for s in Source}
+    if by_source[Source.victim] and by_source[Source.surrogate] and not (by_source[Source.victim] & by_source[Source.surrogate]):
+        warnings.warn(
+            f"task {task!r}: F_V outputs ({sorted(by_source[Source.victim])}) and F_A outputs "
+            f"({sorted(by_source[Source.surrogate])}) never share a size; a participant who inspects "
+            "the image files could tell them apart",
+            stacklevel=3,
+        )
+
+
+def create_study(spec: StudySpec, out_dir: str | Path) -> Study:
+    """Create `out_dir` (must not exist or be empty): images/, study.json and study.sqlite.
+
+    Returns the Study. Raises ImgstealError for missing folders, too few matching images or an
+    existing non-empty `out_dir`.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ImgstealError(f"{out_dir} already exists and is not empty; choose a new study folder")
+    # Check every task's inputs before writing anything.
+    plans = []
+    for task in spec.tasks:
+        originals = _images_by_stem(task.originals, "originals", task.name)
+        victim = _images_by_stem(task.victim, "victim", task.name)
+        surrogate = _images_by_stem(task.surrogate, "surrogate", task.name)
+        common = sorted(set(originals) & set(victim) & set(surrogate))
+        chosen = choose_pairs(common, spec.pairs, spec.victim_share, spec.seed, task.name)
+        examples: list[Path] = []
+        if task.style_examples is not None:
+            try:
+                examples = list_images(task.style_examples)
+            except FileNotFoundError as exc:
+                raise ImgstealError(f"task {task.name!r}: style examples folder not found: {task.style_examples}") from exc
+            rng = random.Random(f"imgsteal-study-examples/{spec.seed}/{task.name}")
+            examples = rng.sample(examples, min(spec.max_style_examples, len(examples)))
+        plans.append((task, originals, victim, surrogate, chosen, examples))
+
+    image_dir = out_dir / IMAGE_DIR
+    image_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        writer = _ImageWriter(image_dir)
+        tasks: list[TaskInfo] = []
+        items: list[Item] = []
+        for task, originals, victim, surrogate, chosen, examples in plans:
+            style = task.style or task.name
+            tasks.append(
+                TaskInfo(
+                    name=task.name,
+                    style=style,
+                    prompt=f"How much does the image on the right look like {with_article(style)} version of the image on the left?",
+                    low_anchor="No resemblance",
+                    high_anchor=f"Looks very much like {with_article(style)} version of the input",
+                    example_images=[writer.add(p) for p in examples],
+                )
+            )
+            task_items = []
+            for stem, source in chosen:
+                styled = victim[stem] if source is Source.victim else surrogate[stem]
+                task_items.append(
+                    Item(
+                        id=secrets.token_hex(6),
+                        task=task.name,
+                        source=source,
+                        stem=stem,
+                        original_image=writer.add(originals[stem]),
+                        styled_image=writer.add(styled),
+                    )
+                )
+            _warn_if_sizes_differ(task.name, task_items, writer.sizes)
+            items.extend(task_items)
+
+        styles = " or ".join(with_article(t.style) for t in tasks)
+        intro = spec.intro if spec.intro is not None else DEFAULT_INTRO.format(styles=styles)
+        study = Study(
+            title=spec.title,
+            intro=intro,
+            tasks=tasks,
+            items=items,
+            order=spec.order,
+            ask_demographics=spec.ask_demographics,
+            demographics=spec.demographics,
+            seed=spec.seed,
+            pairs_per_task=spec.pairs,
+            victim_share=spec.victim_share,
+            created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+        study.save(out_dir)
+        StudyStore.create(out_dir / DB_FILE).close()
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return study
