@@ -93,11 +93,6 @@ def test_palette_with_transparency_index_becomes_white():
     assert torch.equal(out[:, 0, 2], torch.tensor([0.0, 0, 1]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="images.pil_to_rgb_array composites only P/RGBA/LA/PA; an L or RGB PNG with a tRNS "
-    "colour key keeps its transparent pixels black instead of white (reported to images.py owner)",
-)
 @pytest.mark.parametrize("mode, key", [("RGB", (0, 0, 0)), ("L", 0)])
 def test_colour_key_transparency_is_composited_on_white(mode, key):
     img = Image.new(mode, (2, 1), key)

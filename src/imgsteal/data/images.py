@@ -26,19 +26,21 @@ class ImageReadError(ValueError):
 
 def pil_to_rgb_array(img: Image.Image) -> np.ndarray:
     """Any PIL image -> H x W x 3 float32 array in [0, 1], EXIF-rotated, alpha composited on white."""
+    file_format = img.format  # lost by exif_transpose's copy
     img = ImageOps.exif_transpose(img)
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit (or 32-bit int) grayscale: scale by the real bit depth, not by 255.
+        # 16-bit grayscale: scale by the bit depth, not by 255. Some Pillow versions open 16-bit
+        # PNGs as mode "I", so a PNG in mode "I" is 16-bit too.
         arr = np.asarray(img, dtype=np.float32)
-        peak = 65535.0 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
-        arr = np.clip(arr / peak, 0.0, 1.0)
+        sixteen = mode.startswith("I;16") or file_format == "PNG" or arr.max(initial=0) > 255
+        arr = np.clip(arr / (65535.0 if sixteen else 255.0), 0.0, 1.0)
         return np.repeat(arr[..., None], 3, axis=2)
     if mode == "F":
         arr = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
         return np.repeat(arr[..., None], 3, axis=2)
-    if mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if mode in ("P", "L", "RGB") and "transparency" in img.info:
+        img = img.convert("RGBA")  # palette or colour-key transparency: composite like alpha
     if img.mode in ("RGBA", "LA", "PA"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -53,7 +55,7 @@ def decode_image(data: bytes, name: str = "<bytes>") -> torch.Tensor:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             arr = pil_to_rgb_array(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{name}: not a readable image ({exc})") from exc
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
 

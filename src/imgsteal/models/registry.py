@@ -52,4 +52,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     _load_all()
     if name not in _REGISTRY:
         raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**kwargs)
+    module = _REGISTRY[name](**kwargs)
+    # Recorded so a checkpoint can rebuild exactly this network (see train.checkpoint).
+    module.build_spec = {"arch": name, "kwargs": dict(kwargs)}
+    return module

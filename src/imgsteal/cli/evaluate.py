@@ -1,0 +1,64 @@
+"""`imgsteal evaluate`: experiments A/B/C, written as Markdown, CSV, JSON and an HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from imgsteal.cli._common import UserError, user_errors
+
+
+def parse_test_sets(specs: list[str]) -> dict[str, list[Path]]:
+    """NAME=DIR_OR_SPEC items -> {name: image paths}."""
+    from imgsteal.data.layouts import resolve_images
+
+    sets = {}
+    for item in specs:
+        name, sep, spec = item.partition("=")
+        if not sep or not name or not spec:
+            raise UserError(f"--test expects NAME=DIR, got {item!r}")
+        sets[name] = resolve_images(spec)
+    return sets
+
+
+def evaluate(
+    task: str = typer.Option(..., help="sr or style"),
+    victim: Path = typer.Option(..., help="victim model (run folder or .safetensors)"),
+    surrogate: list[Path] = typer.Option(..., help="surrogate models, one per seed; repeatable"),
+    test: list[str] = typer.Option(..., help="NAME=DIR test sets of HR images (sr) or photos (style); repeatable"),
+    out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o"),
+    crop_border: int = typer.Option(-1, help="[sr] pixels cropped from each border (-1: the scale factor)"),
+    y_channel: bool = typer.Option(False, help="[sr] score the BT.601 luma channel instead of RGB"),
+    style_set: str = typer.Option("", help="[style] the style images S_X (folder or dataset spec)"),
+    inception_weights: str = typer.Option("", envvar="IMGSTEAL_INCEPTION_WEIGHTS", help="[style] FID Inception weights file"),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Compare victim and surrogates: (A) F_V vs truth, (B) F_A vs F_V, (C) F_A vs truth."""
+    with user_errors():
+        from imgsteal.report.html import Report
+        from imgsteal.victim.inference import load_translator
+
+        test_sets = parse_test_sets(test)
+        fv = load_translator(victim, device)
+        fas = [load_translator(s, device) for s in surrogate]
+        report = Report(f"imgsteal evaluation ({task})")
+        if task == "sr":
+            from imgsteal.evaluate.sr import SRConvention, evaluate_sr, sr_report_blocks, sr_tables
+
+            convention = SRConvention(crop_border=fv.scale if crop_border < 0 else crop_border, y_channel=y_channel)
+            results, _ = evaluate_sr(fv, fas, test_sets, out, scale=fv.scale, convention=convention)
+            sr_report_blocks(report, results)
+            typer.echo(sr_tables(results))
+        elif task == "style":
+            from imgsteal.evaluate.style import evaluate_style_cli
+
+            evaluate_style_cli(fv, fas, test_sets, style_set, out, report, inception_weights or None)
+        else:
+            raise UserError(f"--task must be sr or style, not {task!r}")
+        report.write(out / "report.html")
+        typer.echo(f"written: {out}/table.md, results.csv, results.json, report.html")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)

@@ -1,0 +1,49 @@
+"""`imgsteal surrogate train`: the adversary trains F_A on harvested pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from imgsteal.cli._common import user_errors
+from imgsteal.data.augment import Augmentation
+
+surrogate_app = typer.Typer(help="The adversary's surrogate F_A.", no_args_is_help=True)
+
+
+@surrogate_app.command("train")
+def train(
+    store: Path = typer.Option(..., help="pair store written by `imgsteal harvest`"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder"),
+    arch: str = typer.Option("srresnet", help="srresnet (super-resolution) or pix2pix (style transfer)"),
+    seed: int = typer.Option(0, help="seeds the data subset, the initialisation and the batches"),
+    fraction: float = typer.Option(1.0, help="share of the stored pairs to train on (0.25, 0.5, 0.75, 1.0)"),
+    augmentation: Augmentation = typer.Option(Augmentation.none, help="paired augmentation"),
+    epochs: int = typer.Option(20),
+    batch_size: int = typer.Option(16),
+    patch: Optional[int] = typer.Option(24, help="input-side crop size (srresnet); pix2pix trains on --size crops"),
+    repeat: int = typer.Option(1, help="passes over the pairs per epoch"),
+    lr: float = typer.Option(1e-4),
+    n_blocks: int = typer.Option(16, help="[srresnet] residual blocks"),
+    channels: int = typer.Option(64, help="[srresnet] channels"),
+    size: int = typer.Option(256, help="[pix2pix] training resolution"),
+    device: str = typer.Option("auto"),
+    resume: bool = typer.Option(False, help="continue a killed run from its last checkpoint"),
+    checkpoint_every: int = typer.Option(200, help="steps between checkpoints"),
+) -> None:
+    """Train a surrogate on a seeded random fraction of the pairs."""
+    with user_errors():
+        from imgsteal.attack.surrogate import SurrogateConfig, train_surrogate
+
+        cfg = SurrogateConfig(store=str(store), arch=arch, seed=seed, fraction=fraction, augmentation=augmentation,
+                              epochs=epochs, batch_size=batch_size, patch=patch, repeat=repeat, lr=lr,
+                              n_blocks=n_blocks, channels=channels, size=size, device=device,
+                              checkpoint_every=checkpoint_every)
+        result = train_surrogate(cfg, out, resume=resume)
+        typer.echo(f"surrogate model: {result.model_path} ({result.steps} steps, {result.images_per_second:.1f} img/s)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(surrogate_app, name="surrogate")

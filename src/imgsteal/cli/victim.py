@@ -1,0 +1,81 @@
+"""`imgsteal victim train`: the model owner trains F_V."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from imgsteal.cli._common import UserError, user_errors
+
+victim_app = typer.Typer(help="The victim's side: train F_V.", no_args_is_help=True)
+
+
+class Task(str, Enum):
+    sr = "sr"
+    style = "style"
+
+
+class ContentLoss(str, Enum):
+    vgg = "vgg"
+    pixel = "pixel"
+
+
+@victim_app.command("train")
+def train(
+    task: Task = typer.Option(..., help="sr (super-resolution) or style (unpaired style transfer)"),
+    arch: str = typer.Option(..., help="sr: srgan; style: cyclegan or ugatit"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder (checkpoints, model.safetensors, metrics)"),
+    hr: list[str] = typer.Option([], help="[sr] HR training images: a folder or a dataset spec (e.g. div2k:PATH:train); repeatable"),
+    scale: int = typer.Option(4, help="[sr] upscaling factor"),
+    n_blocks: int = typer.Option(16, help="[sr] residual blocks of the SRResNet generator"),
+    channels: int = typer.Option(64, help="[sr] feature channels of the generator"),
+    patch: int = typer.Option(24, help="[sr] LR training patch size (HR patch = patch x scale)"),
+    batch_size: int = typer.Option(16),
+    repeat: int = typer.Option(1, help="passes over the images per epoch"),
+    pretrain_epochs: int = typer.Option(10, help="[sr] pixel-loss (MSE) pre-training epochs"),
+    gan_epochs: int = typer.Option(10, help="[sr] adversarial epochs"),
+    lr: float = typer.Option(1e-4),
+    content_loss: ContentLoss = typer.Option(ContentLoss.vgg, help="[sr] vgg (VGG19 relu5_4, needs ImageNet weights) or pixel (offline)"),
+    vgg_weights: Optional[Path] = typer.Option(None, help="[sr] VGG19 weights file instead of the torch hub cache"),
+    domain_a: Optional[str] = typer.Option(None, help="[style] domain A images (photos): folder or dataset spec"),
+    domain_b: Optional[str] = typer.Option(None, help="[style] domain B images (the secret style set)"),
+    size: int = typer.Option(256, help="[style] working resolution"),
+    epochs: int = typer.Option(200, help="[style] epochs (constant lr for the first half, then linear decay)"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto (cuda if present), cpu, cuda, cuda:1 ..."),
+    resume: bool = typer.Option(False, help="continue a killed run from its last checkpoint"),
+    checkpoint_every: int = typer.Option(200, help="steps between checkpoints"),
+) -> None:
+    """Train a victim model F_V."""
+    with user_errors():
+        if task is Task.sr:
+            if arch != "srgan":
+                raise UserError(f"--task sr trains --arch srgan, not {arch!r}")
+            if not hr:
+                raise UserError("--task sr needs --hr DIR (high-resolution training images)")
+            from imgsteal.victim.train import SRVictimConfig, train_sr_victim
+
+            cfg = SRVictimConfig(hr=hr, scale=scale, n_blocks=n_blocks, channels=channels, patch=patch,
+                                 batch_size=batch_size, repeat=repeat, pretrain_epochs=pretrain_epochs,
+                                 gan_epochs=gan_epochs, lr=lr, content_loss=content_loss.value,
+                                 vgg_weights=str(vgg_weights) if vgg_weights else None, seed=seed, device=device,
+                                 checkpoint_every=checkpoint_every)
+            result = train_sr_victim(cfg, out, resume=resume)
+        else:
+            if arch not in ("cyclegan", "ugatit"):
+                raise UserError(f"--task style trains --arch cyclegan or ugatit, not {arch!r}")
+            if not domain_a or not domain_b:
+                raise UserError("--task style needs --domain-a DIR and --domain-b DIR")
+            from imgsteal.victim.style import StyleVictimConfig, train_style_victim
+
+            cfg = StyleVictimConfig(arch=arch, domain_a=domain_a, domain_b=domain_b, size=size, epochs=epochs,
+                                    batch_size=batch_size, lr=lr, seed=seed, device=device, checkpoint_every=checkpoint_every)
+            result = train_style_victim(cfg, out, resume=resume)
+        typer.echo(f"victim model: {result.model_path} ({result.steps} steps, {result.images_per_second:.1f} img/s)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(victim_app, name="victim")

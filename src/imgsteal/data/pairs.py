@@ -1,0 +1,154 @@
+"""The adversary's pair store: (X_A, F_V(X_A)) as PNG files plus a SQLite manifest.
+
+    STORE/
+      manifest.sqlite          one row per answered query (WAL journal)
+      inputs/<sha256>.png      the exact bytes sent
+      outputs/<sha256>.png     the exact bytes received
+
+A row is committed only after both files are on disk (written to a temp name and renamed), so a
+harvest killed at any moment loses no answered pair and never leaves a row without its images.
+Inputs are keyed by the sha256 of the bytes sent: a duplicate is never queried twice.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from imgsteal.data.images import decode_image, sha256_bytes
+from imgsteal.errors import ImgstealError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queries (
+    query_id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    input_sha256  TEXT NOT NULL UNIQUE,
+    output_sha256 TEXT NOT NULL,
+    source        TEXT,
+    input_width   INTEGER, input_height INTEGER,
+    output_width  INTEGER, output_height INTEGER,
+    queried_at    REAL NOT NULL,
+    latency_s     REAL,
+    cost_usd      REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    query_id: int
+    input_sha256: str
+    output_sha256: str
+    source: str | None
+    input_size: tuple[int, int]  # (width, height)
+    output_size: tuple[int, int]
+    queried_at: float
+    cost_usd: float
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class PairStore:
+    """Open (or create) a pair store folder. Safe for one writer; readers may open it concurrently."""
+
+    def __init__(self, root: str | Path, create: bool = True) -> None:
+        self.root = Path(root)
+        db = self.root / "manifest.sqlite"
+        if not db.exists() and not create:
+            raise ImgstealError(f"no pair store at {self.root} (expected {db}); run `imgsteal harvest` first")
+        if self.root.exists() and not self.root.is_dir():
+            raise ImgstealError(f"{self.root} is a file, not a pair store folder")
+        (self.root / "inputs").mkdir(parents=True, exist_ok=True)
+        (self.root / "outputs").mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(db, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "PairStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- metadata -------------------------------------------------------------------------------
+    def set_info(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO store_info VALUES (?, ?)", (key, value))
+        self.db.commit()
+
+    def info(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM store_info").fetchall())
+
+    # -- writing --------------------------------------------------------------------------------
+    def has(self, input_sha256: str) -> bool:
+        return self.db.execute("SELECT 1 FROM queries WHERE input_sha256 = ?", (input_sha256,)).fetchone() is not None
+
+    def add(
+        self,
+        input_bytes: bytes,
+        output_bytes: bytes,
+        *,
+        source: str | None,
+        input_size: tuple[int, int],
+        output_size: tuple[int, int],
+        cost_usd: float,
+        latency_s: float = 0.0,
+    ) -> str:
+        """Store one answered query; returns the input sha256. Files first, then the committed row."""
+        in_sha, out_sha = sha256_bytes(input_bytes), sha256_bytes(output_bytes)
+        _atomic_write(self.root / "inputs" / f"{in_sha}.png", input_bytes)
+        _atomic_write(self.root / "outputs" / f"{in_sha}.png", output_bytes)
+        self.db.execute(
+            "INSERT OR IGNORE INTO queries (input_sha256, output_sha256, source, input_width, input_height,"
+            " output_width, output_height, queried_at, latency_s, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (in_sha, out_sha, source, *input_size, *output_size, time.time(), latency_s, cost_usd),
+        )
+        self.db.commit()
+        return in_sha
+
+    # -- reading --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM queries").fetchone()[0]
+
+    def records(self) -> list[PairRecord]:
+        rows = self.db.execute(
+            "SELECT query_id, input_sha256, output_sha256, source, input_width, input_height,"
+            " output_width, output_height, queried_at, cost_usd FROM queries ORDER BY query_id"
+        ).fetchall()
+        return [PairRecord(r[0], r[1], r[2], r[3], (r[4], r[5]), (r[6], r[7]), r[8], r[9]) for r in rows]
+
+    def total_cost(self) -> float:
+        return float(self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM queries").fetchone()[0])
+
+    def load_pair(self, record: PairRecord) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input, output) as 3 x H x W tensors in [0, 1]."""
+        x = decode_image((self.root / "inputs" / f"{record.input_sha256}.png").read_bytes())
+        y = decode_image((self.root / "outputs" / f"{record.input_sha256}.png").read_bytes())
+        return x, y
+
+    def select(self, fraction: float, seed: int) -> list[PairRecord]:
+        """A seeded random subset of round(fraction * len) records (at least one), in stable order."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        records = self.records()
+        if not records:
+            raise ImgstealError(f"pair store {self.root} is empty; run `imgsteal harvest` first")
+        count = max(1, round(fraction * len(records)))
+        order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed)).tolist()
+        return [records[i] for i in sorted(order[:count])]

@@ -1,0 +1,168 @@
+"""Experiments A/B/C for super-resolution (paper Table 5): PSNR and SSIM on HR test sets.
+
+For each HR test image: LR = 4x bicubic downscale, then
+  (A) F_V(LR) vs HR,  (B) F_A(LR) vs F_V(LR),  (C) F_A(LR) vs HR,
+plus the bicubic baseline (bicubic(LR) vs F_V(LR) and vs HR) that tells whether F_A learnt anything.
+Victim answers are quantised to 8 bits, as the API returns them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from imgsteal.data.images import bicubic_downscale, bicubic_upscale, crop_to_multiple, load_images, quantize, save_image
+from imgsteal.evaluate.summary import Cell, abc_rows, markdown_table, summarize
+from imgsteal.metrics import psnr, ssim
+
+Model = Callable[[torch.Tensor], torch.Tensor]  # N x 3 x h x w -> N x 3 x sh x sw, in [0, 1]
+
+
+@dataclass
+class SRConvention:
+    """How scores are computed; the default is RGB with `scale` pixels cropped from each border."""
+
+    crop_border: int = 4
+    y_channel: bool = False
+
+
+@dataclass
+class SRTestResult:
+    name: str
+    n_images: int
+    cells: dict[str, dict[str, Cell]]  # metric -> {"A","B","C","bicubic_vs_victim","bicubic_vs_hr"}
+    gallery: list[dict[str, str]] = field(default_factory=list)
+
+
+def _scores(x: torch.Tensor, y: torch.Tensor, conv: SRConvention) -> tuple[float, float]:
+    kw = dict(crop_border=conv.crop_border, y_channel=conv.y_channel)
+    return float(psnr(x[None], y[None], **kw)[0]), float(ssim(x[None], y[None], **kw)[0])
+
+
+def evaluate_sr_set(
+    name: str,
+    paths: list[Path],
+    victim: Model,
+    surrogates: list[Model],
+    scale: int,
+    convention: SRConvention,
+    gallery_dir: Path | None = None,
+    gallery_count: int = 4,
+    progress: bool = True,
+) -> SRTestResult:
+    """Score one test set. Returns cells for A, B, C and the bicubic baselines, for PSNR and SSIM."""
+    keys = ("A", "B", "C", "bicubic_vs_victim", "bicubic_vs_hr")
+    scores = {m: {k: [[] for _ in (surrogates if k in "BC" else [None])] for k in keys} for m in ("psnr", "ssim")}
+    gallery = []
+    images = load_images(paths)
+    for i, (path, hr) in enumerate(tqdm(images, desc=f"evaluate {name}", disable=not progress, unit="img")):
+        hr = crop_to_multiple(hr, scale)
+        lr = bicubic_downscale(hr, scale)
+        v = quantize(victim(lr[None])[0])
+        bic = bicubic_upscale(lr, scale)
+        pairs = {"A": [(v, hr)], "bicubic_vs_victim": [(bic, v)], "bicubic_vs_hr": [(bic, hr)]}
+        outs = [quantize(s(lr[None])[0]) for s in surrogates]
+        pairs["B"] = [(a, v) for a in outs]
+        pairs["C"] = [(a, hr) for a in outs]
+        for key, items in pairs.items():
+            for run, (x, y) in enumerate(items):
+                p, s = _scores(x, y, convention)
+                scores["psnr"][key][run].append(p)
+                scores["ssim"][key][run].append(s)
+        if gallery_dir is not None and i < gallery_count:
+            stem = f"{name}_{i:02d}"
+            entry = {"name": path.name}
+            for label, image in (("lr", lr), ("victim", v), ("surrogate", outs[0] if outs else v), ("hr", hr), ("bicubic", bic)):
+                rel = f"{stem}_{label}.png"
+                save_image(image, gallery_dir / rel)
+                entry[label] = rel
+            gallery.append(entry)
+    cells = {m: {k: summarize([np.array(r) for r in runs]) for k, runs in per.items()} for m, per in scores.items()}
+    return SRTestResult(name=name, n_images=len(images), cells=cells, gallery=gallery)
+
+
+def sr_tables(results: list[SRTestResult]) -> str:
+    """Markdown: SSIM then PSNR tables laid out like the paper's Table 5."""
+    parts = []
+    for metric, label, digits in (("ssim", "SSIM", 3), ("psnr", "PSNR (dB)", 2)):
+        rows = {r.name: r.cells[metric] for r in results}
+        parts.append(f"**{label}**\n\n" + markdown_table(*abc_rows(rows, "original high-res", digits)))
+        base = "; ".join(
+            f"{r.name}: bicubic vs F_V {r.cells[metric]['bicubic_vs_victim'].text(digits)}, "
+            f"bicubic vs HR {r.cells[metric]['bicubic_vs_hr'].text(digits)}"
+            for r in results
+        )
+        parts.append(f"\nBaseline ({label}) — {base}\n")
+    return "\n\n".join(parts)
+
+
+def write_sr_results(results: list[SRTestResult], out_dir: Path, convention: SRConvention, extra: dict | None = None) -> dict:
+    """Write table.md, results.csv and results.json into out_dir; return the JSON dict."""
+    import csv
+    import json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "task": "sr",
+        "convention": {"color": "Y (BT.601)" if convention.y_channel else "RGB", "crop_border": convention.crop_border},
+        **(extra or {}),
+        "test_sets": {
+            r.name: {"n_images": r.n_images, **{m: {k: c.as_dict() for k, c in cells.items()} for m, cells in r.cells.items()}}
+            for r in results
+        },
+    }
+    (out_dir / "results.json").write_text(json.dumps(payload, indent=2))
+    with open(out_dir / "results.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["test_set", "metric", "experiment", "mean", "std", "image_std", "n_images", "runs"])
+        for r in results:
+            for metric, cells in r.cells.items():
+                for key, cell in cells.items():
+                    writer.writerow([r.name, metric, key, f"{cell.mean:.6f}", f"{cell.std:.6f}", f"{cell.image_std:.6f}",
+                                     r.n_images, len(cell.runs)])
+    (out_dir / "table.md").write_text(sr_tables(results) + "\n")
+    return payload
+
+
+def evaluate_sr(
+    victim: Model,
+    surrogates: list[Model],
+    test_sets: dict[str, list[Path]],
+    out_dir: str | Path,
+    scale: int,
+    convention: SRConvention | None = None,
+    gallery_count: int = 4,
+    progress: bool = True,
+    extra: dict | None = None,
+) -> tuple[list[SRTestResult], dict]:
+    """Run A/B/C on every test set and write the results (and gallery images) into out_dir."""
+    convention = convention or SRConvention(crop_border=scale)
+    out_dir = Path(out_dir)
+    results = [
+        evaluate_sr_set(name, paths, victim, surrogates, scale, convention, out_dir / "gallery", gallery_count, progress)
+        for name, paths in test_sets.items()
+    ]
+    return results, write_sr_results(results, out_dir, convention, extra)
+
+
+def sr_report_blocks(report, results: list[SRTestResult], prefix: str = "") -> None:
+    """Add the Table 5 layout and the LR | F_V | F_A | HR gallery to a Report.
+
+    prefix: path from the report's folder to the evaluation folder holding gallery/.
+    """
+    for metric, label, digits in (("ssim", "SSIM", 3), ("psnr", "PSNR (dB)", 2)):
+        header, rows = abc_rows({r.name: r.cells[metric] for r in results}, "original high-res", digits)
+        for r in results:
+            rows.append(["bicubic baseline", r.name, r.cells[metric]["bicubic_vs_victim"].text(digits),
+                         r.cells[metric]["bicubic_vs_hr"].text(digits)])
+        report.table(header, rows, caption=label)
+    for r in results:
+        if r.gallery:
+            report.gallery(["LR input", "bicubic", "victim F_V", "surrogate F_A", "HR"],
+                           [[f"{prefix}gallery/{g[k]}" for k in ("lr", "bicubic", "victim", "surrogate", "hr")] for g in r.gallery],
+                           captions=[g["name"] for g in r.gallery], title=f"{r.name}")

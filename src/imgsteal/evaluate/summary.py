@@ -1,0 +1,58 @@
+"""Turning per-image scores into the paper's 'mean +- std' cells, and rendering Table 3-5 style tables."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Cell:
+    """A table cell: mean and std across runs (surrogate seeds), plus the spread across images.
+
+    For a single model (the victim) there is one run, and `std` is the std across images, which is
+    how the paper reports the victim's (A) cells.
+    """
+
+    mean: float
+    std: float
+    image_std: float
+    runs: list[float] = field(default_factory=list)
+    n_images: int = 0
+
+    def text(self, digits: int = 2) -> str:
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(per_run_scores: list[np.ndarray]) -> Cell:
+    """per_run_scores: one array of per-image scores per run -> Cell (inf-safe: PSNR of identical images)."""
+    runs = [np.asarray(s, dtype=np.float64) for s in per_run_scores]
+    finite = [s[np.isfinite(s)] for s in runs]
+    run_means = [float(s.mean()) if s.size else float("inf") for s in finite]
+    image_std = float(np.mean([s.std(ddof=1) if s.size > 1 else 0.0 for s in finite]))
+    if len(runs) == 1:
+        return Cell(run_means[0], image_std, image_std, run_means, int(runs[0].size))
+    std = float(np.std(run_means, ddof=1))
+    return Cell(float(np.mean(run_means)), std, image_std, run_means, int(runs[0].size))
+
+
+def abc_rows(rows: dict[str, dict[str, Cell]], reference: str, digits: int = 2) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) laid out like the paper's Tables 3-5.
+
+    rows: test set name -> {"A": cell, "B": cell, "C": cell}; reference names the ground-truth
+    column (e.g. 'original high-res' or 'style set').
+    """
+    header = ["Output", "Test set", "vs victim output", f"vs {reference}"]
+    body = [["victim F_V", name, "N/A", f"(A) {c['A'].text(digits)}"] for name, c in rows.items()]
+    body += [["surrogate F_A", name, f"(B) {c['B'].text(digits)}", f"(C) {c['C'].text(digits)}"] for name, c in rows.items()]
+    return header, body
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)

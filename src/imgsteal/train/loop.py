@@ -1,0 +1,147 @@
+"""One training loop for every network in the toolkit.
+
+A `Recipe` owns the networks, optimizers and the loss of one step; `run_training` owns everything
+around it: epochs, deterministic batches, progress, metrics log, periodic atomic checkpoints, and
+resuming a killed run at the exact step and epoch it stopped at.
+
+Run directory layout:
+    config.json          the resolved, typed config of the run
+    checkpoints/last.*   full training state (weights, optimizers, RNG, position)
+    model.safetensors    the trained generator alone, written when training completes
+    metrics.jsonl        one JSON line per logged step
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from imgsteal.errors import ImgstealError
+from imgsteal.train.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
+
+
+class BatchSource(Protocol):
+    batches_per_epoch: int
+
+    def batch(self, epoch: int, index: int) -> Any: ...
+
+
+class Recipe(Protocol):
+    """What a training method provides. `modules` and `optimizers` are saved and restored by name."""
+
+    modules: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    export_module: str  # the network written to model.safetensors (the generator)
+
+    def begin_epoch(self, epoch: int) -> None: ...
+
+    def train_step(self, batch: Any) -> dict[str, float]: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrainingResult:
+    run_dir: Path
+    model_path: Path
+    steps: int
+    epochs: int
+    images_per_second: float
+    resumed_from_step: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _archs(recipe: Recipe) -> dict[str, dict[str, Any]]:
+    # build_model stamps each network with the spec that rebuilds it.
+    return {name: getattr(m, "build_spec") for name, m in recipe.modules.items() if hasattr(m, "build_spec")}
+
+
+def run_training(
+    recipe: Recipe,
+    source: BatchSource,
+    *,
+    run_dir: str | Path,
+    epochs: int,
+    meta: dict[str, Any],
+    resume: bool = False,
+    checkpoint_every: int = 200,
+    log_every: int = 10,
+    progress: bool = True,
+    description: str = "training",
+    on_step: Callable[[int], None] | None = None,
+) -> TrainingResult:
+    """Train `recipe` for `epochs` epochs of `source.batches_per_epoch` steps each.
+
+    meta: JSON-able facts about the run (task, seed, config...) stored in every checkpoint.
+    resume: continue from run_dir/checkpoints/last; without it an existing run is refused, never overwritten.
+    checkpoint_every: steps between checkpoints (one is also written at every epoch end).
+    on_step: called with the global step after each step (tests use it to interrupt a run).
+    """
+    run_dir = Path(run_dir)
+    last = run_dir / "checkpoints" / "last.safetensors"
+    if last.exists() and not resume:
+        raise ImgstealError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another output folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start_epoch, start_index, step = 0, 0, 0
+    if resume and last.exists():
+        position = restore_training_state(load_checkpoint(last), recipe.modules, recipe.optimizers)
+        recipe.load_state(position.get("recipe", {}))
+        start_epoch, start_index, step = position["epoch"], position["index"], position["step"]
+    resumed_from = step
+    per_epoch = source.batches_per_epoch
+    total = epochs * per_epoch
+    base_meta = {**meta, "archs": _archs(recipe), "epochs": epochs, "steps_per_epoch": per_epoch, "export": recipe.export_module}
+
+    def checkpoint(epoch: int, index: int) -> None:
+        position = {"epoch": epoch, "index": index, "step": step, "recipe": recipe.state()}
+        save_checkpoint(last, {**base_meta, "step": step, "epoch": epoch}, recipe.modules, recipe.optimizers, position)
+
+    history: list[dict[str, float]] = []
+    images = 0
+    started = time.perf_counter()
+    with open(run_dir / "metrics.jsonl", "a") as log, tqdm(
+        total=total, initial=step, desc=description, disable=not progress, unit="step", dynamic_ncols=True
+    ) as bar:
+        for epoch in range(start_epoch, epochs):
+            recipe.begin_epoch(epoch)
+            for index in range(start_index if epoch == start_epoch else 0, per_epoch):
+                batch = source.batch(epoch, index)
+                losses = recipe.train_step(batch)
+                step += 1
+                images += len(batch[0])
+                bar.update(1)
+                if step % log_every == 0 or step == total:
+                    row = {"step": step, "epoch": epoch, **{k: round(float(v), 6) for k, v in losses.items()}}
+                    history.append(row)
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
+                if checkpoint_every and step % checkpoint_every == 0 and index + 1 < per_epoch:
+                    checkpoint(epoch, index + 1)
+                if on_step is not None:
+                    on_step(step)
+            checkpoint(epoch + 1, 0)
+    elapsed = time.perf_counter() - started
+    model_path = save_checkpoint(
+        run_dir / "model.safetensors",
+        {**base_meta, "step": step, "epoch": epochs},
+        {recipe.export_module: recipe.modules[recipe.export_module]},
+    )
+    return TrainingResult(
+        run_dir=run_dir,
+        model_path=model_path,
+        steps=step,
+        epochs=epochs,
+        images_per_second=images / elapsed if elapsed > 0 and images else 0.0,
+        resumed_from_step=resumed_from,
+        history=history,
+    )

@@ -1,0 +1,90 @@
+"""SRGAN training (Ledig et al. 2017): pixel-loss pre-training, then generator vs VGG-style discriminator.
+
+Generator loss in the adversarial phase: content + adv_weight * BCE(D(G(x)), real), where content is
+the VGG19 relu5_4 feature MSE (scaled as in the paper) or, offline, the pixel MSE.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imgsteal.models.vgg import VGGFeatures
+
+VGG_SCALE = 1 / 12.75  # SRGAN rescales VGG features so the loss is comparable to the pixel MSE
+
+
+class SRGANRecipe:
+    export_module = "generator"
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        device: torch.device,
+        pretrain_epochs: int,
+        content_loss: Literal["vgg", "pixel"] = "vgg",
+        vgg_weights: str | None = None,
+        lr: float = 1e-4,
+        adv_weight: float = 1e-3,
+    ) -> None:
+        self.device = device
+        self.pretrain_epochs = pretrain_epochs
+        self.adv_weight = adv_weight
+        self.content_loss = content_loss
+        # Loaded up front: a missing VGG19 must stop the run before any training, not at the phase switch.
+        self.vgg = VGGFeatures(vgg_weights).to(device) if content_loss == "vgg" else None
+        self.generator = generator.to(device).train()
+        self.discriminator = discriminator.to(device).train()
+        self.modules = {"generator": self.generator, "discriminator": self.discriminator}
+        self.optimizers = {
+            "generator": torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.9, 0.999)),
+            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.9, 0.999)),
+        }
+        self.adversarial = False
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.adversarial = epoch >= self.pretrain_epochs
+
+    def _content(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        if self.vgg is None:
+            return F.mse_loss(fake, real)
+        return F.mse_loss(self.vgg(fake) * VGG_SCALE, self.vgg(real).detach() * VGG_SCALE)
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        lr, hr = (t.to(self.device, non_blocking=True) for t in batch)
+        opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
+        if not self.adversarial:
+            opt_g.zero_grad(set_to_none=True)
+            loss = F.mse_loss(self.generator(lr), hr)
+            loss.backward()
+            opt_g.step()
+            return {"pixel": loss.item()}
+
+        fake = self.generator(lr)
+        # Discriminator: real HR vs generated (detached).
+        opt_d.zero_grad(set_to_none=True)
+        real_logits = self.discriminator(hr)
+        fake_logits = self.discriminator(fake.detach().clamp(0, 1))
+        loss_d = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)) + \
+            F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        loss_d.backward()
+        opt_d.step()
+        # Generator: content + adversarial.
+        opt_g.zero_grad(set_to_none=True)
+        gen_logits = self.discriminator(fake.clamp(0, 1))
+        content = self._content(fake, hr)
+        adv = F.binary_cross_entropy_with_logits(gen_logits, torch.ones_like(gen_logits))
+        loss_g = content + self.adv_weight * adv
+        loss_g.backward()
+        opt_g.step()
+        return {"content": content.item(), "adv": adv.item(), "d": loss_d.item()}
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
