@@ -53,6 +53,8 @@ def _template_env() -> Environment:
     # autoescape=True for every template, whatever its name: participant text is never trusted.
     env = Environment(loader=PackageLoader("imgsteal.study", "templates"), autoescape=True, undefined=StrictUndefined)
     env.filters["paragraphs"] = lambda text: [p.strip() for p in str(text).split("\n\n") if p.strip()]
+    env.filters["sentence"] = lambda text: (str(text)[:1].upper() + str(text)[1:]).rstrip(".") + "."
+    env.filters["short_time"] = lambda iso: str(iso)[:16].replace("T", " ") if iso else "–"
     return env
 
 

@@ -204,7 +204,7 @@ def create_study(spec: StudySpec, out_dir: str | Path) -> Study:
                 TaskInfo(
                     name=task.name,
                     style=style,
-                    prompt=f"How much does the image on the right look like {with_article(style)} version of the image on the left?",
+                    prompt=f"How much does the styled image look like {with_article(style)} version of the original?",
                     low_anchor="No resemblance",
                     high_anchor=f"Looks very much like {with_article(style)} version of the input",
                     example_images=[writer.add(p) for p in examples],
@@ -226,7 +226,7 @@ def create_study(spec: StudySpec, out_dir: str | Path) -> Study:
             _warn_if_sizes_differ(task.name, task_items, writer.sizes)
             items.extend(task_items)
 
-        styles = " or ".join(with_article(t.style) for t in tasks)
+        styles = " or ".join(f"{with_article(t.style)} version" for t in tasks)
         intro = spec.intro if spec.intro is not None else DEFAULT_INTRO.format(styles=styles)
         study = Study(
             title=spec.title,

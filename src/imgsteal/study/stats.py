@@ -124,6 +124,14 @@ def welch(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> W
     )
 
 
+def check_tost_parameters(bound_d: float, alpha: float) -> None:
+    """Raise ImgstealError unless bound_d > 0 and 0 < alpha < 1."""
+    if not bound_d > 0:
+        raise ImgstealError(f"the equivalence bound (Cohen's d) must be > 0, got {bound_d}")
+    if not 0 < alpha < 1:
+        raise ImgstealError(f"alpha must be in (0, 1), got {alpha}")
+
+
 def tost(
     a: Sequence[float] | np.ndarray,
     b: Sequence[float] | np.ndarray,
@@ -136,10 +144,7 @@ def tost(
     is the level of each one-sided test. Returns both t statistics and one-sided p-values, the
     verdict, and the smallest symmetric bound (raw and in d) at which equivalence would hold.
     """
-    if not bound_d > 0:
-        raise StatsInputError(f"bound_d must be > 0, got {bound_d}")
-    if not 0 < alpha < 1:
-        raise StatsInputError(f"alpha must be in (0, 1), got {alpha}")
+    check_tost_parameters(bound_d, alpha)
     a, b = _sample(a, "a"), _sample(b, "b")
     diff, se, df, _, _ = _welch_parts(a, b)
     sd = pooled_sd(a, b)

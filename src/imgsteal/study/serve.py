@@ -1,0 +1,60 @@
+"""Run the questionnaire with uvicorn on a socket bound up front, so port 0 (any free port) works
+and the real address can be announced before the first request."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Callable
+
+from imgsteal.errors import ImgstealError
+from imgsteal.study.model import DB_FILE
+from imgsteal.study.store import StudyStore
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on (host, port); port 0 picks a free port. Raises ImgstealError if taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ImgstealError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from exc
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def study_urls(study_dir: str | Path, host: str, port: int, root_path: str = "") -> tuple[str, str]:
+    """(participant URL, researcher results URL) for a server on host:port."""
+    shown_host = f"[{host}]" if ":" in host else host
+    base = f"http://{shown_host}:{port}{root_path.rstrip('/')}"
+    admin_key = StudyStore(Path(study_dir) / DB_FILE).admin_key()
+    return f"{base}/", f"{base}/admin/{admin_key}"
+
+
+def serve_study(
+    study_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    root_path: str = "",
+    log_level: str = "warning",
+    on_ready: Callable[[str, str], None] | None = None,
+) -> None:
+    """Serve the study until interrupted. `on_ready(participant_url, admin_url)` runs once bound."""
+    import uvicorn
+
+    from imgsteal.study.app import create_app
+
+    app = create_app(study_dir)
+    sock = bind_socket(host, port)
+    actual_port = sock.getsockname()[1]
+    if on_ready is not None:
+        on_ready(*study_urls(study_dir, host, actual_port, root_path))
+    config = uvicorn.Config(app, root_path=root_path, log_level=log_level, access_log=log_level in ("info", "debug"))
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
