@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -48,3 +52,35 @@ def small_study(tmp_path: Path, task_dirs: list[TaskSpec]) -> Path:
     out = tmp_path / "study"
     create_study(StudySpec(tasks=task_dirs, pairs=4, victim_share=0.5, seed=3), out)
     return out
+
+
+@contextlib.contextmanager
+def running_server(study_dir: Path) -> Iterator[str]:
+    """Serve the study with uvicorn on 127.0.0.1 (a free port) in a thread; yields the base URL."""
+    import uvicorn
+
+    from imgsteal.study.app import create_app
+    from imgsteal.study.serve import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(study_dir), log_level="error", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture
+def server(small_study: Path) -> Iterator[str]:
+    with running_server(small_study) as url:
+        yield url
