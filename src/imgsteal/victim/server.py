@@ -1,0 +1,379 @@
+"""The victim's inference API: images in, PNG images out, behind API keys, a rate limit and a query log.
+
+    POST /v1/translate   an image (multipart field `image`, or the raw body with its image/* type) -> PNG
+    GET  /v1/info        task, scale and the service limits (nothing about the network)
+    GET  /healthz        liveness, no key needed
+
+A request goes: key check (401/403) -> per-key token bucket (429 + Retry-After) -> body read with a
+byte limit (413) -> image header check, pixel limit before any decoding (413; decompression bombs)
+-> decode in a codec thread (400 broken, 415 unsupported) -> micro-batched model call -> output
+defences -> PNG -> query-log row committed -> response. Unexpected failures answer 500 and the
+service keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import AsyncIterator, Protocol, Sequence
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from imgsteal.data.images import ImageReadError, decode_image, encode_png, sha256_bytes
+from imgsteal.victim.accounts import AccountsDB, ApiKey, QueryLogWriter, QueryRecord
+from imgsteal.victim.batching import BatcherBusy, MicroBatcher
+from imgsteal.victim.inference import Translator
+
+log = logging.getLogger(__name__)
+
+# Accepted encodings: Pillow format name -> media type. Anything else Pillow can open gets 415.
+ACCEPTED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "BMP": "image/bmp"}
+RAW_MEDIA_TYPES = frozenset({"image/png", "image/jpeg", "image/jpg", "image/pjpeg", "image/webp", "image/bmp", "image/x-ms-bmp"})
+
+
+class ServerSettings(BaseModel):
+    """Limits and batching of the service. Pixels count the input image (width x height)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1, description="request body limit, bytes (413 above)")
+    max_pixels: int = Field(512 * 512, ge=1, description="input image limit, width x height (413 above)")
+    rate_per_s: float = Field(20.0, ge=0, description="tokens per second per key; 0 = no rate limit")
+    burst: int = Field(40, ge=1, description="token bucket size per key")
+    max_batch: int = Field(8, ge=1, description="images per model call at most")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long a request may wait for a batch to fill, ms")
+    max_queue: int = Field(256, ge=1, description="images waiting for the model at most (503 above)")
+    max_batch_pixels: int = Field(2 * 1024 * 1024, ge=1, description="input pixels per model call at most")
+    codec_threads: int = Field(min(4, os.cpu_count() or 1), ge=1, description="threads decoding and encoding images")
+
+
+class Defense(Protocol):
+    """An output post-processor of the service (watermark, perturbation, ...), applied to every answer.
+
+    apply(key_name, input 3xHxW in [0,1], output 3xH'xW' in [0,1], input sha256) -> (output, label);
+    label names what was done (logged in the query log's `defense` column), None when nothing was.
+    """
+
+    def apply(
+        self, key_name: str, input_image: torch.Tensor, output_image: torch.Tensor, input_sha256: str
+    ) -> tuple[torch.Tensor, str | None]: ...
+
+
+class ApiError(Exception):
+    """An expected refusal: answered as JSON {"error": detail} with `status`."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class TokenBucketLimiter:
+    """Per-key token buckets: `rate` tokens per second, at most `burst` stored; one token per request."""
+
+    def __init__(self, rate: float, burst: int, clock=time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self._buckets: dict[int, tuple[float, float]] = {}  # key id -> (tokens, at)
+
+    def take(self, key_id: int) -> float:
+        """Spend a token of `key_id`: 0.0 if allowed, else seconds until one is available."""
+        if self.rate <= 0:
+            return 0.0
+        now = self.clock()
+        tokens, at = self._buckets.get(key_id, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key_id] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key_id] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+
+# -- request parsing -------------------------------------------------------------------------------
+def api_key_of(request: Request) -> str | None:
+    """The key from `Authorization: Bearer KEY` or `X-API-Key: KEY`."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key") or None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            declared_bytes = int(declared)
+        except ValueError:
+            raise ApiError(400, f"bad Content-Length {declared!r}") from None
+        if declared_bytes > limit:
+            raise ApiError(413, f"request body of {declared_bytes} bytes is over the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _replay(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+async def image_bytes_of(request: Request, body: bytes) -> bytes:
+    """The encoded image inside `body`: the multipart field `image`, or the body itself for image/* types."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        parser = MultiPartParser(request.headers, _replay(body), max_files=1, max_fields=16)
+        try:
+            form = await parser.parse()
+        except MultiPartException as exc:
+            raise ApiError(400, f"malformed multipart body: {exc.message}") from None
+        try:
+            field = form.get("image")
+            if field is None:
+                raise ApiError(400, "the multipart body has no 'image' field")
+            if isinstance(field, str):
+                raise ApiError(400, "the multipart field 'image' must be a file")
+            return await field.read()
+        finally:
+            await form.close()
+    if media in RAW_MEDIA_TYPES:
+        return body
+    if not media:
+        raise ApiError(415, "no Content-Type: send multipart/form-data with an 'image' field, or the image with its image/* type")
+    raise ApiError(415, f"unsupported Content-Type {media!r}; accepted: multipart/form-data, {', '.join(sorted(ACCEPTED_FORMATS.values()))}")
+
+
+def check_image_header(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """(width, height) read from the header only, before any pixel is decoded.
+
+    Raises ApiError 400 (empty, not an image), 415 (a format the service does not take),
+    413 (more than `max_pixels` pixels).
+    """
+    if not data:
+        raise ApiError(400, "the image is empty (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # lazy: parses the header, decodes nothing
+            fmt, (width, height) = img.format, img.size
+    except Image.DecompressionBombError as exc:
+        raise ApiError(413, f"image is over the pixel limit ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise ApiError(400, "not a readable image") from None
+    if fmt not in ACCEPTED_FORMATS:
+        raise ApiError(415, f"unsupported image format {fmt}; accepted: {', '.join(ACCEPTED_FORMATS)}")
+    if width < 1 or height < 1:
+        raise ApiError(400, f"image of {width} x {height} pixels has no pixels")
+    if width * height > max_pixels:
+        raise ApiError(413, f"image of {width} x {height} pixels is over the limit of {max_pixels} pixels")
+    return width, height
+
+
+def _decode(data: bytes) -> torch.Tensor:
+    try:
+        return decode_image(data, "image")
+    except ImageReadError as exc:
+        raise ApiError(400, f"the image cannot be decoded (truncated or corrupt): {exc}") from None
+
+
+# -- the app ---------------------------------------------------------------------------------------
+class _Service:
+    """Everything one app instance holds: model batcher, codec threads, key store, query log, limiter."""
+
+    def __init__(self, translator: Translator, db_path: Path, settings: ServerSettings, defenses: Sequence[Defense]) -> None:
+        self.translator = translator
+        self.settings = settings
+        self.defenses = list(defenses)
+        self.db_path = db_path
+        self.accounts = AccountsDB(db_path)
+        self.limiter = TokenBucketLimiter(settings.rate_per_s, settings.burst)
+        self.batcher = MicroBatcher(translator, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
+                                    max_queue=settings.max_queue, max_batch_pixels=settings.max_batch_pixels)
+        self.codec: ThreadPoolExecutor | None = None
+        self.log_writer: QueryLogWriter | None = None
+
+    async def start(self) -> None:
+        self.codec = ThreadPoolExecutor(max_workers=self.settings.codec_threads, thread_name_prefix="imgsteal-codec")
+        self.log_writer = QueryLogWriter(self.db_path)
+        await self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        if self.codec is not None:
+            self.codec.shutdown(wait=True)
+        if self.log_writer is not None:
+            self.log_writer.close()
+        self.accounts.close()
+
+    def authorize(self, request: Request) -> ApiKey:
+        key = self.accounts.authenticate(api_key_of(request))
+        if key is None:
+            raise ApiError(401, "missing or unknown API key (send Authorization: Bearer KEY)", {"WWW-Authenticate": "Bearer"})
+        if key.revoked:
+            raise ApiError(403, "this API key has been revoked")
+        return key
+
+    def finish(self, key_name: str, image: torch.Tensor, output: torch.Tensor, input_sha: str) -> tuple[bytes, str | None]:
+        """Apply the defences in order, then encode; returns (PNG bytes, applied labels or None)."""
+        labels = []
+        for defense in self.defenses:
+            output, label = defense.apply(key_name, image, output, input_sha)
+            if label:
+                labels.append(label)
+        return encode_png(output), ",".join(labels) or None
+
+    async def translate(self, request: Request) -> Response:
+        started = time.perf_counter()
+        queried_at = time.time()
+        key = self.authorize(request)
+        wait_s = self.limiter.take(key.key_id)
+        if wait_s > 0:
+            raise ApiError(429, f"rate limit of {self.settings.rate_per_s:g} requests/s exceeded",
+                           {"Retry-After": str(max(1, math.ceil(wait_s)))})
+        body = await read_body(request, self.settings.max_body_bytes)
+        data = await image_bytes_of(request, body)
+        check_image_header(data, self.settings.max_pixels)
+        loop = asyncio.get_running_loop()
+        image = await loop.run_in_executor(self.codec, _decode, data)
+        input_sha = sha256_bytes(data)
+        try:
+            output = await self.batcher.submit(image)
+        except BatcherBusy:
+            raise ApiError(503, "the service is busy; retry shortly", {"Retry-After": "1"}) from None
+        png, label = await loop.run_in_executor(self.codec, self.finish, key.name, image, output, input_sha)
+        assert self.log_writer is not None
+        record = QueryRecord(key_id=key.key_id, queried_at=queried_at, input_sha256=input_sha, input_bytes=len(data),
+                             input_width=image.shape[-1], input_height=image.shape[-2], output_sha256=sha256_bytes(png),
+                             latency_ms=(time.perf_counter() - started) * 1000.0, defense=label)
+        query_id = await asyncio.wrap_future(self.log_writer.submit(record))
+        return Response(png, media_type="image/png", headers={"X-Query-Id": str(query_id)})
+
+    def info(self, request: Request) -> dict:
+        key = self.authorize(request)
+        s = self.settings
+        meta = self.translator.info()
+        return {
+            "task": meta["task"],
+            "scale": meta["scale"],
+            "input_media_types": sorted(ACCEPTED_FORMATS.values()),
+            "output_media_type": "image/png",
+            "limits": {"max_body_bytes": s.max_body_bytes, "max_pixels": s.max_pixels,
+                       "rate_per_s": s.rate_per_s or None, "burst": s.burst if s.rate_per_s else None},
+            "key": {"name": key.name},
+        }
+
+
+def create_app(
+    translator: Translator,
+    db_path: str | Path,
+    settings: ServerSettings | None = None,
+    defenses: Sequence[Defense] = (),
+) -> FastAPI:
+    """The inference API for `translator`, with keys and query log in the SQLite file `db_path`.
+
+    defenses: output post-processors applied in order to every answer (none by default).
+    """
+    settings = settings or ServerSettings()
+    # Our own header check refuses images over max_pixels first; Pillow's bomb guard stays as a
+    # backstop but must never refuse an image the settings allow.
+    if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS < settings.max_pixels:
+        Image.MAX_IMAGE_PIXELS = settings.max_pixels
+    service = _Service(translator, Path(db_path), settings, defenses)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title="imgsteal victim API", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = service
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error answering %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/info")
+    async def info(request: Request) -> dict:
+        return service.info(request)
+
+    @app.post("/v1/translate")
+    async def translate(request: Request) -> Response:
+        return await service.translate(request)
+
+    return app
+
+
+def serve(
+    model_path: str | Path,
+    db_path: str | Path,
+    settings: ServerSettings | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str | None = None,
+    port_file: str | Path | None = None,
+    log_level: str = "warning",
+    on_ready=None,
+) -> None:
+    """Load the victim model and serve it until interrupted (SIGINT/SIGTERM).
+
+    port 0 picks a free port; the port actually bound is written to `port_file` (if given) and passed
+    to `on_ready(url)` before the first request is accepted.
+    """
+    import socket
+
+    import uvicorn
+
+    from imgsteal.errors import ImgstealError
+    from imgsteal.victim.inference import load_translator
+
+    translator = load_translator(model_path, device)
+    app = create_app(translator, db_path, settings)
+    try:
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=1024)
+    except OSError as exc:
+        raise ImgstealError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from exc
+    bound = sock.getsockname()[1]
+    url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
+    if port_file is not None:
+        port_file = Path(port_file)
+        tmp = port_file.with_name(port_file.name + ".tmp")
+        tmp.write_text(str(bound))
+        os.replace(tmp, port_file)
+    if on_ready is not None:
+        on_ready(url)
+    config = uvicorn.Config(app, log_level=log_level, access_log=log_level in ("info", "debug"),
+                            timeout_keep_alive=30, backlog=1024)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
