@@ -48,12 +48,14 @@ def plot_scores(analysis: StudyAnalysis, out_dir: str | Path, stem: str = "score
                 label = f"{label}: mean {mean:.2f}, std {std:.2f}"
                 ax.axvline(mean, color=color, linestyle="--", linewidth=1.8)
             ax.bar([s + shift for s in scores], counts, width=0.4, color=color, alpha=0.85, label=label)
-        ax.set_title(task.task)
+        ax.set_title(f"{task.task} (F_V n={len(task.victim)}, F_A n={len(task.surrogate)})")
         ax.set_xticks(list(scores))
         ax.set_xlim(0.4, 5.6)
-        ax.set_xlabel("score")
+        ax.set_ylim(0, max([1] + [max(task.victim.count(s), task.surrogate.count(s)) for s in scores]) * 1.3)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel("score (1 = no resemblance, 5 = very much like the target style)")
         ax.set_ylabel("number of ratings")
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc="upper left", title="dashed lines: means", title_fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     paths = _save(fig, Path(out_dir), stem)
@@ -62,10 +64,11 @@ def plot_scores(analysis: StudyAnalysis, out_dir: str | Path, stem: str = "score
 
 
 def _ordered(field: str, counts: dict[str, int]) -> list[tuple[str, int]]:
-    """Answers in the questionnaire's order, unknown answers after, 'not given' last."""
+    """Every default answer (zero counts too) in the questionnaire's order, other answers after, 'not given' last."""
     known = Demographics().choices(field)
     rank = {value: i for i, value in enumerate(known)}
-    return sorted(counts.items(), key=lambda kv: (kv[0] == NOT_GIVEN, rank.get(kv[0], len(known)), kv[0]))
+    full = {value: 0 for value in known} | counts
+    return sorted(full.items(), key=lambda kv: (kv[0] == NOT_GIVEN, rank.get(kv[0], len(known)), kv[0]))
 
 
 def plot_demographics(analysis: StudyAnalysis, out_dir: str | Path, stem: str = "demographics") -> list[Path]:
@@ -78,7 +81,9 @@ def plot_demographics(analysis: StudyAnalysis, out_dir: str | Path, stem: str = 
     for ax, field in zip(axes[0], fields):
         items = _ordered(field, analysis.demographics[field])
         labels = [k for k, _ in items]
-        ax.barh(range(len(items)), [v for _, v in items], color=V_COLOR, alpha=0.85)
+        bars = ax.barh(range(len(items)), [v for _, v in items], color=V_COLOR, alpha=0.85)
+        ax.bar_label(bars, padding=3, fontsize=8)
+        ax.set_xlim(0, max(v for _, v in items) * 1.15 + 0.5)
         ax.set_yticks(range(len(items)), labels, fontsize=8)
         ax.invert_yaxis()
         ax.set_title(_FIELD_TITLES[field])
