@@ -92,7 +92,7 @@ def _hash_key(salt: str, key: str) -> str:
 
 
 def _public_id(key: str) -> str | None:
-    parts = key.split("_")
+    parts = key.split("_", 2)  # the secret itself may contain "_"
     if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
         return None
     return parts[1]

@@ -1,0 +1,62 @@
+"""`imgsteal keys create|list|revoke`: API keys of the victim's inference service."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import typer
+
+from imgsteal.cli._common import user_errors
+from imgsteal.cli.serve import DEFAULT_DB
+
+keys_app = typer.Typer(help="API keys of the inference service (stored hashed in its SQLite file).", no_args_is_help=True)
+
+DB_OPTION = typer.Option(DEFAULT_DB, envvar="IMGSTEAL_API_DB", help="SQLite file with API keys and the query log")
+
+
+def _when(timestamp: float | None) -> str:
+    return "-" if timestamp is None else dt.datetime.fromtimestamp(timestamp).isoformat(sep=" ", timespec="seconds")
+
+
+@keys_app.command("create")
+def create(name: str = typer.Option(..., help="who the key is for (unique)"), db: Path = DB_OPTION) -> None:
+    """Create a key and print it on stdout, once: only its salted hash is kept."""
+    with user_errors():
+        from imgsteal.victim.accounts import AccountsDB
+
+        with AccountsDB(db) as accounts:
+            _, key = accounts.create_key(name)
+        typer.echo(f"created key {name!r}; it is shown only now:", err=True)
+        typer.echo(key)
+
+
+@keys_app.command("list")
+def list_keys(db: Path = DB_OPTION) -> None:
+    """Show every key: name, id, created, revoked, answered queries."""
+    with user_errors():
+        from imgsteal.victim.accounts import AccountsDB
+
+        with AccountsDB(db) as accounts:
+            keys = accounts.list_keys()
+        if not keys:
+            typer.echo(f"no keys in {db}", err=True)
+            return
+        typer.echo(f"{'name':<20} {'id':<12} {'created':<19} {'revoked':<19} {'queries':>8}")
+        for k in keys:
+            typer.echo(f"{k.name:<20} {k.public_id:<12} {_when(k.created_at):<19} {_when(k.revoked_at):<19} {k.queries:>8}")
+
+
+@keys_app.command("revoke")
+def revoke(name: str = typer.Option(..., help="the key's name"), db: Path = DB_OPTION) -> None:
+    """Revoke a key: from now on requests with it get 403 (a running server sees it at once)."""
+    with user_errors():
+        from imgsteal.victim.accounts import AccountsDB
+
+        with AccountsDB(db) as accounts:
+            key = accounts.revoke_key(name)
+        typer.echo(f"revoked {key.name!r} ({key.queries} queries answered)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(keys_app, name="keys")
