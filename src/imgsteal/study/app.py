@@ -215,6 +215,10 @@ def create_app(study_dir: str | Path) -> FastAPI:
             return error_page(request, exc, token)
         return RedirectResponse(f"{base(request)}/p/{token}", status_code=303)
 
+    @app.get("/favicon.ico")
+    def favicon(request: Request) -> Response:
+        return RedirectResponse(f"{base(request)}/static/favicon.svg", status_code=301)
+
     @app.get("/img/{image_id}")
     def image(image_id: str) -> Response:
         # Membership in the study's id set is the whole check: no path is built from unknown input.
