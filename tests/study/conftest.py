@@ -84,3 +84,9 @@ def running_server(study_dir: Path) -> Iterator[str]:
 def server(small_study: Path) -> Iterator[str]:
     with running_server(small_study) as url:
         yield url
+
+
+@pytest.fixture
+def serve_folder():
+    """`with serve_folder(study_dir) as url:` for tests that build their own study."""
+    return running_server

@@ -255,3 +255,18 @@ def test_admin_csv_download_matches_export(server, small_study, tmp_path):
     export_ratings(small_study, tmp_path / "r.csv")
     assert downloaded.text == (tmp_path / "r.csv").read_text()
     assert ",Doctorate,0," in downloaded.text
+
+
+def test_study_without_demographics_goes_straight_to_the_pairs(tmp_path, task_dirs, serve_folder):
+    from imgsteal.study.create import StudySpec, create_study
+
+    out = tmp_path / "plain"
+    create_study(StudySpec(tasks=task_dirs[:1], pairs=2, ask_demographics=False), out)
+    with serve_folder(out) as url, _client(url) as client:
+        assert "three optional questions" not in client.get("/").text
+        path = client.post("/start").headers["location"]
+        assert _current(client, path)[1] == "1 / 2"
+        r = client.post(f"{path}/demographics", data={"gender": "Male"})
+        assert r.status_code == 422 and _message(r) == "This study does not ask for background information."
+        r = client.post("/p/unknown-token/rate", data={})
+        assert r.status_code == 404 and "Back to the questionnaire" not in r.text

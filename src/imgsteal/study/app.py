@@ -188,6 +188,9 @@ def create_app(study_dir: str | Path) -> FastAPI:
     @app.post("/p/{token}/demographics")
     async def demographics(request: Request, token: str) -> Response:
         try:
+            store.participant(token)  # an unknown link is a 404 before any form checks
+            if not study.ask_demographics:
+                raise StudyInputError("this study does not ask for background information")
             form = await request.form()
             skip = _one_field(form, "skip", required=False)
             values: dict[str, str | None] = {}
@@ -205,6 +208,7 @@ def create_app(study_dir: str | Path) -> FastAPI:
     @app.post("/p/{token}/rate")
     async def rate(request: Request, token: str) -> Response:
         try:
+            store.participant(token)  # an unknown link is a 404 before any form checks
             form = await request.form()
             item_id = _one_field(form, "item", required=True, missing_message="missing field 'item': the form did not say which image pair was rated")
             rating = _one_field(form, "rating", required=True, missing_message="missing field 'rating': please choose a rating from 1 to 5")
