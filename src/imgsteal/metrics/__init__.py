@@ -1,25 +1,14 @@
 """Image-quality metrics, one file per metric. Inputs: float tensors N x C x H x W in [0, 1].
 
     from imgsteal.metrics import psnr, ssim, fid, kid
+
+(Imported eagerly: a lazy module __getattr__ would be shadowed by the submodule of the same name
+as soon as anything imported `imgsteal.metrics.psnr`.)
 """
 
-from __future__ import annotations
+from imgsteal.metrics.fid import fid
+from imgsteal.metrics.kid import kid
+from imgsteal.metrics.psnr import psnr
+from imgsteal.metrics.ssim import ssim
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "psnr": "imgsteal.metrics.psnr",
-    "ssim": "imgsteal.metrics.ssim",
-    "fid": "imgsteal.metrics.fid",
-    "kid": "imgsteal.metrics.kid",
-}
-
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy: FID pulls in Inception; PSNR users should not pay for it.
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
+__all__ = ["fid", "kid", "psnr", "ssim"]
