@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from imgsteal.data.images import ImageReadError, decode_image, encode_png, sha256_bytes
 from imgsteal.victim.accounts import AccountsDB, ApiKey, QueryLogWriter, QueryRecord
@@ -327,7 +328,15 @@ def create_app(
 
     @app.post("/v1/translate")
     async def translate(request: Request) -> Response:
-        return await service.translate(request)
+        try:
+            return await service.translate(request)
+        except (ApiError, asyncio.CancelledError):
+            raise
+        except ClientDisconnect:  # nobody is left to answer
+            raise ApiError(400, "client disconnected") from None
+        except Exception:  # answered here, so it is not re-raised into the server's own error path
+            log.exception("unexpected error answering POST /v1/translate")
+            raise ApiError(500, "internal error") from None
 
     return app
 
