@@ -145,12 +145,15 @@ def load_inception(weights: str | os.PathLike | None = None, device: str | torch
 
     Memoised per weights file and device, so repeated evaluations load the file once.
     """
+    path = resolve_inception_weights(weights, download=download)
+    return _load_resolved(path, device), weights_fingerprint(path)
+
+
+def _load_resolved(path: Path, device: str | torch.device | None) -> FIDInceptionV3:
     from imgsteal.device import pick_device
 
-    path = resolve_inception_weights(weights, download=download)
-    fingerprint = weights_fingerprint(path)
     dev = pick_device(str(device) if device is not None else None)
-    return _load_prepared(str(path.resolve()), fingerprint, str(dev)), fingerprint
+    return _load_prepared(str(path.resolve()), weights_fingerprint(path), str(dev))
 
 
 # ----------------------------------------------------------------------------- cache
@@ -280,6 +283,7 @@ def inception_features(
     folder, ValueError for an empty folder or a malformed tensor.
     """
     from imgsteal.data.images import list_images
+    from imgsteal.device import pick_device
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -288,15 +292,17 @@ def inception_features(
         paths = list_images(folder)
         if not paths:
             raise ValueError(f"no images found in {folder}")
-        model, fingerprint = load_inception(weights, device)
+        weights_path = resolve_inception_weights(weights)
+        pick_device(str(device) if device is not None else None)  # fail on a bad --device even on a cache hit
         store = FeatureCache(cache_dir) if cache else None
         key = None
         if store is not None:
             with ThreadPoolExecutor(max_workers=_decode_workers()) as pool:
-                key = folder_cache_key(list(pool.map(file_sha256, paths)), fingerprint)
+                key = folder_cache_key(list(pool.map(file_sha256, paths)), weights_fingerprint(weights_path))
             hit = store.get(key)
             if hit is not None:
-                return hit
+                return hit  # the network is not even loaded
+        model = _load_resolved(weights_path, device)
         dev = next(model.parameters()).device
         features = _run(model, _iter_folder_batches(paths, batch_size), dev)
         if len(features) == 0:
@@ -309,7 +315,11 @@ def inception_features(
         tensor = _validate_tensor(images)
         items: Sequence[torch.Tensor] = list(tensor)
     else:
-        items = [_validate_tensor(img)[0] for img in images]
+        items = []
+        for img in images:
+            if not isinstance(img, torch.Tensor) or img.dim() != 3:
+                raise ValueError("a list of images must hold 3 x H x W tensors in [0, 1]")
+            items.append(_validate_tensor(img)[0])
     if len(items) == 0:
         raise ValueError("no images given")
     model, _ = load_inception(weights, device)
