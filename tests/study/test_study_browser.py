@@ -80,6 +80,12 @@ class _Server:
             self.proc.wait()
 
 
+def _submit(page, selector: str) -> None:
+    """Click a form button and wait for the page it leads to (POST -> 303 -> GET) to load."""
+    with page.expect_navigation():
+        page.click(selector)
+
+
 def test_participant_completes_the_questionnaire_in_chromium(small_study, tmp_path):
     sync_api = _require_browser()
     study = Study.load(small_study)
@@ -97,14 +103,14 @@ def test_participant_completes_the_questionnaire_in_chromium(small_study, tmp_pa
             page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
             page.goto(server.url)
             page.screenshot(path=str(shots / "intro.png"), full_page=True)
-            page.click("#start")
+            _submit(page, "#start")
 
             assert page.locator("h1").inner_text().startswith("About you")
             for field, answer in (("gender", "Male"), ("age", "35-44"), ("education", "Master's degree")):
                 page.click(f"label.option:has(input[name={field}][value=\"{answer}\"])")
                 assert page.locator(f"input[name={field}]:checked").get_attribute("value") == answer
             page.screenshot(path=str(shots / "demographics.png"), full_page=True)
-            page.click("#demographics-continue")
+            _submit(page, "#demographics-continue")
             link = page.url
 
             for position, rating in enumerate(PLAN, start=1):
@@ -123,7 +129,7 @@ def test_participant_completes_the_questionnaire_in_chromium(small_study, tmp_pa
                     page.fill("textarea[name=comment]", "<b>Nice</b> study")
                     assert page.inner_text("#next") == "Finish"
                 clicked[item] = rating
-                page.click("#next")
+                _submit(page, "#next")
 
             assert page.locator("h1").inner_text() == "Thank you!"
             assert page.locator(".comment-echo").inner_text() == "<b>Nice</b> study"  # shown as text, not markup
@@ -140,10 +146,10 @@ def test_participant_completes_the_questionnaire_in_chromium(small_study, tmp_pa
             no_js = browser.new_context(java_script_enabled=False)
             plain = no_js.new_page()
             plain.goto(server.url)
-            plain.click("#start")
-            plain.click("#demographics-skip")
+            _submit(plain, "#start")
+            _submit(plain, "#demographics-skip")
             plain.click("label.choice[data-rating='2']")
-            plain.click("#next")
+            _submit(plain, "#next")
             assert plain.inner_text("#progress") == f"2 / {len(PLAN)}"
             no_js.close()
             browser.close()

@@ -122,7 +122,16 @@ def test_warns_when_sizes_would_give_the_source_away(tmp_path, task_dirs):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         create_study(StudySpec(tasks=[task], pairs=4), tmp_path / "s")
-    assert any("never share a size" in str(w.message) for w in caught)
+    assert any("for 4 of 4 chosen inputs, F_V's and F_A's outputs differ in size" in str(w.message) for w in caught)
+    anime = task_dirs[1]
+    for k, path in enumerate(sorted(anime.victim.iterdir())):  # sizes vary per input but match per pair: fine
+        Image.open(path).resize((24 + k, 30)).save(path)
+    for k, path in enumerate(sorted(anime.surrogate.iterdir())):
+        Image.open(path).resize((24 + k, 30)).save(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        create_study(StudySpec(tasks=task_dirs[1:], pairs=4), tmp_path / "t")
+    assert not [w for w in caught if "differ in size" in str(w.message)]
 
 
 def _task_switches(study: Study, order: list[str]) -> int:

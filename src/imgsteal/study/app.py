@@ -120,8 +120,10 @@ def create_app(study_dir: str | Path) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> HTMLResponse:
-        message = "This page does not exist." if exc.status_code == 404 else str(exc.detail)
-        return render(request, "error.html", status_code=exc.status_code, title="Not found", message=message, continue_url=None)
+        not_found = exc.status_code == 404
+        message = "This page does not exist." if not_found else str(exc.detail)
+        title = "Not found" if not_found else "Request refused"
+        return render(request, "error.html", status_code=exc.status_code, title=title, message=message, continue_url=None)
 
     # -- participant pages ------------------------------------------------------------------------
 

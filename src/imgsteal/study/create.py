@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+from PIL import Image
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from imgsteal.data.images import encode_png, list_images, load_image
@@ -144,23 +145,31 @@ class _ImageWriter:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self.sizes: dict[str, tuple[int, int]] = {}
 
     def add(self, source_path: Path) -> str:
         image = load_image(source_path)
         image_id = secrets.token_hex(8)
         (self.folder / f"{image_id}.png").write_bytes(encode_png(image))
-        self.sizes[image_id] = (int(image.shape[1]), int(image.shape[2]))
         return image_id
 
 
-def _warn_if_sizes_differ(task: str, items: list[Item], sizes: dict[str, tuple[int, int]]) -> None:
-    by_source = {s: {sizes[i.styled_image] for i in items if i.source is s} for s in Source}
-    if by_source[Source.victim] and by_source[Source.surrogate] and not (by_source[Source.victim] & by_source[Source.surrogate]):
+def _image_size(path: Path) -> tuple[int, int] | None:
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except OSError:
+        return None  # unreadable files fail later, with a clear error, when they are re-encoded
+
+
+def _warn_if_sizes_differ(task: str, stems: list[str], victim: dict[str, Path], surrogate: dict[str, Path]) -> None:
+    """Warn when F_V and F_A give different pixel sizes for the same input: a tell for the source."""
+    differing = [s for s in stems if _image_size(victim[s]) != _image_size(surrogate[s])]
+    if differing:
+        example = differing[0]
         warnings.warn(
-            f"task {task!r}: F_V outputs ({sorted(by_source[Source.victim])}) and F_A outputs "
-            f"({sorted(by_source[Source.surrogate])}) never share a size; a participant who inspects "
-            "the image files could tell them apart",
+            f"task {task!r}: for {len(differing)} of {len(stems)} chosen inputs, F_V's and F_A's outputs differ in "
+            f"size (e.g. {example}: {_image_size(victim[example])} vs {_image_size(surrogate[example])}); "
+            "a participant who inspects the image files could tell them apart",
             stacklevel=3,
         )
 
@@ -182,6 +191,7 @@ def create_study(spec: StudySpec, out_dir: str | Path) -> Study:
         surrogate = _images_by_stem(task.surrogate, "surrogate", task.name)
         common = sorted(set(originals) & set(victim) & set(surrogate))
         chosen = choose_pairs(common, spec.pairs, spec.victim_share, spec.seed, task.name)
+        _warn_if_sizes_differ(task.name, [stem for stem, _ in chosen], victim, surrogate)
         examples: list[Path] = []
         if task.style_examples is not None:
             try:
@@ -223,7 +233,6 @@ def create_study(spec: StudySpec, out_dir: str | Path) -> Study:
                         styled_image=writer.add(styled),
                     )
                 )
-            _warn_if_sizes_differ(task.name, task_items, writer.sizes)
             items.extend(task_items)
 
         styles = " or ".join(f"{with_article(t.style)} version" for t in tasks)
