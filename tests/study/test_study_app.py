@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import httpx
-import pytest
 
 from imgsteal.study.model import Study, participant_order
 from imgsteal.study.store import StudyStore

@@ -6,7 +6,6 @@ import json
 import shutil
 import sqlite3
 import warnings
-from pathlib import Path
 
 import pytest
 import yaml
