@@ -49,7 +49,8 @@ def _resumable(run_dir: Path) -> bool:
 def run_sr_demo(out: Path, preset: SRDemoPreset = SRDemoPreset(), progress: bool = True, oracle_factory=None) -> dict:
     """Run the super-resolution demo into out/sr; returns the results dict (also in out/sr/eval).
 
-    oracle_factory(victim_model_path) -> Oracle context manager; default: the in-process oracle.
+    oracle_factory(victim_model_path) -> Oracle context manager; default: the victim served over HTTP on
+    127.0.0.1 (a subprocess with its own API key), so the adversary sees only the API.
     """
     from imgsteal.attack.harvest import harvest
     from imgsteal.attack.surrogate import SurrogateConfig, train_surrogate
@@ -79,7 +80,8 @@ def run_sr_demo(out: Path, preset: SRDemoPreset = SRDemoPreset(), progress: bool
     _log("2/4 harvesting: adversary photos, 4x bicubic downscaled, sent to the victim as a black box")
     store_dir = work / "pairs"
     attacker_images = list_images(data.attacker_photos)
-    oracle_factory = oracle_factory or _local_oracle
+    if oracle_factory is None:
+        from imgsteal.victim.launch import served_oracle as oracle_factory
     with oracle_factory(victim_dir / "model.safetensors") as oracle, PairStore(store_dir) as store:
         harvest_report = harvest(oracle, attacker_images, store, downscale=4, progress=progress)
     timings["harvest_s"] = time.perf_counter() - t
@@ -109,23 +111,6 @@ def run_sr_demo(out: Path, preset: SRDemoPreset = SRDemoPreset(), progress: bool
     payload["timings"] = timings
     payload["results_objects"] = results  # for the report; dropped before JSON
     return payload
-
-
-class _local_oracle:
-    """Context manager: the victim model as an in-process oracle."""
-
-    def __init__(self, model_path: Path) -> None:
-        self.model_path = model_path
-
-    def __enter__(self):
-        from imgsteal.victim.inference import load_translator
-        from imgsteal.victim.oracle import LocalOracle
-
-        self.oracle = LocalOracle(load_translator(self.model_path, "cpu"))
-        return self.oracle
-
-    def __exit__(self, *exc) -> None:
-        self.oracle.close()
 
 
 def sr_headline(payload: dict) -> dict:
