@@ -61,8 +61,8 @@ def weights_file(tmp_path_factory) -> Path:
 def folders(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("images")
     return (
-        _write_folder(root / "smooth", _smooth_image, n=6, size=48, seed=1),
-        _write_folder(root / "texture", _texture_image, n=6, size=48, seed=2),
+        _write_folder(root / "smooth", _smooth_image, n=4, size=48, seed=1),
+        _write_folder(root / "texture", _texture_image, n=4, size=48, seed=2),
     )
 
 
@@ -90,7 +90,7 @@ def pytorch_fid_features(weights_file, folders) -> tuple[np.ndarray, np.ndarray]
     finally:
         torch.hub.set_dir(previous)
     return tuple(
-        get_activations(list_images(f), model, batch_size=6, device="cpu", num_workers=0) for f in folders
+        get_activations(list_images(f), model, batch_size=4, device="cpu", num_workers=0) for f in folders
     )
 
 
@@ -113,7 +113,7 @@ def count_forwards(monkeypatch) -> list[int]:
 
 def test_features_equal_pytorch_fid(pytorch_fid_features, our_features):
     for ours, theirs in zip(our_features, pytorch_fid_features):
-        assert ours.shape == theirs.shape == (6, 2048)
+        assert ours.shape == theirs.shape == (4, 2048)
         # Random weights still give informative features: they differ between images.
         assert theirs.std(axis=0).mean() > 1e-3
         np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
@@ -167,7 +167,7 @@ def test_fid_equals_pytorch_fid_calculate_fid_given_paths(folders, weights_file,
     monkeypatch.setattr(torch.hub, "_hub_dir", str(weights_file.parent.parent))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reference = calculate_fid_given_paths([str(f) for f in folders], 6, "cpu", 2048, num_workers=0)
+        reference = calculate_fid_given_paths([str(f) for f in folders], 4, "cpu", 2048, num_workers=0)
         ours = fid(*folders, weights=weights_file, cache_dir=shared_cache)
     assert ours == pytest.approx(reference, rel=5e-3)
 
@@ -217,29 +217,29 @@ def test_fid_needs_two_images_per_set():
 
 
 def test_folder_features_are_cached_by_content(weights_file, tmp_path, count_forwards):
-    folder = _write_folder(tmp_path / "imgs", _smooth_image, n=3, size=32, seed=5)
+    folder = _write_folder(tmp_path / "imgs", _smooth_image, n=2, size=32, seed=5)
     cache_dir = tmp_path / "cache"
 
     first = feat.inception_features(folder, weights=weights_file, cache_dir=cache_dir)
-    assert sum(count_forwards) == 3
+    assert sum(count_forwards) == 2
     again = feat.inception_features(folder, weights=weights_file, cache_dir=cache_dir)
-    assert sum(count_forwards) == 3, "a repeated evaluation must come from the cache"
+    assert sum(count_forwards) == 2, "a repeated evaluation must come from the cache"
     np.testing.assert_array_equal(first, again)
     assert len(list((cache_dir / "features").glob("*.npy"))) == 1
 
     # Moving the folder does not change the contents, so it is still a hit; changing a pixel is not.
     folder = folder.rename(tmp_path / "moved")
     feat.inception_features(folder, weights=weights_file, cache_dir=cache_dir)
-    assert sum(count_forwards) == 3
+    assert sum(count_forwards) == 2
     img = load_image(folder / "img_01.png")
     img[:, 0, 0] = 1 - img[:, 0, 0]
     save_image(img, folder / "img_01.png")
     feat.inception_features(folder, weights=weights_file, cache_dir=cache_dir)
-    assert sum(count_forwards) == 6
+    assert sum(count_forwards) == 4
 
     # cache=False always recomputes and writes nothing new.
     feat.inception_features(folder, weights=weights_file, cache_dir=cache_dir, cache=False)
-    assert sum(count_forwards) == 9
+    assert sum(count_forwards) == 6
     assert len(list((cache_dir / "features").glob("*.npy"))) == 2
 
 
@@ -384,9 +384,9 @@ def test_kid_defaults_and_validation():
 
 
 def test_kid_on_folders_uses_the_cached_features(weights_file, folders, our_features, shared_cache, count_forwards):
-    result = kid(*folders, weights=weights_file, cache_dir=shared_cache, subset_size=4, n_subsets=10)
+    result = kid(*folders, weights=weights_file, cache_dir=shared_cache, subset_size=3, n_subsets=10)
     assert count_forwards == []
-    assert result == kid_from_features(*our_features, subset_size=4, n_subsets=10)
+    assert result == kid_from_features(*our_features, subset_size=3, n_subsets=10)
     assert result.mean > 0
 
 
@@ -399,12 +399,12 @@ def test_cli_prints_fid_and_kid(weights_file, folders, our_features, shared_cach
     from imgsteal.cli import app
 
     args = ["fid", str(folders[0]), str(folders[1]), "--inception-weights", str(weights_file), "--cache-dir",
-            str(shared_cache), "--kid", "--kid-subset-size", "4", "--kid-subsets", "10"]  # fmt: skip
+            str(shared_cache), "--kid", "--kid-subset-size", "3", "--kid-subsets", "10"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     fid_line = next(line for line in result.output.splitlines() if line.startswith("FID:"))
     assert float(fid_line.split()[1]) == pytest.approx(fid_from_features(*our_features), abs=1e-4)
-    assert "KID:" in result.output and "10 subsets of 4" in result.output
+    assert "KID:" in result.output and "10 subsets of 3" in result.output
     assert "biased" in result.output  # the small-set warning (stderr is mixed into output)
 
 
