@@ -125,7 +125,8 @@ def test_unet_shape_range_and_gradients():
 def test_unet_reports_sizes_it_cannot_take(side, depth):
     g = build_model("unet", ngf=2, depth=depth)
     unit = 2**depth
-    with pytest.raises(ValueError, match=f"image size {side} does not fit a UNet of depth {depth}: use a multiple of {unit}"):
+    expected = f"image size {side} does not fit a UNet of depth {depth}: use a multiple of {unit}"
+    with pytest.raises(ValueError, match=expected):
         g(torch.rand(1, 3, side, side))
 
 

@@ -35,7 +35,9 @@ def fid_command(
         from imgsteal.metrics.fid import SmallSampleWarning, fid_from_features, warn_if_small
         from imgsteal.metrics.kid import kid_from_features
 
-        options = dict(weights=inception_weights, batch_size=batch_size, device=device, cache=cache, cache_dir=cache_dir)
+        options = dict(
+            weights=inception_weights, batch_size=batch_size, device=device, cache=cache, cache_dir=cache_dir
+        )
         features1 = inception_features(dir1, **options)
         features2 = inception_features(dir2, **options)
         with warnings.catch_warnings(record=True) as caught:
@@ -47,7 +49,8 @@ def fid_command(
         typer.echo(f"FID: {fid_from_features(features1, features2):.4f}")
         if kid:
             result = kid_from_features(features1, features2, subset_size=kid_subset_size, n_subsets=kid_subsets)
-            typer.echo(f"KID: {result.mean:.6f} ± {result.std:.6f} ({result.n_subsets} subsets of {result.subset_size})")
+            subsets = f"{result.n_subsets} subsets of {result.subset_size}"
+            typer.echo(f"KID: {result.mean:.6f} ± {result.std:.6f} ({subsets})")
 
 
 def register(app: typer.Typer) -> None:

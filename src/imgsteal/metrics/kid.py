@@ -83,7 +83,9 @@ def kid_from_features(
         values = [mmd2_unbiased(g11[np.ix_(i, i)], g22[np.ix_(j, j)], g12[np.ix_(i, j)]) for i, j in draws]
     else:
         values = [
-            mmd2_unbiased(polynomial_kernel(f1[i], f1[i]), polynomial_kernel(f2[j], f2[j]), polynomial_kernel(f1[i], f2[j]))
+            mmd2_unbiased(
+                polynomial_kernel(f1[i], f1[i]), polynomial_kernel(f2[j], f2[j]), polynomial_kernel(f1[i], f2[j])
+            )
             for i, j in draws
         ]
     values_arr = np.asarray(values)

@@ -258,7 +258,8 @@ class UGATITDiscriminator(nn.Module):
         ]
         for i in range(1, n_layers - 2):
             ch = ndf * 2 ** (i - 1)
-            layers += [nn.ReflectionPad2d(1), spectral_norm(nn.Conv2d(ch, ch * 2, 4, stride=2)), nn.LeakyReLU(0.2, True)]
+            conv = spectral_norm(nn.Conv2d(ch, ch * 2, 4, stride=2))
+            layers += [nn.ReflectionPad2d(1), conv, nn.LeakyReLU(0.2, True)]
         ch = ndf * 2 ** (n_layers - 3)
         layers += [nn.ReflectionPad2d(1), spectral_norm(nn.Conv2d(ch, ch * 2, 4, stride=1)), nn.LeakyReLU(0.2, True)]
         self.model = nn.Sequential(*layers)
