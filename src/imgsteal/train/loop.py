@@ -13,6 +13,7 @@ Run directory layout:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 
 from imgsteal.errors import ImgstealError
 from imgsteal.train.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
+from imgsteal.train.distributed import active_context
 
 
 class BatchSource(Protocol):
@@ -85,6 +87,9 @@ def run_training(
     resume: continue from run_dir/checkpoints/last; without it an existing run is refused, never overwritten.
     checkpoint_every: steps between checkpoints (one is also written at every epoch end).
     on_step: called with the global step after each step (tests use it to interrupt a run).
+    Under torchrun with an initialised process group (see train.distributed), the recipe's networks
+    are wrapped in DistributedDataParallel, each rank trains on its slice of every batch, and only
+    rank 0 writes; a single process trains exactly as without it.
     """
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.safetensors"
@@ -97,19 +102,26 @@ def run_training(
         recipe.load_state(position.get("recipe", {}))
         start_epoch, start_index, step = position["epoch"], position["index"], position["step"]
     resumed_from = step
+    distributed = active_context()  # None in a single process
+    writes = distributed is None or distributed.is_main
+    if distributed is not None:
+        distributed.wrap_recipe(recipe)
+        source = distributed.shard(source)
     per_epoch = source.batches_per_epoch
     total = epochs * per_epoch
     base_meta = {**meta, "archs": _archs(recipe), "epochs": epochs, "steps_per_epoch": per_epoch, "export": recipe.export_module}
 
     def checkpoint(epoch: int, index: int) -> None:
+        if not writes:
+            return
         position = {"epoch": epoch, "index": index, "step": step, "recipe": recipe.state()}
         save_checkpoint(last, {**base_meta, "step": step, "epoch": epoch}, recipe.modules, recipe.optimizers, position)
 
     history: list[dict[str, float]] = []
     images = 0
     started = time.perf_counter()
-    with open(run_dir / "metrics.jsonl", "a") as log, tqdm(
-        total=total, initial=step, desc=description, disable=not progress, unit="step", dynamic_ncols=True
+    with (open(run_dir / "metrics.jsonl", "a") if writes else contextlib.nullcontext()) as log, tqdm(
+        total=total, initial=step, desc=description, disable=not progress or not writes, unit="step", dynamic_ncols=True
     ) as bar:
         for epoch in range(start_epoch, epochs):
             recipe.begin_epoch(epoch)
@@ -117,13 +129,14 @@ def run_training(
                 batch = source.batch(epoch, index)
                 losses = recipe.train_step(batch)
                 step += 1
-                images += len(batch[0])
+                images += len(batch[0]) * (distributed.world_size if distributed else 1)
                 bar.update(1)
                 if step % log_every == 0 or step == total:
                     row = {"step": step, "epoch": epoch, **{k: round(float(v), 6) for k, v in losses.items()}}
                     history.append(row)
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
+                    if log is not None:
+                        log.write(json.dumps(row) + "\n")
+                        log.flush()
                     bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
                 if checkpoint_every and step % checkpoint_every == 0 and index + 1 < per_epoch:
                     checkpoint(epoch, index + 1)
@@ -131,11 +144,17 @@ def run_training(
                     on_step(step)
             checkpoint(epoch + 1, 0)
     elapsed = time.perf_counter() - started
-    model_path = save_checkpoint(
-        run_dir / "model.safetensors",
-        {**base_meta, "step": step, "epoch": epochs},
-        {recipe.export_module: recipe.modules[recipe.export_module]},
-    )
+    if distributed is not None:
+        distributed.sync_buffers(recipe)
+    model_path = run_dir / "model.safetensors"
+    if writes:
+        model_path = save_checkpoint(
+            model_path,
+            {**base_meta, "step": step, "epoch": epochs},
+            {recipe.export_module: recipe.modules[recipe.export_module]},
+        )
+    if distributed is not None:
+        distributed.barrier()  # every rank returns once rank 0 has written the model
     return TrainingResult(
         run_dir=run_dir,
         model_path=model_path,
