@@ -59,31 +59,27 @@ def test_served_oracle_harvests_over_http_and_stops_the_server(tiny_victim, tmp_
         httpx.get(f"{url}/healthz", timeout=2)
 
 
-def test_killed_harvest_resumes_with_every_input_answered_once(tiny_victim, tmp_path):
-    from imgsteal.victim.launch import running_server
-
-    count, concurrency = 20, 4
+def test_killed_harvest_resumes_with_every_input_answered_once(live_server, tmp_path):
+    count, concurrency = 60, 4
     inputs = write_inputs(tmp_path / "adversary", count)
     expected = {sha256_bytes(prepare_query(p, None)[0]) for p in inputs}
     store = tmp_path / "pairs"
-    # A rate limit slows the harvest down enough to kill it in the middle.
-    with running_server(tiny_victim, tmp_path / "api.sqlite", workdir=tmp_path / "server", rate=8, burst=2) as server:
-        key = server.create_key("adversary")
-        cmd = [sys.executable, "-m", "imgsteal", "harvest", "--oracle", server.url, "--api-key", key,
-               "--inputs", str(tmp_path / "adversary"), "--out", str(store), "--concurrency", str(concurrency)]
-        with open(tmp_path / "harvest1.log", "wb") as log:
-            first = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while stored_count(store) < 3 and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-        killed_at = stored_count(store)
-        assert 3 <= killed_at < count, (tmp_path / "harvest1.log").read_text()[-2000:]
+    key = live_server.create_key("killed-harvest")
+    cmd = [sys.executable, "-m", "imgsteal", "harvest", "--oracle", live_server.url, "--api-key", key,
+           "--inputs", str(tmp_path / "adversary"), "--out", str(store), "--concurrency", str(concurrency)]
+    with open(tmp_path / "harvest1.log", "wb") as log:
+        first = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while stored_count(store) < 3 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = stored_count(store)
+    assert 3 <= killed_at < count, (tmp_path / "harvest1.log").read_text()[-2000:]
 
-        second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert second.returncode == 0, second.stderr[-2000:]
-        log_rows = server.queries("adversary")
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    log_rows = live_server.queries("killed-harvest")
 
     with PairStore(store, create=False) as pairs:
         records = pairs.records()
