@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from imgsteal.attack.harvest import harvest, prepare_query
-from imgsteal.data.images import decode_image, sha256_bytes
+from imgsteal.data.images import sha256_bytes
 from imgsteal.data.pairs import PairStore
 
 

@@ -8,7 +8,6 @@ import io
 import os
 
 import httpx
-import pytest
 from PIL import Image
 
 from imgsteal.data.images import sha256_bytes
