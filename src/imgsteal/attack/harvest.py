@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from imgsteal.attack.oracle import Oracle
 from imgsteal.data.images import ImageReadError, bicubic_downscale, decode_image, encode_png, load_image, sha256_bytes
+from imgsteal.data.layouts import center_crop_resize
 from imgsteal.data.pairs import PairStore
 
 # The paper's estimate: $0.016 per query at 256 x 256 pixels (section 8); scaled by answer pixels.
@@ -46,9 +47,13 @@ class HarvestReport:
         return asdict(self)
 
 
-def prepare_query(path: Path, downscale: int | None) -> tuple[bytes, tuple[int, int]]:
-    """Load an adversary image, optionally bicubic-downscale it (LR for super-resolution), PNG-encode it."""
+def prepare_query(path: Path, downscale: int | None, resize: int | None = None) -> tuple[bytes, tuple[int, int]]:
+    """Load an adversary image, optionally centre-crop it to a square and resize it to resize x resize
+    px (style transfer at a working resolution), optionally bicubic-downscale it (LR for
+    super-resolution), and PNG-encode it. Returns (PNG bytes, (width, height))."""
     image = load_image(path)
+    if resize:
+        image = center_crop_resize(image, resize)
     if downscale and downscale > 1:
         image = bicubic_downscale(image, downscale)
     return encode_png(image), (image.shape[-1], image.shape[-2])
@@ -60,6 +65,7 @@ def harvest(
     store: PairStore,
     *,
     downscale: int | None = None,
+    resize: int | None = None,
     budget: int | None = None,
     price: float = DEFAULT_PRICE_USD,
     progress: bool = True,
@@ -67,6 +73,7 @@ def harvest(
     """Query `oracle` with every image in `inputs` not yet in `store`; returns what happened.
 
     downscale: send a `downscale`x bicubic-downscaled copy (super-resolution queries from HR photos).
+    resize: send a centre square crop resized to resize x resize px (style transfer at a working size).
     budget: the store never holds more than `budget` answered queries, counting earlier runs, so a
     resumed harvest cannot overspend.
     """
@@ -82,7 +89,7 @@ def harvest(
             if allowed is not None and sent >= allowed:
                 return
             try:
-                data, size = prepare_query(Path(path), downscale)
+                data, size = prepare_query(Path(path), downscale, resize)
             except ImageReadError as exc:
                 warnings.warn(f"skipping {exc}", stacklevel=2)
                 report.unreadable += 1

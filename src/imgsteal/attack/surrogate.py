@@ -65,6 +65,7 @@ def train_surrogate(cfg: SurrogateConfig, out_dir: str | Path, *, resume: bool =
     import torch
 
     torch.manual_seed(cfg.seed)
+    patch = cfg.patch
     if cfg.arch == "srresnet":
         if scale < 2:
             raise ImgstealError("srresnet is a super-resolution surrogate, but the pairs have answers of the query's size; use --arch pix2pix")
@@ -74,14 +75,21 @@ def train_surrogate(cfg: SurrogateConfig, out_dir: str | Path, *, resume: bool =
     else:
         from imgsteal.train.pix2pix import make_pix2pix_recipe
 
+        if scale != 1:
+            raise ImgstealError(f"pix2pix is a style-transfer surrogate, but the answers are {scale}x the query size; use --arch srresnet")
         recipe, size_multiple = make_pix2pix_recipe(cfg, device)
-        task = "style"
-    source = PairedPatchSource(inputs, targets, scale=scale, patch=cfg.patch, batch_size=cfg.batch_size,
+        task, patch = "style", cfg.size  # pix2pix trains on size x size crops of the pairs
+        small = min((min(x.shape[-2:]) for x in inputs), default=cfg.size)
+        if small < cfg.size:
+            raise ImgstealError(f"some harvested queries are only {small} px on their shorter side, less than --size {cfg.size}: "
+                                f"harvest with --resize {cfg.size} or train at a smaller --size")
+    source = PairedPatchSource(inputs, targets, scale=scale, patch=patch, batch_size=cfg.batch_size,
                                seed=cfg.seed, augmentation=cfg.augmentation, repeat=cfg.repeat)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
     meta = {"role": "surrogate", "task": task, "scale": scale, "size_multiple": size_multiple, "seed": cfg.seed,
+            **({"size": cfg.size} if task == "style" else {}),
             "fraction": cfg.fraction, "pairs": len(inputs), "config": cfg.model_dump(mode="json")}
     return run_training(recipe, source, run_dir=out_dir, epochs=cfg.epochs, meta=meta, resume=resume,
                         checkpoint_every=cfg.checkpoint_every, progress=progress,

@@ -30,6 +30,7 @@ def harvest(
     inputs: list[str] = typer.Option(..., help="adversary images: a folder or a dataset spec; repeatable"),
     out: Path = typer.Option(..., "--out", "-o", help="pair store folder (created or resumed)"),
     downscale: int = typer.Option(0, help="send a Nx bicubic-downscaled copy (4 for super-resolution from HR photos); 0 = as is"),
+    resize: int = typer.Option(0, help="send a centre square crop resized to N x N px (style transfer at --size N); 0 = as is"),
     budget: Optional[int] = typer.Option(None, help="the store never holds more than this many answered queries"),
     price: float = typer.Option(0.016, help="USD per 256x256-pixel answer (scaled by pixel count)"),
     api_key: Optional[str] = typer.Option(None, envvar="IMGSTEAL_API_KEY", help="API key for an HTTP oracle"),
@@ -43,7 +44,7 @@ def harvest(
 
         paths = [p for spec in inputs for p in resolve_images(spec)]
         with open_oracle(oracle, api_key, concurrency) as orc, PairStore(out) as store:
-            report = run_harvest(orc, paths, store, downscale=downscale or None, budget=budget, price=price)
+            report = run_harvest(orc, paths, store, downscale=downscale or None, resize=resize or None, budget=budget, price=price)
         typer.echo(json.dumps(report.as_dict(), indent=2))
 
 

@@ -30,20 +30,22 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="run folder (checkpoints, model.safetensors, metrics)"),
     hr: list[str] = typer.Option([], help="[sr] HR training images: a folder or a dataset spec (e.g. div2k:PATH:train); repeatable"),
     scale: int = typer.Option(4, help="[sr] upscaling factor"),
-    n_blocks: int = typer.Option(16, help="[sr] residual blocks of the SRResNet generator"),
-    channels: int = typer.Option(64, help="[sr] feature channels of the generator"),
+    n_blocks: Optional[int] = typer.Option(None, help="residual blocks (sr: 16; style: cyclegan 9 at >= 256 px else 6, ugatit 4)"),
+    channels: int = typer.Option(64, help="feature channels of the generator (style: and of the discriminators)"),
     patch: int = typer.Option(24, help="[sr] LR training patch size (HR patch = patch x scale)"),
-    batch_size: int = typer.Option(16),
+    batch_size: Optional[int] = typer.Option(None, help="default 16 (sr), 1 (style, as CycleGAN and U-GAT-IT)"),
     repeat: int = typer.Option(1, help="passes over the images per epoch"),
     pretrain_epochs: int = typer.Option(10, help="[sr] pixel-loss (MSE) pre-training epochs"),
     gan_epochs: int = typer.Option(10, help="[sr] adversarial epochs"),
-    lr: float = typer.Option(1e-4),
+    lr: Optional[float] = typer.Option(None, help="default 1e-4 (srgan, ugatit), 2e-4 (cyclegan)"),
     content_loss: ContentLoss = typer.Option(ContentLoss.vgg, help="[sr] vgg (VGG19 relu5_4, needs ImageNet weights) or pixel (offline)"),
     vgg_weights: Optional[Path] = typer.Option(None, help="[sr] VGG19 weights file instead of the torch hub cache"),
     domain_a: Optional[str] = typer.Option(None, help="[style] domain A images (photos): folder or dataset spec"),
     domain_b: Optional[str] = typer.Option(None, help="[style] domain B images (the secret style set)"),
     size: int = typer.Option(256, help="[style] working resolution"),
-    epochs: int = typer.Option(200, help="[style] epochs (constant lr for the first half, then linear decay)"),
+    epochs: int = typer.Option(200, help="[style] epochs (constant lr, then linear decay over --decay-epochs)"),
+    decay_epochs: Optional[int] = typer.Option(None, help="[style] epochs of linear lr decay at the end (default: half of --epochs)"),
+    light: bool = typer.Option(True, "--ugatit-light/--ugatit-full", help="[style] U-GAT-IT light (default) or full variant"),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto (cuda if present), cpu, cuda, cuda:1 ..."),
     resume: bool = typer.Option(False, help="continue a killed run from its last checkpoint"),
@@ -58,9 +60,9 @@ def train(
                 raise UserError("--task sr needs --hr DIR (high-resolution training images)")
             from imgsteal.victim.train import SRVictimConfig, train_sr_victim
 
-            cfg = SRVictimConfig(hr=hr, scale=scale, n_blocks=n_blocks, channels=channels, patch=patch,
-                                 batch_size=batch_size, repeat=repeat, pretrain_epochs=pretrain_epochs,
-                                 gan_epochs=gan_epochs, lr=lr, content_loss=content_loss.value,
+            cfg = SRVictimConfig(hr=hr, scale=scale, n_blocks=16 if n_blocks is None else n_blocks, channels=channels,
+                                 patch=patch, batch_size=batch_size or 16, repeat=repeat, pretrain_epochs=pretrain_epochs,
+                                 gan_epochs=gan_epochs, lr=lr or 1e-4, content_loss=content_loss.value,
                                  vgg_weights=str(vgg_weights) if vgg_weights else None, seed=seed, device=device,
                                  checkpoint_every=checkpoint_every)
             result = train_sr_victim(cfg, out, resume=resume)
@@ -72,7 +74,9 @@ def train(
             from imgsteal.victim.style import StyleVictimConfig, train_style_victim
 
             cfg = StyleVictimConfig(arch=arch, domain_a=domain_a, domain_b=domain_b, size=size, epochs=epochs,
-                                    batch_size=batch_size, lr=lr, seed=seed, device=device, checkpoint_every=checkpoint_every)
+                                    decay_epochs=decay_epochs, batch_size=batch_size or 1, repeat=repeat, lr=lr,
+                                    ngf=channels, ndf=channels, n_blocks=n_blocks, light=light, seed=seed, device=device,
+                                    checkpoint_every=checkpoint_every)
             result = train_style_victim(cfg, out, resume=resume)
         typer.echo(f"victim model: {result.model_path} ({result.steps} steps, {result.images_per_second:.1f} img/s)")
 

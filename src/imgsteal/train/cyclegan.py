@@ -1,0 +1,244 @@
+"""CycleGAN training (Zhu et al. 2017): the unpaired style-transfer victim (photo -> painting).
+
+Two generators (G: A -> B, exported as F_V; F: B -> A), two 70x70 PatchGAN discriminators (D_B judges
+domain-B images, D_A domain-A images), LSGAN loss, cycle-consistency weight 10 per direction,
+identity weight 0.5 x 10, image pools of 50 fakes, Adam 2e-4 with beta1 0.5, and the learning rate
+held for the first epochs, then decayed linearly towards 0 (`linear_decay_factor`).
+
+Also home of what the pix2pix and U-GAT-IT recipes share with it: that learning-rate policy, the
+device settings (mixed precision and channels-last on CUDA, plain float32 on CPU) and the L1 loss on
+the reference's [-1, 1] scale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imgsteal.train.image_pool import ImagePool
+
+# --------------------------------------------------------------------------- shared with pix2pix / U-GAT-IT
+
+
+def linear_decay_factor(epoch: int, epochs: int, decay_epochs: int | None = None) -> float:
+    """Learning-rate multiplier of 0-based `epoch`: 1 for the first `epochs - decay_epochs` epochs,
+    then 1 - k / (decay_epochs + 1) in the k-th decay epoch (the reference 'linear' policy, which
+    ends just above 0). decay_epochs defaults to half the epochs (100 + 100 in the reference)."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    decay = epochs // 2 if decay_epochs is None else decay_epochs
+    if not 0 <= decay <= epochs:
+        raise ValueError(f"decay_epochs must be between 0 and epochs ({epochs}), got {decay}")
+    constant = epochs - decay
+    return 1.0 - max(0, epoch + 1 - constant) / (decay + 1)
+
+
+def l1_pm1(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 distance as the reference implementations compute it, on images mapped to [-1, 1]
+    (twice the L1 of the [0, 1] images), so their loss weights (10, 100) carry over unchanged."""
+    return 2.0 * F.l1_loss(output, target)
+
+
+def set_requires_grad(modules: Iterable[nn.Module], flag: bool) -> None:
+    """Freeze (False) or unfreeze the parameters of `modules` (saves the discriminators' weight
+    gradients while the generators learn)."""
+    for module in modules:
+        for p in module.parameters():
+            p.requires_grad_(flag)
+
+
+@dataclass
+class Precision:
+    """How a recipe runs on its device: float32 on CPU; on CUDA, autocast (bfloat16 where the GPU has
+    it, else float16 with a gradient scaler) and channels-last tensors, both on unless turned off."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
+
+    @classmethod
+    def for_device(cls, device: torch.device, amp: bool | None = None, channels_last: bool | None = None) -> "Precision":
+        """amp / channels_last: None = on for CUDA, off otherwise. amp=True off CUDA is an error."""
+        cuda = device.type == "cuda"
+        amp = cuda if amp is None else amp
+        if amp and not cuda:
+            raise ValueError("mixed precision needs a CUDA device; CPU training runs in float32")
+        dtype = None
+        if amp:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return cls(device, dtype, cuda if channels_last is None else channels_last)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def module(self, module: nn.Module) -> nn.Module:
+        """Move a network to the device (and layout), in training mode."""
+        return module.to(self.device, memory_format=self.memory_format).train()
+
+    def input(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.device, non_blocking=True, memory_format=self.memory_format)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+        else:
+            optimizer.step()
+
+    def end_step(self) -> None:
+        """Call once per training step, after every optimizer stepped (updates the float16 scale)."""
+        if self.scaler is not None:
+            self.scaler.update()
+
+    def state(self) -> dict[str, Any]:
+        return {"grad_scaler": self.scaler.state_dict()} if self.scaler is not None else {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
+
+    def describe(self) -> dict[str, Any]:
+        return {"amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
+                "channels_last": self.channels_last}
+
+
+class LinearDecaySchedule:
+    """The reference learning-rate policy applied to a recipe's optimizers at each epoch start;
+    its position (base learning rates, epoch, factor) is part of the recipe's saved state."""
+
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer], epochs: int, decay_epochs: int | None) -> None:
+        self.optimizers = optimizers
+        self.epochs, self.decay_epochs = epochs, decay_epochs
+        linear_decay_factor(0, epochs, decay_epochs)  # validate now, not at the first epoch
+        self.base_lr = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizers.items()}
+        self.epoch, self.factor = 0, 1.0
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.epoch, self.factor = epoch, linear_decay_factor(epoch, self.epochs, self.decay_epochs)
+        for name, opt in self.optimizers.items():
+            for group, base in zip(opt.param_groups, self.base_lr[name]):
+                group["lr"] = base * self.factor
+
+    def state(self) -> dict[str, Any]:
+        return {"base_lr": self.base_lr, "epoch": self.epoch, "lr_factor": self.factor,
+                "epochs": self.epochs, "decay_epochs": self.decay_epochs}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if "base_lr" in state:
+            self.base_lr = {name: list(values) for name, values in state["base_lr"].items()}
+            self.epoch, self.factor = state["epoch"], state["lr_factor"]
+
+
+# --------------------------------------------------------------------------- CycleGAN
+
+
+class CycleGANRecipe:
+    """One CycleGAN step per batch (real_a N x 3 x s x s, real_b N x 3 x s x s, in [0, 1]).
+
+    Generators step first (adversarial + cycle + identity, discriminators frozen), then the
+    discriminators (LSGAN, halved, on real images and on pool-drawn fakes). Modules saved in
+    checkpoints: generator (A -> B, exported), generator_ba, discriminator_a, discriminator_b and the
+    two image pools. train_step returns detached loss tensors (no device sync per step).
+    """
+
+    export_module = "generator"
+
+    def __init__(
+        self,
+        generator_ab: nn.Module,
+        generator_ba: nn.Module,
+        discriminator_a: nn.Module,
+        discriminator_b: nn.Module,
+        device: torch.device,
+        *,
+        epochs: int,
+        decay_epochs: int | None = None,
+        lr: float = 2e-4,
+        beta1: float = 0.5,
+        lambda_cycle: float = 10.0,
+        lambda_identity: float = 0.5,
+        pool_size: int = 50,
+        amp: bool | None = None,
+        channels_last: bool | None = None,
+    ) -> None:
+        self.precision = Precision.for_device(device, amp, channels_last)
+        self.lambda_cycle, self.lambda_identity = lambda_cycle, lambda_identity
+        p = self.precision
+        self.g_ab, self.g_ba = p.module(generator_ab), p.module(generator_ba)
+        self.d_a, self.d_b = p.module(discriminator_a), p.module(discriminator_b)
+        self.pool_a, self.pool_b = ImagePool(pool_size).to(device), ImagePool(pool_size).to(device)
+        self.modules = {"generator": self.g_ab, "generator_ba": self.g_ba, "discriminator_a": self.d_a,
+                        "discriminator_b": self.d_b, "pool_a": self.pool_a, "pool_b": self.pool_b}
+        betas = (beta1, 0.999)
+        self.optimizers = {
+            "generators": torch.optim.Adam(itertools.chain(self.g_ab.parameters(), self.g_ba.parameters()), lr=lr, betas=betas),
+            "discriminators": torch.optim.Adam(itertools.chain(self.d_a.parameters(), self.d_b.parameters()), lr=lr, betas=betas),
+        }
+        self.schedule = LinearDecaySchedule(self.optimizers, epochs, decay_epochs)
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.schedule.begin_epoch(epoch)
+
+    @staticmethod
+    def _lsgan(logits: torch.Tensor, real: bool) -> torch.Tensor:
+        return F.mse_loss(logits.float(), torch.full_like(logits, float(real), dtype=torch.float32))
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        p = self.precision
+        real_a, real_b = (p.input(t) for t in batch)
+        opt_g, opt_d = self.optimizers["generators"], self.optimizers["discriminators"]
+
+        # Generators: fool both discriminators, reconstruct through the cycle, leave own-domain images alone.
+        set_requires_grad((self.d_a, self.d_b), False)
+        opt_g.zero_grad(set_to_none=True)
+        with p.autocast():
+            fake_b = self.g_ab(real_a)
+            fake_a = self.g_ba(real_b)
+            cycle = l1_pm1(self.g_ba(fake_b), real_a) + l1_pm1(self.g_ab(fake_a), real_b)
+            adversarial = self._lsgan(self.d_b(fake_b), True) + self._lsgan(self.d_a(fake_a), True)
+            loss_g = adversarial + self.lambda_cycle * cycle
+            identity = torch.zeros((), device=real_a.device)
+            if self.lambda_identity > 0:
+                identity = l1_pm1(self.g_ab(real_b), real_b) + l1_pm1(self.g_ba(real_a), real_a)
+                loss_g = loss_g + self.lambda_cycle * self.lambda_identity * identity
+        p.backward(loss_g)
+        p.step(opt_g)
+
+        # Discriminators: real vs a mix of new and past fakes.
+        set_requires_grad((self.d_a, self.d_b), True)
+        opt_d.zero_grad(set_to_none=True)
+        pooled_b = p.input(self.pool_b.query(fake_b))
+        pooled_a = p.input(self.pool_a.query(fake_a))
+        with p.autocast():
+            loss_d_b = 0.5 * (self._lsgan(self.d_b(real_b), True) + self._lsgan(self.d_b(pooled_b), False))
+            loss_d_a = 0.5 * (self._lsgan(self.d_a(real_a), True) + self._lsgan(self.d_a(pooled_a), False))
+            loss_d = loss_d_a + loss_d_b
+        p.backward(loss_d)
+        p.step(opt_d)
+        p.end_step()
+        return {"g_adv": adversarial.detach(), "cycle": cycle.detach(), "identity": identity.detach(),
+                "d": loss_d.detach()}
+
+    def state(self) -> dict[str, Any]:
+        return {"schedule": self.schedule.state(), **self.precision.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.schedule.load_state(state.get("schedule", {}))
+        self.precision.load_state(state)
