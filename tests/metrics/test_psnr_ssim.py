@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from imgsteal.metrics._color import rgb_to_y
+from imgsteal.metrics._color import map_chunks, rgb_to_y
 from imgsteal.metrics.psnr import psnr
 from imgsteal.metrics.ssim import ssim
 
@@ -215,6 +215,31 @@ def test_thread_count_does_not_change_results_and_is_restored():
         torch.set_num_threads(before)
     torch.testing.assert_close(out[0], single[0], rtol=0, atol=1e-12)
     torch.testing.assert_close(out[1], single[1], rtol=0, atol=1e-12)
+
+
+def test_map_chunks_keeps_order_reuses_state_and_reraises():
+    states = set()
+
+    def square(i: int, state: dict) -> int:
+        states.add(id(state))
+        return i * i
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert map_chunks(square, 50, torch.device("cpu")) == [i * i for i in range(50)]
+        assert 1 <= len(states) <= 2  # one state per worker, reused across its chunks
+
+        def boom(i: int, state: dict) -> int:
+            if i == 7:
+                raise RuntimeError("chunk 7 failed")
+            return i
+
+        with pytest.raises(RuntimeError, match="chunk 7"):
+            map_chunks(boom, 40, torch.device("cpu"))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import itertools
+import threading
 from typing import Callable, Iterator, TypeVar
 
 import torch
@@ -97,10 +98,10 @@ def prepare_pair(
 def intra_op_threads(count: int) -> Iterator[None]:
     """Set torch's intra-op thread count for the calling thread, restoring it on exit.
 
-    The metrics run many small ops on cache-sized chunks. Split over OpenMP threads, each op ends
-    in a barrier, and on a busy machine (other processes on the cores) every barrier waits for a
-    time slice: 10-50x slower. Single-threaded ops, parallelised over chunks instead, degrade
-    gracefully.
+    The metrics run many small ops on cache-sized chunks. Split over OpenMP threads, every op ends in
+    a barrier, and when other processes share the cores each barrier waits for a time slice: on the
+    2-core development VM under load that made SSIM 3-20x slower (outliers far worse).
+    Single-threaded ops, parallelised over chunks instead (`map_chunks`), degrade gracefully.
     """
     previous = torch.get_num_threads()
     if previous == count:
@@ -116,9 +117,10 @@ def intra_op_threads(count: int) -> Iterator[None]:
 def map_chunks(run_chunk: Callable[[int, dict], T], n_chunks: int, device: torch.device) -> list[T]:
     """[run_chunk(i, state) for i in range(n_chunks)], on CPU spread over torch.get_num_threads() threads.
 
-    Each worker thread runs single-threaded torch ops and pulls the next chunk index when done (so a
-    descheduled worker does not hold the others up); `state` is a dict private to the worker, for
-    buffers it reuses across its chunks. On other devices the chunks run in order in this thread.
+    Each worker (this thread plus up to get_num_threads() - 1 helpers) runs single-threaded torch ops
+    and pulls the next chunk index when done, so a descheduled worker does not hold the others up.
+    `state` is a dict private to the worker, for buffers it reuses across its chunks. On other
+    devices the chunks run in order in this thread. An exception in any chunk is re-raised.
     """
     if device.type != "cpu":
         state: dict = {}
@@ -126,19 +128,26 @@ def map_chunks(run_chunk: Callable[[int, dict], T], n_chunks: int, device: torch
     workers = min(torch.get_num_threads(), n_chunks)
     results: list = [None] * n_chunks
     next_index = itertools.count()  # next() on a count is atomic under the GIL
+    failed = threading.Event()
 
     def work() -> None:
         state: dict = {}
         with intra_op_threads(1):
             for i in next_index:
-                if i >= n_chunks:
+                if i >= n_chunks or failed.is_set():
                     return
-                results[i] = run_chunk(i, state)
+                try:
+                    results[i] = run_chunk(i, state)
+                except BaseException:
+                    failed.set()
+                    raise
 
     if workers <= 1:
         work()
-    else:
-        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="imgsteal-metrics") as pool:
-            for future in [pool.submit(work) for _ in range(workers)]:
-                future.result()
+        return results
+    with concurrent.futures.ThreadPoolExecutor(workers - 1, thread_name_prefix="imgsteal-metrics") as pool:
+        helpers = [pool.submit(work) for _ in range(workers - 1)]
+        work()  # if this raises, `failed` stops the helpers and leaving the block waits for them
+        for helper in helpers:
+            helper.result()  # re-raises a helper's exception
     return results
