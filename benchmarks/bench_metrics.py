@@ -57,7 +57,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads first (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,7 +79,13 @@ def main() -> int:
         p = [peak_signal_noise_ratio(a, b, data_range=1) for a, b in zip(x_np, y_np)]
         s = [
             structural_similarity(
-                a, b, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1
+                a,
+                b,
+                channel_axis=-1,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                data_range=1,
             )
             for a, b in zip(x_np, y_np)
         ]
@@ -97,7 +103,8 @@ def main() -> int:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        times = time_runs({"imgsteal": ours, "skimage": skimage, "torchmetrics": torchmetrics}, args.repeats)
+        contenders = {"imgsteal": ours, "skimage": skimage, "torchmetrics": torchmetrics}
+        times = time_runs(contenders, args.repeats)
 
     ours_psnr, ours_ssim = ours()
     ref_psnr, ref_ssim = skimage()
@@ -114,7 +121,9 @@ def main() -> int:
     vs_torchmetrics = best["torchmetrics"] / best["imgsteal"]
     print(f"  speed-up vs skimage:      {vs_skimage:6.2f}x (goal >= {MIN_SPEEDUP_VS_SKIMAGE}x)")
     print(f"  speed-up vs torchmetrics: {vs_torchmetrics:6.2f}x (goal > {MIN_SPEEDUP_VS_TORCHMETRICS}x)")
-    print(f"  max |imgsteal - skimage|: PSNR {diff_psnr:.2e} dB, SSIM {diff_ssim:.2e} (goal <= {MAX_ABS_DIFF})")
+    print(
+        f"  max |imgsteal - skimage|: PSNR {diff_psnr:.2e} dB, SSIM {diff_ssim:.2e} (goal <= {MAX_ABS_DIFF})"
+    )
     print(f"  max |torchmetrics - skimage| SSIM: {diff_tm:.2e} (for information)")
 
     missed = []

@@ -30,7 +30,8 @@ def smooth_pair(n: int, c: int, h: int, w: int, seed: int = 0, dtype=torch.float
     slightly perturbed copy."""
     gen = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, c, 4, 4, generator=gen, dtype=torch.float64)
-    x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+    x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
+    x = x.clamp(0, 1)
     y = (x + 0.01 * torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)).clamp(0, 1)
     return x.to(dtype), y.to(dtype)
 
@@ -58,9 +59,8 @@ def ref_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> np.nd
 
 
 def ref_psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> np.ndarray:
-    return np.array(
-        [skimage_metrics.peak_signal_noise_ratio(to_hwc(a), to_hwc(b), data_range=data_range) for a, b in zip(x, y)]
-    )
+    psnr_one = skimage_metrics.peak_signal_noise_ratio
+    return np.array([psnr_one(to_hwc(a), to_hwc(b), data_range=data_range) for a, b in zip(x, y)])
 
 
 def numpy_luma(t: torch.Tensor) -> torch.Tensor:
@@ -122,10 +122,12 @@ def test_y_channel_matches_skimage_on_independently_computed_luma(make_pair, cro
 
 
 def test_luma_of_known_colours():
-    rgb = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).view(4, 3, 1, 1)
+    black, white, red, green = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]
+    rgb = torch.tensor([black, white, red, green]).view(4, 3, 1, 1)
     expected = torch.tensor([16.0, 235.0, 16.0 + 65.481, 16.0 + 128.553]) / 255.0
     torch.testing.assert_close(rgb_to_y(rgb).flatten(), expected, rtol=0, atol=1e-6)
-    torch.testing.assert_close(rgb_to_y(rgb * 255, data_range=255).flatten(), expected * 255, rtol=0, atol=1e-4)
+    luma_255 = rgb_to_y(rgb * 255, data_range=255).flatten()
+    torch.testing.assert_close(luma_255, expected * 255, rtol=0, atol=1e-4)
 
 
 def test_y_channel_needs_rgb():

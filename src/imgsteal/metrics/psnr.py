@@ -39,7 +39,8 @@ def psnr(
         start = starts[index]
         if "diff" not in state:
             state["diff"] = torch.empty((chunk, *x.shape[1:]), dtype=x.dtype, device=x.device)
-        diff = torch.sub(x[start : start + chunk], y[start : start + chunk], out=state["diff"][: min(chunk, n - start)])
+        out = state["diff"][: min(chunk, n - start)]
+        diff = torch.sub(x[start : start + chunk], y[start : start + chunk], out=out)
         # torch sums float32 pairwise (cascade): ~1e-7 relative, far below what a dB value shows.
         return diff.mul_(diff).sum(dim=(1, 2, 3)).double()
 

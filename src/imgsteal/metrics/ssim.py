@@ -122,7 +122,9 @@ class _ChunkPlan:
 
         # Vertical pass: output rows [k*b, (k+1)*b) = band (b x b+10) @ input rows [k*b, k*b+b+10).
         # Outputs whose window straddles two planes are computed and ignored.
-        self.col_in = stacked.as_strided((row_blocks, _BLOCK_ROWS + _WINDOW - 1, w), (_BLOCK_ROWS * w, w, 1))
+        self.col_in = stacked.as_strided(
+            (row_blocks, _BLOCK_ROWS + _WINDOW - 1, w), (_BLOCK_ROWS * w, w, 1)
+        )
         self.band_v = _band(_BLOCK_ROWS, dtype, device).expand(row_blocks, -1, -1)
         block_w = min(_BLOCK_COLS, wo)
         col_blocks = -(-wo // block_w)
@@ -143,7 +145,9 @@ class _ChunkPlan:
         ssim_map = self.mu_v.view(col_blocks, planes, h, block_w)[:, :, :ho]
         full_blocks = wo // block_w
         self.valid_full = ssim_map[:full_blocks]
-        self.valid_rest = ssim_map[full_blocks, :, :, : wo - full_blocks * block_w] if full_blocks < col_blocks else None
+        self.valid_rest = None
+        if full_blocks < col_blocks:
+            self.valid_rest = ssim_map[full_blocks, :, :, : wo - full_blocks * block_w]
 
     def run(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Sum of the SSIM map over the valid region of each plane; x, y: planes x h x w -> float64."""
