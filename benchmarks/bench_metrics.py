@@ -9,7 +9,7 @@ Goals (exit status 1 if one is missed):
 All runs happen in this process on the same data; each timing is the best of --repeats runs (runs of
 the three contenders interleaved, so a noisy neighbour hurts all of them alike). Usage:
 
-    python benchmarks/bench_metrics.py [--images 64] [--size 256] [--repeats 5] [--threads N]
+    python benchmarks/bench_metrics.py [--images 64] [--size 256] [--repeats 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
