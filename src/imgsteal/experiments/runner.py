@@ -1,0 +1,200 @@
+"""Running an experiment: check the data, run each task's shared stages, run the cells, aggregate.
+
+    OUT/config.yaml            the resolved config this folder was run with
+    OUT/tasks/<task>/          shared stages (victim, pair store, victim cache, gallery)
+    OUT/cells/<task>/<cell>/   one surrogate and its scores per cell (DONE when finished)
+    OUT/results.csv|json       one row per cell, seed and test set
+    OUT/summary.csv|json       mean ± std per cell, plateaus, costs
+    OUT/table6.md              Table 6 and the per-task tables in Markdown
+    OUT/plots/                 Figure 7 and the augmentation curves (PNG and SVG)
+    OUT/report.html            everything above, with galleries
+
+Running again continues: finished cells are never recomputed, a half-trained cell resumes from its
+checkpoint, and the outputs are rebuilt from every finished cell.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from imgsteal.errors import ImgstealError
+from imgsteal.experiments.config import ExperimentConfig, check_datasets, task_fingerprints
+from imgsteal.experiments.grid import (
+    GridCell, cell_state, check_not_stale, expand_grid, is_done, mark_done, read_result, task_cells,
+)
+
+Log = Callable[[str], None]
+
+
+def _print(message: str) -> None:
+    print(f"[experiment] {message}", flush=True)
+
+
+class ExperimentFailed(ImgstealError):
+    """Some cells failed; the others finished and the outputs were written from them."""
+
+
+@dataclass
+class ExperimentRun:
+    out: Path
+    cells: int
+    already_done: int
+    finished: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+    stage_seconds: float = 0.0
+
+
+def make_jobs(cfg: ExperimentConfig, out: Path, resolved: dict, assets: dict, cells: list[GridCell], progress: bool) -> list:
+    """One CellJob per cell to run, with absolute paths (workers may start elsewhere)."""
+    from imgsteal.experiments.cell import CellJob
+    from imgsteal.experiments.stages import work_size
+
+    jobs = []
+    for cell in cells:
+        task = cfg.task(cell.task)
+        a = assets[cell.task]
+        grid = cfg.task_grid(task)
+        shown = cell.seed == grid.seed_list()[0] and cell.augmentation == (
+            "none" if any(x.value == "none" for x in grid.augmentations) else grid.augmentations[0].value)
+        jobs.append(CellJob(
+            cell=cell, kind=task.kind, out=str(out), store=str(a.store.resolve()),
+            victim_model=str(Path(a.victim_model).resolve()), surrogate=task.surrogate_settings(),
+            test_sets={name: [str(p.resolve()) for p in resolved[task.name][f"test:{name}"]] for name in task.test_sets},
+            victim_cache=str(a.victim_cache.resolve()), style_set=cfg.expand(task.style_set) if task.style_set else None,
+            work_size=work_size(task),
+            evaluation=task.evaluation.model_dump(mode="json"),
+            gallery_inputs=[str(Path(p).resolve()) for p in a.gallery_inputs] if shown else [],
+            device=task.device, processes=task.processes_per_cell, progress=progress,
+        ))
+    return jobs
+
+
+def run_experiment(cfg: ExperimentConfig, out: str | Path, *, executor: str = "local", workers: int = 1,
+                   ray_address: str | None = None, progress: bool = True, log: Log = _print) -> ExperimentRun:
+    """Run (or continue) the experiment into `out`; returns what happened.
+
+    Raises ConfigError before any training when a dataset or model path is missing, ImgstealError
+    when `out` holds results of other settings, and ExperimentFailed (after writing the outputs of
+    the finished cells) when some cells failed.
+    """
+    from imgsteal.experiments.cell import run_cell
+    from imgsteal.experiments.executors import make_executor
+    from imgsteal.experiments.stages import prepare_task
+
+    started = time.perf_counter()
+    out = Path(out).resolve()
+    resolved = check_datasets(cfg)  # every path, before any training
+    cells = expand_grid(cfg)
+    fingerprints = {t.name: task_fingerprints(cfg, t) for t in cfg.tasks}
+    check_not_stale(cells, out, fingerprints)
+    pool = make_executor(executor, workers, ray_address)  # fails now if Ray is missing, not after the victim
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(cfg.dump_yaml(), encoding="utf-8")
+    pending = [c for c in cells if not is_done(c, out)]
+    run = ExperimentRun(out=out, cells=len(cells), already_done=len(cells) - len(pending))
+    log(f"{cfg.name}: {len(cells)} cells, {run.already_done} already finished, {len(pending)} to run "
+        f"({pool.name} executor{f', {workers} workers' if workers > 1 else ''})")
+    try:
+        assets = {}
+        for task in cfg.tasks:
+            if any(c.task == task.name for c in pending) or not (out / "tasks" / task.name / "gallery").is_dir():
+                assets[task.name] = prepare_task(cfg, task, resolved[task.name], out, progress, log)
+        run.stage_seconds = time.perf_counter() - started
+        jobs = make_jobs(cfg, out, resolved, assets, pending, progress and not getattr(pool, "parallel", False))
+        for i, (job, result, error) in enumerate(pool.run(run_cell, jobs), start=1):
+            cell = job.cell
+            if error is not None:
+                run.failed[cell.id] = error
+                cell.folder(out).mkdir(parents=True, exist_ok=True)
+                (cell.folder(out) / "error.txt").write_text(error + "\n", encoding="utf-8")
+                log(f"[{i}/{len(jobs)}] {cell.id} FAILED: {error.splitlines()[-1] if error else ''}")
+                continue
+            mark_done(cell, out, result, fingerprints[cell.task])
+            (cell.folder(out) / "error.txt").unlink(missing_ok=True)
+            run.finished.append(cell.id)
+            log(f"[{i}/{len(jobs)}] {cell.id} done: train {result['train_seconds']:.0f} s, "
+                f"evaluate {result['eval_seconds']:.0f} s, {result['queries']} queries")
+    finally:
+        pool.close()
+    run.outputs = write_outputs(cfg, out)
+    run.seconds = time.perf_counter() - started
+    log(f"outputs in {out}: report.html, results.csv, table6.md, plots/ ({run.seconds:.0f} s)")
+    if run.failed:
+        shown = "; ".join(f"{k} (see {out / 'cells' / k / 'error.txt'})" for k in list(run.failed)[:3])
+        raise ExperimentFailed(f"{len(run.failed)} of {len(jobs)} cells failed: {shown}. "
+                               "The others are finished; run the experiment again to retry the failed cells.")
+    return run
+
+
+def write_outputs(cfg: ExperimentConfig, out: str | Path) -> dict[str, Path]:
+    """Aggregate every finished cell into results, summary, tables, plots and report.html."""
+    from imgsteal.experiments.aggregate import aggregate, records_from_results, summarize_task, write_records, write_summary
+    from imgsteal.experiments.plots import plot_augmentations, plot_fraction_curves
+    from imgsteal.experiments.report import build_report
+
+    out = Path(out)
+    progress, results = {}, []
+    for task in cfg.tasks:
+        cells = task_cells(cfg, task)
+        done = [c for c in cells if is_done(c, out)]
+        progress[task.name] = (len(done), len(cells))
+        results += [read_result(c, out) for c in done]
+    records = records_from_results(results)
+    outputs: dict[str, Path] = {}
+    outputs["results_csv"], outputs["results_json"] = write_records(records, out, cfg.price_usd)
+    stats = aggregate(records)
+    summaries = [summarize_task(cfg, task, stats, records) for task in cfg.tasks]
+    outputs.update(write_summary(cfg, summaries, stats, out))
+    figures: dict[str, Path] = {}
+    if records:
+        figures["fraction_curves"] = plot_fraction_curves(summaries, stats, out / "plots")[0]
+        figures["augmentations"] = plot_augmentations(summaries, stats, out / "plots")[0]
+    outputs.update(figures)
+    outputs["report"] = build_report(cfg, out, summaries, stats, progress, figures).write(out / "report.html")
+    return outputs
+
+
+def experiment_status(cfg: ExperimentConfig, out: str | Path) -> str:
+    """A text overview: shared stages and, per task, cells done / training / pending by augmentation and fraction."""
+    import json
+
+    from imgsteal.experiments.aggregate import pct
+
+    out = Path(out)
+    lines = [f"experiment {cfg.name} in {out}"]
+    for task in cfg.tasks:
+        cells = task_cells(cfg, task)
+        states = {c: cell_state(c, out) for c in cells}
+        counts = {s: sum(1 for v in states.values() if v == s) for s in ("done", "evaluating", "training", "pending")}
+        stages_file = out / "tasks" / task.name / "stages.json"
+        stages = json.loads(stages_file.read_text()) if stages_file.is_file() else {}
+        victim = "given" if task.victim.model else ("trained" if "victim" in stages else "not trained")
+        pairs = stages.get("harvest", {}).get("pairs")
+        lines.append(f"\n{task.display_title} [{task.name}]: {counts['done']}/{len(cells)} cells done, "
+                     f"{counts['training'] + counts['evaluating']} in progress, {counts['pending']} pending; "
+                     f"victim {victim}; pairs {'harvested: ' + str(pairs) if pairs else 'not harvested'}")
+        grid = cfg.task_grid(task)
+        seeds = len(grid.seed_list())
+        header = f"  {'augmentation':<13}" + "".join(f"{pct(f):>10}" for f in grid.fractions)
+        lines.append(header)
+        for aug in grid.augmentations:
+            row = f"  {aug.value:<13}"
+            for fraction in grid.fractions:
+                mine = [c for c in cells if c.augmentation == aug.value and c.fraction == fraction]
+                if not mine:
+                    row += f"{'-':>10}"
+                    continue
+                done = sum(1 for c in mine if states[c] == "done")
+                busy = sum(1 for c in mine if states[c] in ("training", "evaluating"))
+                row += f"{f'{done}/{seeds}' + ('*' if busy else ''):>10}"
+            lines.append(row)
+        failed = [c.id for c in cells if states[c] != "done" and (c.folder(out) / "error.txt").is_file()]
+        if failed:
+            lines.append(f"  failed last time: {', '.join(failed)}")
+    lines.append("\n(seeds done per cell; * = a seed is part-way through)")
+    return "\n".join(lines)
