@@ -9,6 +9,9 @@ runs in a subprocess (`imgsteal serve`, no rate limit); the clients are asyncio 
     python benchmarks/bench_server.py --model runs/demo/sr/victim --size 48 --requests 256
 
 Goal: server throughput >= 80% of the in-process batched throughput (with codec).
+Rounds alternate the two measurements. On a machine busy with other jobs the server side (two
+processes, more threads) gets a larger share of the CPU than the single in-process loop, so the
+ratio is only meaningful on a quiet machine.
 """
 
 from __future__ import annotations
