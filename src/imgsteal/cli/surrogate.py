@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from imgsteal.cli._common import user_errors
-from imgsteal.data.augment import Augmentation
 
 surrogate_app = typer.Typer(help="The adversary's surrogate F_A.", no_args_is_help=True)
 
@@ -20,7 +19,7 @@ def train(
     arch: str = typer.Option("srresnet", help="srresnet (super-resolution) or pix2pix (style transfer)"),
     seed: int = typer.Option(0, help="seeds the data subset, the initialisation and the batches"),
     fraction: float = typer.Option(1.0, help="share of the stored pairs to train on (0.25, 0.5, 0.75, 1.0)"),
-    augmentation: Augmentation = typer.Option(Augmentation.none, help="paired augmentation"),
+    augmentation: str = typer.Option("none", help="paired augmentation: none, flip, rotation, cutout or contrast"),
     epochs: int = typer.Option(20),
     batch_size: int = typer.Option(16),
     patch: Optional[int] = typer.Option(24, help="input-side crop size (srresnet); pix2pix trains on --size crops"),
