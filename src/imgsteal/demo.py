@@ -14,7 +14,7 @@ from pathlib import Path
 from imgsteal.report.html import Report
 
 # Settings the demo can run; `imgsteal demo` without --task runs them all.
-DEMO_TASKS: tuple[str, ...] = ("sr",)
+DEMO_TASKS: tuple[str, ...] = ("sr", "style")
 
 
 @dataclass(frozen=True)
