@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -27,9 +27,23 @@ def serve(
     max_queue: int = typer.Option(256, help="requests waiting for the model at most (503 above)"),
     port_file: Optional[Path] = typer.Option(None, help="write the bound port to this file once listening"),
     log_level: str = typer.Option("warning", help="uvicorn log level (info shows every request)"),
+    defense: Optional[List[str]] = typer.Option(None, "--defense", help="output defence: watermark, fingerprint or pgd; repeat to combine (applied in order; docs/defenses.md)"),
+    watermark_db: Optional[Path] = typer.Option(None, help="watermark: SQLite file of the HMAC secret and trigger sets, 0600 (default: next to --db)"),
+    watermark_fraction: Optional[float] = typer.Option(None, help="watermark: share of each key's queries made triggers (default 0.005)"),
+    watermark_alteration: Optional[str] = typer.Option(None, help="watermark: blur, monochrome or text (default blur)"),
+    watermark_blur_sigma: Optional[float] = typer.Option(None, help="watermark: blur radius in pixels (default 3)"),
+    watermark_text: Optional[str] = typer.Option(None, help="watermark: text drawn on trigger answers (default imgsteal)"),
+    fingerprint_model: Optional[Path] = typer.Option(None, help="fingerprint: run folder of `imgsteal fingerprint train`"),
+    pgd_discriminator: Optional[Path] = typer.Option(None, help="pgd: the victim's training checkpoint or run folder (holds its discriminator)"),
+    pgd_module: Optional[str] = typer.Option(None, help="pgd: discriminator module name in that checkpoint (default: found by name)"),
+    pgd_epsilon: Optional[float] = typer.Option(None, help="pgd: L-infinity bound, [0, 1] pixel units (default 0.25)"),
+    pgd_steps: Optional[int] = typer.Option(None, help="pgd: gradient steps (default 10)"),
+    pgd_step_size: Optional[float] = typer.Option(None, help="pgd: step size (default 2.5 * epsilon / steps)"),
+    pgd_target: Optional[str] = typer.Option(None, help="pgd: fake or real, the label whose discriminator loss is raised (default fake)"),
 ) -> None:
     """Serve a victim model: POST /v1/translate, GET /v1/info, GET /healthz (see docs/api.md)."""
     with user_errors():
+        from imgsteal.defenses.registry import build_defenses
         from imgsteal.victim.accounts import AccountsDB
         from imgsteal.victim.server import ServerSettings, serve as run_server
 
@@ -39,11 +53,21 @@ def serve(
             if not any(not k.revoked for k in accounts.list_keys()):
                 typer.echo(f"note: no active API key yet; create one with: imgsteal keys create --db {db} --name NAME", err=True)
 
+        flags = dict(watermark_db=watermark_db, watermark_fraction=watermark_fraction,
+                     watermark_alteration=watermark_alteration, watermark_blur_sigma=watermark_blur_sigma,
+                     watermark_text=watermark_text, fingerprint_model=fingerprint_model,
+                     pgd_discriminator=pgd_discriminator, pgd_module=pgd_module, pgd_epsilon=pgd_epsilon,
+                     pgd_steps=pgd_steps, pgd_step_size=pgd_step_size, pgd_target=pgd_target)
+        defaults = {"watermark_db": db.with_name(db.stem + "-watermark.sqlite"), "pgd_device": device,
+                    "fingerprint_device": device}
+        defenses = build_defenses(defense or [], flags, defaults)
+
         def ready(url: str) -> None:
-            typer.echo(f"serving {model} at {url} (keys and query log: {db})", err=True)
+            shown = f", defences: {', '.join(defense)}" if defense else ""
+            typer.echo(f"serving {model} at {url} (keys and query log: {db}{shown})", err=True)
 
         run_server(model, db, settings, host=host, port=port, device=device, port_file=port_file,
-                   log_level=log_level, on_ready=ready)
+                   log_level=log_level, on_ready=ready, defenses=defenses)
 
 
 def register(app: typer.Typer) -> None:

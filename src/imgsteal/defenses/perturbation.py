@@ -140,7 +140,9 @@ class PGDDefense:
 
     def __init__(self, options: PGDOptions, discriminator: nn.Module | None = None) -> None:
         self.options = options
-        self.device = torch.device(options.device)
+        from imgsteal.device import pick_device
+
+        self.device = pick_device(options.device)
         self.discriminator = discriminator if discriminator is not None else \
             load_discriminator(options.discriminator, options.module, self.device)
         self._lock = threading.Lock()  # one PGD at a time: they would only fight over the cores

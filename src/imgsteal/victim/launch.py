@@ -22,8 +22,25 @@ import httpx
 
 from imgsteal.errors import ImgstealError
 
-# Keyword options of running_server -> `imgsteal serve` flags.
-SERVER_OPTIONS = ("max_body_bytes", "max_pixels", "rate", "burst", "max_batch", "max_wait_ms", "max_queue", "log_level")
+# Keyword options of running_server -> `imgsteal serve` flags. `defense` takes a list (repeated flag);
+# the defences' own options are imgsteal.defenses.registry.SERVE_FLAGS (watermark_db, pgd_epsilon, ...).
+SERVER_OPTIONS = ("max_body_bytes", "max_pixels", "rate", "burst", "max_batch", "max_wait_ms", "max_queue", "log_level",
+                  "defense")
+
+
+def _server_flags(options: dict) -> list[str]:
+    """`imgsteal serve` flags for keyword options; lists repeat the flag, None leaves it out."""
+    from imgsteal.defenses.registry import SERVE_FLAGS
+
+    unknown = sorted(set(options) - set(SERVER_OPTIONS) - set(SERVE_FLAGS))
+    if unknown:
+        raise TypeError(f"unknown server option(s) {', '.join(unknown)}; known: {', '.join(SERVER_OPTIONS + SERVE_FLAGS)}")
+    flags: list[str] = []
+    for name, value in options.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item is not None:
+                flags += [f"--{name.replace('_', '-')}", str(getattr(item, "value", item))]
+    return flags
 
 
 @dataclass
@@ -103,11 +120,10 @@ def running_server(
 
     db_path: keys and query log (default: a temporary file, gone afterwards); workdir: where the port
     file and server.log go (default: a temporary folder); options: `imgsteal serve` settings by name
-    (max_body_bytes, max_pixels, rate, burst, max_batch, max_wait_ms, max_queue, log_level).
+    (max_body_bytes, max_pixels, rate, burst, max_batch, max_wait_ms, max_queue, log_level; defense=[names]
+    and the defences' options, e.g. watermark_db, watermark_fraction, pgd_epsilon).
     """
-    unknown = sorted(set(options) - set(SERVER_OPTIONS))
-    if unknown:
-        raise TypeError(f"unknown server option(s) {', '.join(unknown)}; known: {', '.join(SERVER_OPTIONS)}")
+    flags = _server_flags(options)
     host = "127.0.0.1"
     with contextlib.ExitStack() as stack:
         work = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgsteal-serve-")))
@@ -117,8 +133,7 @@ def running_server(
         port_file.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "imgsteal", "serve", "--model", str(model_path), "--host", host, "--port", "0",
                "--db", str(db), "--device", device, "--port-file", str(port_file)]
-        for name, value in options.items():
-            cmd += [f"--{name.replace('_', '-')}", str(value)]
+        cmd += flags
         with open(log_path, "wb") as log:
             process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:

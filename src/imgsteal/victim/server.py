@@ -352,9 +352,11 @@ def serve(
     port_file: str | Path | None = None,
     log_level: str = "warning",
     on_ready=None,
+    defenses: Sequence[Defense] = (),
 ) -> None:
     """Load the victim model and serve it until interrupted (SIGINT/SIGTERM).
 
+    defenses: output defences applied in order to every answer (see imgsteal.defenses.registry).
     port 0 picks a free port; the port actually bound is written to `port_file` (if given) and passed
     to `on_ready(url)` before the first request is accepted.
     """
@@ -366,7 +368,7 @@ def serve(
     from imgsteal.victim.inference import load_translator
 
     translator = load_translator(model_path, device)
-    app = create_app(translator, db_path, settings)
+    app = create_app(translator, db_path, settings, defenses)
     try:
         sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=1024)
     except OSError as exc:
