@@ -8,8 +8,8 @@ writes the cell's result and done-marker from the returned dict.
 
 from __future__ import annotations
 
-import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -119,9 +119,12 @@ def _style_records(job: CellJob, victim, surrogate) -> list[dict[str, Any]]:
     from imgsteal.evaluate.style import evaluate_style
 
     test_sets = {name: [Path(p) for p in paths] for name, paths in job.test_sets.items()}
-    results, _ = evaluate_style(victim, [surrogate], test_sets, resolve_images(job.style_set), job.folder / "evaluation",
+    eval_dir = job.folder / "evaluation"
+    results, _ = evaluate_style(victim, [surrogate], test_sets, resolve_images(job.style_set), eval_dir,
                                 size=job.work_size, inception_weights=job.evaluation.get("inception_weights"),
                                 device=job.device, gallery_count=0, progress=job.progress)
+    # Every scored image was written for the FID features; at paper scale that is gigabytes per cell.
+    shutil.rmtree(eval_dir / "outputs", ignore_errors=True)
     return [{
         "test_set": r.name, "n_images": r.n_images,
         "metrics": {m: {k: c.runs[0] for k, c in cells.items()} for m, cells in r.cells.items()},

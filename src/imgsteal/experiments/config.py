@@ -292,8 +292,10 @@ def victim_training_config(cfg: ExperimentConfig, task: TaskConfig):
         except ImportError as exc:
             raise ConfigError(f"task {task.name}: training a {arch} victim needs imgsteal.victim.style ({exc})") from None
         for key in ("domain_a", "domain_b"):
-            if key in spec:
+            if isinstance(spec.get(key), str):
                 spec[key] = cfg.expand(spec[key])
+            elif isinstance(spec.get(key), list):
+                spec[key] = [cfg.expand(s) for s in spec[key]]
         unknown = sorted(set(spec) - set(StyleVictimConfig.model_fields))
         if unknown:
             raise ConfigError(f"task {task.name}: unknown victim.train settings {', '.join(unknown)}")
@@ -320,8 +322,10 @@ def check_datasets(cfg: ExperimentConfig) -> dict[str, dict[str, list[Path]]]:
             if task.kind == "sr":
                 found["victim"] = [p for spec in vcfg.hr for p in _resolve(cfg, task, "victim training images", spec)]
             else:
-                found["victim_a"] = _resolve(cfg, task, "victim domain A", vcfg.domain_a)
-                found["victim_b"] = _resolve(cfg, task, "victim domain B (style set)", vcfg.domain_b)
+                for key, role in (("domain_a", "victim domain A"), ("domain_b", "victim domain B (style set)")):
+                    specs = getattr(vcfg, key)
+                    specs = [specs] if isinstance(specs, str) else specs
+                    found[key] = [p for spec in specs for p in _resolve(cfg, task, role, spec)]
         found["harvest"] = [p for spec in task.harvest.inputs for p in _resolve(cfg, task, "harvest input", spec)]
         for name, spec in task.test_sets.items():
             found[f"test:{name}"] = _resolve(cfg, task, f"test set {name!r}", spec)

@@ -67,7 +67,8 @@ def make_jobs(cfg: ExperimentConfig, out: Path, resolved: dict, assets: dict, ce
             test_sets={name: [str(p.resolve()) for p in resolved[task.name][f"test:{name}"]] for name in task.test_sets},
             victim_cache=str(a.victim_cache.resolve()), style_set=cfg.expand(task.style_set) if task.style_set else None,
             work_size=work_size(task),
-            evaluation=task.evaluation.model_dump(mode="json"),
+            evaluation={**task.evaluation.model_dump(mode="json"), "inception_weights":
+                        cfg.expand(task.evaluation.inception_weights) if task.evaluation.inception_weights else None},
             gallery_inputs=[str(Path(p).resolve()) for p in a.gallery_inputs] if shown else [],
             device=task.device, processes=task.processes_per_cell, progress=progress,
         ))

@@ -1,0 +1,67 @@
+"""Running cells elsewhere: a local process pool, a local Ray instance, and torchrun for one cell."""
+
+import csv
+import json
+
+import pytest
+
+from imgsteal.experiments.config import ExperimentConfig
+from imgsteal.experiments.executors import LocalExecutor, ProcessPoolCellExecutor, make_executor
+from imgsteal.experiments.runner import run_experiment
+
+
+def _square_or_fail(x):
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x * x
+
+
+def test_local_and_pool_executors_report_results_and_failures():
+    jobs = [1, 2, 3]
+    local = {job: (result, error) for job, result, error in LocalExecutor().run(_square_or_fail, jobs)}
+    assert local[1] == (1, None) and local[2] == (4, None)
+    assert local[3][0] is None and "three is not allowed" in local[3][1]
+    pool = {job: (result, error) for job, result, error in ProcessPoolCellExecutor(2).run(_square_or_fail, jobs)}
+    assert pool[2] == (4, None) and "three is not allowed" in pool[3][1]
+    with pytest.raises(Exception, match="--executor must be local or ray"):
+        make_executor("slurm")
+
+
+@pytest.mark.slow
+def test_two_tiny_cells_on_a_local_ray_instance(tiny_sr, tmp_path):
+    ray = pytest.importorskip("ray")
+    cfg = ExperimentConfig.model_validate(tiny_sr())
+    out = tmp_path / "exp"
+    try:
+        run = run_experiment(cfg, out, executor="ray", workers=2, progress=False, log=lambda m: None)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    assert sorted(run.finished) == ["sr/f050-none-s0", "sr/f100-none-s0"]
+    assert not run.failed
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert sorted(int(r["queries"]) for r in rows) == [4, 8]
+    for cell in ("f050-none-s0", "f100-none-s0"):
+        folder = out / "cells" / "sr" / cell
+        assert (folder / "DONE").is_file() and (folder / "surrogate" / "model.safetensors").is_file()
+        assert json.loads((folder / "result.json").read_text())["records"][0]["test_set"] == "tiny test"
+
+
+@pytest.mark.slow
+def test_a_cell_trained_by_two_processes_with_torchrun(tiny_sr, tmp_path):
+    config = tiny_sr(fractions=[1.0])
+    config["tasks"][0]["processes_per_cell"] = 2
+    cfg = ExperimentConfig.model_validate(config)
+    out = tmp_path / "exp"
+    run = run_experiment(cfg, out, progress=False, log=lambda m: None)
+    assert run.finished == ["sr/f100-none-s0"]
+    folder = out / "cells" / "sr" / "f100-none-s0"
+    log = (folder / "torchrun.log").read_text()
+    assert "Traceback" not in log
+    from imgsteal.train.checkpoint import load_checkpoint
+
+    meta = load_checkpoint(folder / "surrogate" / "model.safetensors").meta
+    assert meta["pairs"] == 8 and meta["epoch"] == 1
+    # rank 0 alone logged: one metrics line per logged step
+    steps = [json.loads(line)["step"] for line in (folder / "surrogate" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
