@@ -25,9 +25,10 @@ from torch import nn
 from imgsteal.errors import CheckpointError, ImgstealError
 
 # Module names under which victims' training checkpoints keep the discriminator that judges F_V's
-# answers: SRGAN ('discriminator'); CycleGAN / U-GAT-IT style victims (the domain-B one).
-DISCRIMINATOR_NAMES = ("discriminator", "discriminator_b", "disc_b", "netD_B", "D_B", "d_b", "discriminator_B",
-                       "global_discriminator_b", "disc_gb")
+# answers, and the loss it was trained with: SRGAN ('discriminator', BCE); CycleGAN ('discriminator_b',
+# LSGAN) and U-GAT-IT ('disc_global_b', LSGAN) style victims: the domain-B (target style) one.
+DISCRIMINATOR_LOSSES = {"discriminator": "bce", "discriminator_b": "mse", "disc_global_b": "mse"}
+DISCRIMINATOR_NAMES = tuple(DISCRIMINATOR_LOSSES)
 
 
 def pgd_linf(
@@ -75,6 +76,7 @@ def discriminator_loss(discriminator: nn.Module, images: torch.Tensor, target: L
     Works for one logit per image and for PatchGAN maps alike (mean over all outputs).
     """
     out = discriminator(images)
+    out = getattr(out, "output", out)  # U-GAT-IT discriminators may return (output, cam_logit, ...)
     label = torch.zeros_like(out) if target == "fake" else torch.ones_like(out)
     if loss == "mse":
         return F.mse_loss(out, label)
@@ -97,6 +99,12 @@ def find_discriminator_name(module_names: Sequence[str], wanted: str | None = No
 
 def load_discriminator(path: str | Path, module: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """The victim's discriminator from its training checkpoint (a file or the run folder), in eval mode."""
+    return load_discriminator_named(path, module, device)[0]
+
+
+def load_discriminator_named(path: str | Path, module: str | None = None,
+                             device: str | torch.device = "cpu") -> tuple[nn.Module, str]:
+    """(discriminator in eval mode, its module name) from a victim's training checkpoint or run folder."""
     from imgsteal.train.checkpoint import load_checkpoint
 
     path = Path(path)
@@ -107,7 +115,7 @@ def load_discriminator(path: str | Path, module: str | None = None, device: str 
     disc = ckpt.build_module(name).to(device).eval()
     for p in disc.parameters():
         p.requires_grad_(False)
-    return disc
+    return disc, name
 
 
 class PGDOptions(BaseModel):
@@ -121,7 +129,7 @@ class PGDOptions(BaseModel):
     steps: int = Field(10, ge=0)
     step_size: float | None = Field(None, gt=0, description="default 2.5 * epsilon / steps")
     target: Literal["fake", "real"] = Field("fake", description="label whose discriminator loss is increased")
-    loss: Literal["bce", "mse"] = "bce"
+    loss: Literal["auto", "bce", "mse"] = Field("auto", description="auto: the loss the discriminator was trained with")
     random_start: bool = True
     device: str = "cpu"
 
@@ -143,8 +151,12 @@ class PGDDefense:
         from imgsteal.device import pick_device
 
         self.device = pick_device(options.device)
-        self.discriminator = discriminator if discriminator is not None else \
-            load_discriminator(options.discriminator, options.module, self.device)
+        if discriminator is None:
+            discriminator, module = load_discriminator_named(options.discriminator, options.module, self.device)
+        else:
+            module = options.module or "discriminator"
+        self.discriminator = discriminator
+        self.loss = options.loss if options.loss != "auto" else DISCRIMINATOR_LOSSES.get(module, "bce")
         self._lock = threading.Lock()  # one PGD at a time: they would only fight over the cores
 
     def perturb(self, image: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -154,7 +166,7 @@ class PGDDefense:
         gen = torch.Generator().manual_seed(seed)
 
         def objective(batch: torch.Tensor) -> torch.Tensor:
-            return discriminator_loss(self.discriminator, batch, o.target, o.loss)
+            return discriminator_loss(self.discriminator, batch, o.target, self.loss)
 
         with self._lock:
             adv = pgd_linf(objective, x, o.epsilon, o.steps, o.step_size, o.random_start, gen)
