@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 
 from imgsteal.train.checkpoint import load_checkpoint
 
-# Each rank trains a tiny SRResNet through the ordinary run_training, then dumps its own weights
-# (parameters and BatchNorm buffers) so the test can compare the ranks.
+# Each rank trains a tiny SRResNet (pixel loss) and a tiny pix2pix GAN through the ordinary
+# run_training, then dumps its own weights (parameters and BatchNorm buffers) so the test can
+# compare the ranks.
 WORKER = textwrap.dedent("""
     import sys
     import torch
@@ -22,6 +23,7 @@ WORKER = textwrap.dedent("""
     from imgsteal.train.distributed import init_from_env, shutdown
     from imgsteal.train.loop import run_training
     from imgsteal.train.paired import PixelRecipe
+    from imgsteal.train.pix2pix import Pix2PixRecipe
 
     out = sys.argv[1]
     ctx = init_from_env("cpu")
@@ -37,6 +39,18 @@ WORKER = textwrap.dedent("""
     assert result.steps == 6
     state = {k: v.detach().clone().contiguous() for k, v in recipe.modules["generator"].state_dict().items()}
     save_file(state, f"{out}/rank{ctx.rank}.safetensors")
+
+    # A GAN: the discriminator is called three times per step and frozen in the generator step.
+    torch.manual_seed(2000 + ctx.rank)
+    gan = Pix2PixRecipe(build_model("unet", ngf=4, image_size=32, norm="batch", use_dropout=True),
+                        build_model("patchgan", in_channels=6, ndf=4, n_layers=3, norm="batch"), torch.device("cpu"), epochs=2)
+    xs = [to_uint8_tensor(torch.rand(3, 32, 32, generator=gen)) for _ in range(4)]
+    ys = [to_uint8_tensor(torch.rand(3, 32, 32, generator=gen)) for _ in range(4)]
+    run_training(gan, PairedPatchSource(xs, ys, scale=1, patch=32, batch_size=4, seed=0), run_dir=out + "/gan",
+                 epochs=2, meta={"task": "style"}, checkpoint_every=0, progress=False)
+    state = {f"{name}.{k}": v.detach().clone().contiguous()
+             for name, m in gan.modules.items() for k, v in m.state_dict().items()}
+    save_file(state, f"{out}/gan-rank{ctx.rank}.safetensors")
     shutdown()
 """)
 
@@ -49,10 +63,12 @@ def test_two_gloo_processes_stay_in_sync_and_only_rank0_writes(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
-    assert rank0.keys() == rank1.keys()
-    for name in rank0:
-        assert torch.equal(rank0[name], rank1[name]), f"{name} differs across ranks"
+    for prefix in ("", "gan-"):
+        rank0, rank1 = load_file(tmp_path / f"{prefix}rank0.safetensors"), load_file(tmp_path / f"{prefix}rank1.safetensors")
+        assert rank0.keys() == rank1.keys()
+        for name in rank0:
+            assert torch.equal(rank0[name], rank1[name]), f"{prefix}{name} differs across ranks"
+    rank0 = load_file(tmp_path / "rank0.safetensors")
     # The exported model is rank 0's weights after training, written once.
     exported = load_checkpoint(tmp_path / "run" / "model.safetensors")
     for name, value in exported.module_state("generator").items():

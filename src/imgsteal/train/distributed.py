@@ -50,8 +50,9 @@ class DistributedContext:
         """Replace, in place, each recipe attribute that holds one of `recipe.modules` with trainable
         parameters by a DistributedDataParallel wrapper of it. Returns the recipe.
 
-        GAN recipes freeze the discriminator during the generator step, so networks of a recipe with
-        several trainable modules are wrapped with find_unused_parameters=True.
+        A network must use all or none of its parameters in each backward pass (true of the pix2pix
+        and SRGAN recipes: a frozen discriminator in the generator step gets no gradient at all); a
+        recipe that breaks this sets `ddp_find_unused_parameters = True`.
         """
         from torch.nn.parallel import DistributedDataParallel
 
@@ -60,9 +61,9 @@ class DistributedContext:
                 # In place for nested layers (same Parameter objects, so the optimizers still hold them).
                 nn.SyncBatchNorm.convert_sync_batchnorm(module)
         trainable = {id(m): m for m in recipe.modules.values() if any(p.requires_grad for p in m.parameters())}
-        several = len(trainable) > 1
+        find_unused = bool(getattr(recipe, "ddp_find_unused_parameters", False))
         device_ids = [self.device.index] if self.device.type == "cuda" and self.device.index is not None else None
-        wrappers = {key: DistributedDataParallel(m, device_ids=device_ids, find_unused_parameters=several)
+        wrappers = {key: DistributedDataParallel(m, device_ids=device_ids, find_unused_parameters=find_unused)
                     for key, m in trainable.items()}
         replaced = set()
         for attr, value in list(vars(recipe).items()):
