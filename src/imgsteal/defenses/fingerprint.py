@@ -217,7 +217,10 @@ def train_fingerprint(cfg: FingerprintTrainConfig, out_dir: str | Path, *, resum
     decoder = build_model("fingerprint_decoder", bits=cfg.bits, size=cfg.size, channels=cfg.channels)
     recipe = FingerprintRecipe(encoder, decoder, cfg.bits, device, cfg.lr, cfg.image_weight, cfg.seed,
                                ramp_steps=round(cfg.ramp * cfg.steps))
-    source = PairedPatchSource(images, images, scale=1, patch=cfg.size, batch_size=cfg.batch_size, seed=cfg.seed)
+    # Epochs of about 100 steps (or the whole run): a checkpoint is written after each epoch.
+    repeat = max(1, math.ceil(min(cfg.steps, 100) * cfg.batch_size / len(images)))
+    source = PairedPatchSource(images, images, scale=1, patch=cfg.size, batch_size=cfg.batch_size, seed=cfg.seed,
+                               repeat=repeat)
     epochs = max(1, math.ceil(cfg.steps / source.batches_per_epoch))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
