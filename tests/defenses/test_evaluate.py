@@ -41,14 +41,14 @@ def tiny_config(root: Path, oracle: str = "local", runs: dict | None = None) -> 
                  "harvest": {"inputs": ["{data_root}/attacker"], "downscale": 4, "oracle": oracle},
                  "surrogate": {"n_blocks": 1, "channels": 8, "patch": 8, "batch_size": 4, "epochs": 1},
                  "test_sets": {"tiny test": "{data_root}/test"}, "evaluation": {"gallery_images": 0}},
-        "watermark": {"fraction": 0.5},
+        "watermark": {"fraction": 0.9},  # 8 queries: at least one trigger but for a 1e-8 chance
         "fingerprint": {"train": {"images": ["{data_root}/victim"], "bits": 24, "size": 32, "channels": 4,
                                   "steps": 10, "batch_size": 4}},
         "pgd": {"epsilon": 0.1, "steps": 2},
         "transfer": {"images": 2, "steps": 2},
         "detect_images": 3, "gallery_images": 1,
         "runs": runs or {"watermark": ["watermark"], "fingerprint": ["fingerprint"], "pgd": ["pgd"],
-                         "all": ["watermark", "fingerprint", "pgd"]},
+                         "all": {"defenses": ["watermark", "fingerprint", "pgd"], "watermark": {"alteration": "monochrome"}}},
         "notes": ["tiny test configuration"],
     }
 
@@ -81,7 +81,7 @@ def test_evaluate_end_to_end_in_process(tmp_path):
         (record,) = entry["quality"]
         assert {"A", "B", "C"} <= set(record["metrics"]["psnr"]) and record["n_images"] == 3
     assert runs["fingerprint"]["labels"] == {"fingerprint": 8} and runs["pgd"]["labels"] == {"pgd": 8}
-    assert runs["all"]["labels"]["fingerprint"] == 8
+    assert runs["all"]["labels"]["fingerprint"] == 8 and runs["all"]["labels"]["watermark:monochrome"] > 0
 
     wm = runs["watermark"]["watermark"]
     assert wm["triggers"] == runs["watermark"]["labels"]["watermark:blur"] > 0
@@ -148,6 +148,8 @@ def test_config_errors_name_the_problem(tmp_path):
         ({"runs": {"none": ["pgd"]}}, "run name"),
         ({"fingerprint": {}}, "fingerprint"),
         ({"watermark": {"fraction": 2}}, "watermark.fraction"),
+        ({"runs": {"x": {"defenses": ["watermark"], "watermark": {"fraction": 5}}}}, "run 'x'"),
+        ({"runs": {"x": {"defenses": []}}}, "no defence"),
     ):
         with pytest.raises(ImgstealError, match=message):
             load_defense_config(_write(tmp_path, {**base, **change}))

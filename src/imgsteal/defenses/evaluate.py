@@ -95,6 +95,15 @@ class TransferSection(_Strict):
     images: int = Field(4, ge=1, description="test images attacked")
 
 
+class RunSpec(_Strict):
+    """A defended run: its defences, applied in order, and watermark/pgd settings of its own (merged
+    over the top-level sections; e.g. one run per alteration of Figure 8). A plain list means defences only."""
+
+    defenses: list[str] = Field(min_length=1)
+    watermark: dict[str, Any] = Field(default_factory=dict)
+    pgd: dict[str, Any] = Field(default_factory=dict)
+
+
 class DefenseEvalConfig(_Strict):
     """A defence evaluation: one task, the defences' settings, and the defended runs to compare."""
 
@@ -105,9 +114,9 @@ class DefenseEvalConfig(_Strict):
     task: TaskConfig
     client: str = Field("adversary", description="the adversary's API key name (the watermark's client)")
     seed: int = Field(0, description="seed of every surrogate")
-    runs: dict[str, list[str]] = Field(
-        default_factory=lambda: {"watermark": ["watermark"], "fingerprint": ["fingerprint"], "pgd": ["pgd"]},
-        description="run name -> defences applied (in order); a clean run 'none' is always added")
+    runs: dict[str, RunSpec] = Field(
+        default_factory=lambda: {n: RunSpec(defenses=[n]) for n in ("watermark", "fingerprint", "pgd")},
+        description="run name -> defences applied (in order) or a RunSpec; a clean run 'none' is always added")
     watermark: WatermarkSection = Field(default_factory=WatermarkSection)
     fingerprint: FingerprintSection = Field(default_factory=FingerprintSection)
     pgd: PGDSection = Field(default_factory=PGDSection)
@@ -117,29 +126,48 @@ class DefenseEvalConfig(_Strict):
     gallery_images: int = Field(2, ge=0, description="test images shown in the preview panels")
     notes: list[str] = Field(default_factory=list, description="shown at the top of the report")
 
-    @field_validator("runs")
+    @field_validator("runs", mode="before")
     @classmethod
-    def _runs(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+    def _runs(cls, value: Any) -> Any:
         from imgsteal.defenses.registry import DEFENSES
 
-        if not value:
-            raise ValueError("needs at least one defended run")
-        for name, defenses in value.items():
-            if name == CLEAN_RUN or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        if not isinstance(value, dict) or not value:
+            raise ValueError("needs at least one defended run (name: [defences])")
+        specs = {}
+        for name, spec in value.items():
+            if name == CLEAN_RUN or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", str(name)):
                 raise ValueError(f"run name {name!r} must be letters, digits, - and _, and not {CLEAN_RUN!r}")
-            if not defenses:
+            spec = {"defenses": spec} if isinstance(spec, list) else spec
+            if not isinstance(spec, dict) or not spec.get("defenses"):
                 raise ValueError(f"run {name!r} applies no defence")
-            unknown = [d for d in defenses if d not in DEFENSES]
+            unknown = [d for d in spec["defenses"] if d not in DEFENSES]
             if unknown:
                 raise ValueError(f"run {name!r}: unknown defence(s) {', '.join(unknown)}; known: {', '.join(DEFENSES)}")
-        return value
+            specs[name] = spec
+        return specs
 
     @model_validator(mode="after")
-    def _fingerprint_source(self) -> "DefenseEvalConfig":
-        uses = any("fingerprint" in d for d in self.runs.values())
-        if uses and self.fingerprint.model is None and not self.fingerprint.train.get("images"):
+    def _consistent(self) -> "DefenseEvalConfig":
+        if self.uses("fingerprint") and self.fingerprint.model is None and not self.fingerprint.train.get("images"):
             raise ValueError("fingerprint: give `model` (a trained run folder) or `train.images` (images to train it on)")
+        for run in self.runs:  # the per-run settings must be valid too
+            try:
+                self.run_watermark(run), self.run_pgd(run)
+            except ValidationError as exc:
+                raise ValueError(f"run {run!r}: {exc}") from None
         return self
+
+    def uses(self, defense: str) -> bool:
+        return any(defense in spec.defenses for spec in self.runs.values())
+
+    def run_watermark(self, run: str) -> WatermarkSection:
+        """The watermark settings of `run` (the top-level section with the run's overrides)."""
+        extra = self.runs[run].watermark if run in self.runs else {}
+        return WatermarkSection.model_validate({**self.watermark.model_dump(), **extra})
+
+    def run_pgd(self, run: str) -> PGDSection:
+        extra = self.runs[run].pgd if run in self.runs else {}
+        return PGDSection.model_validate({**self.pgd.model_dump(), **extra})
 
     def expand(self, text: str) -> str:
         return text.replace("{data_root}", self.data_root)
@@ -194,11 +222,12 @@ class Context:
         return self.run_dir(run) / "owner" / "watermark.sqlite"
 
     def defenses(self, run: str) -> list[str]:
-        return [] if run == CLEAN_RUN else self.cfg.runs[run]
+        return [] if run == CLEAN_RUN else self.cfg.runs[run].defenses
 
-    def discriminator_path(self) -> Path:
-        if self.cfg.pgd.discriminator:
-            return Path(self.cfg.expand(self.cfg.pgd.discriminator))
+    def discriminator_path(self, run: str | None = None) -> Path:
+        pgd = self.cfg.run_pgd(run) if run else self.cfg.pgd
+        if pgd.discriminator:
+            return Path(self.cfg.expand(pgd.discriminator))
         return self.victim_model.parent  # the victim's run folder: checkpoints/last.safetensors
 
     def test_queries(self, count: int) -> list[tuple[Path, torch.Tensor]]:
@@ -220,14 +249,14 @@ def server_flags(ctx: Context, run: str) -> dict[str, Any]:
     cfg, names = ctx.cfg, ctx.defenses(run)
     flags: dict[str, Any] = {}
     if "watermark" in names:
-        wm = cfg.watermark
+        wm = cfg.run_watermark(run)
         flags.update(watermark_db=str(ctx.watermark_db(run)), watermark_fraction=wm.fraction,
                      watermark_alteration=wm.alteration.value, watermark_blur_sigma=wm.blur_sigma, watermark_text=wm.text)
     if "fingerprint" in names:
         flags["fingerprint_model"] = str(ctx.fingerprint_dir)
     if "pgd" in names:
-        p = cfg.pgd
-        flags.update(pgd_discriminator=str(ctx.discriminator_path()), pgd_module=p.module, pgd_epsilon=p.epsilon,
+        p = cfg.run_pgd(run)
+        flags.update(pgd_discriminator=str(ctx.discriminator_path(run)), pgd_module=p.module, pgd_epsilon=p.epsilon,
                      pgd_steps=p.steps, pgd_step_size=p.step_size, pgd_target=p.target)
     return flags
 
@@ -294,7 +323,7 @@ def ensure_fingerprint(ctx: Context) -> Path | None:
     from imgsteal.defenses.fingerprint import MODEL_FILE, FingerprintTrainConfig, train_fingerprint
 
     cfg = ctx.cfg
-    if not any("fingerprint" in d for d in cfg.runs.values()):
+    if not cfg.uses("fingerprint"):
         return None
     if cfg.fingerprint.model is not None:
         return Path(cfg.expand(cfg.fingerprint.model))
@@ -400,8 +429,9 @@ def watermark_results(ctx: Context, run: str, surrogate_dir: Path, clean_dir: Pa
     with TriggerStore(db, create=False) as store:
         count = store.count(ctx.cfg.client)
     if count == 0:
-        return {"triggers": 0, "note": f"no query was selected at fraction {ctx.cfg.watermark.fraction:g}"}
-    out = {"triggers": count}
+        return {"triggers": 0, "note": f"no query was selected at fraction {ctx.cfg.run_watermark(run).fraction:g}"}
+    wm = ctx.cfg.run_watermark(run)
+    out = {"triggers": count, "fraction": wm.fraction, "alteration": wm.alteration.value}
     for label, folder in (("surrogate", surrogate_dir), ("negative_control", clean_dir)):
         verdict = verify_watermark(db, ctx.cfg.client, checkpoint_suspect(folder, ctx.cfg.task.device),
                                    suspect_name=label, alpha=ctx.cfg.alpha)
@@ -431,13 +461,14 @@ def pgd_results(ctx: Context, run: str) -> dict:
     measured perturbation size (bounded by epsilon, plus 8-bit rounding)."""
     from imgsteal.defenses.perturbation import DISCRIMINATOR_LOSSES, discriminator_loss, load_discriminator_named
 
-    disc, name = load_discriminator_named(ctx.discriminator_path(), ctx.cfg.pgd.module)
+    p = ctx.cfg.run_pgd(run)
+    disc, name = load_discriminator_named(ctx.discriminator_path(run), p.module)
     loss = DISCRIMINATOR_LOSSES.get(name, "bce")
     pairs = matched_answers(ctx.run_dir(run) / "pairs", ctx.run_dir(CLEAN_RUN) / "pairs")
     with torch.no_grad():
-        clean = [float(discriminator_loss(disc, c[None], ctx.cfg.pgd.target, loss)) for _, c in pairs]
-        pert = [float(discriminator_loss(disc, d[None], ctx.cfg.pgd.target, loss)) for d, _ in pairs]
-    return {"epsilon": ctx.cfg.pgd.epsilon, "steps": ctx.cfg.pgd.steps, "answers": len(pairs),
+        clean = [float(discriminator_loss(disc, c[None], p.target, loss)) for _, c in pairs]
+        pert = [float(discriminator_loss(disc, d[None], p.target, loss)) for d, _ in pairs]
+    return {"epsilon": p.epsilon, "steps": p.steps, "answers": len(pairs),
             "discriminator_loss_clean": sum(clean) / max(1, len(clean)),
             "discriminator_loss_perturbed": sum(pert) / max(1, len(pert)),
             "max_abs_change": max((float((d - c).abs().max()) for d, c in pairs), default=0.0)}
@@ -463,15 +494,15 @@ def panel(rows: list[list[torch.Tensor]], height: int = 160, gap: int = 4) -> to
     return torch.cat(padded[:-1], dim=-2)
 
 
-def _preview(ctx: Context, names: list[str], answer: torch.Tensor, cache: dict) -> torch.Tensor:
+def _preview(ctx: Context, run: str, answer: torch.Tensor, cache: dict) -> torch.Tensor:
     """The answer as the run's defences would change it, computed here (no trigger is recorded)."""
     from imgsteal.data.images import quantize
     from imgsteal.defenses.watermark import WatermarkOptions, alter
 
     out = answer
-    for name in names:
+    for name in ctx.defenses(run):
         if name == "watermark":
-            wm = ctx.cfg.watermark
+            wm = ctx.cfg.run_watermark(run)
             out = alter(out, WatermarkOptions(fraction=wm.fraction, alteration=wm.alteration, blur_sigma=wm.blur_sigma,
                                               text=wm.text))
         elif name == "fingerprint":
@@ -481,13 +512,14 @@ def _preview(ctx: Context, names: list[str], answer: torch.Tensor, cache: dict) 
                 cache["fingerprint"] = FingerprintModel.load(ctx.fingerprint_dir, "cpu")
             out = cache["fingerprint"].stamp(out)
         elif name == "pgd":
-            if "pgd" not in cache:
+            if f"pgd:{run}" not in cache:
                 from imgsteal.defenses.perturbation import PGDDefense, PGDOptions
 
-                p = ctx.cfg.pgd
-                cache["pgd"] = PGDDefense(PGDOptions(discriminator=ctx.discriminator_path(), module=p.module, epsilon=p.epsilon,
-                                                     steps=p.steps, step_size=p.step_size, target=p.target))
-            out = cache["pgd"].perturb(out, seed=0)
+                p = ctx.cfg.run_pgd(run)
+                cache[f"pgd:{run}"] = PGDDefense(PGDOptions(discriminator=ctx.discriminator_path(run), module=p.module,
+                                                            epsilon=p.epsilon, steps=p.steps, step_size=p.step_size,
+                                                            target=p.target))
+            out = cache[f"pgd:{run}"].perturb(out, seed=0)
     return quantize(out)
 
 
@@ -510,10 +542,11 @@ def run_defense_evaluation(cfg: DefenseEvalConfig, out: str | Path, progress: bo
     t = time.perf_counter()
     victim_model = ensure_victim(exp, task, out, progress, log)
     ctx = Context(cfg=cfg, out=out, resolved=resolved, victim_model=Path(victim_model), progress=progress, log=log)
-    if any("pgd" in d for d in cfg.runs.values()):
-        from imgsteal.defenses.perturbation import load_discriminator
+    for run in cfg.runs:
+        if "pgd" in ctx.defenses(run):
+            from imgsteal.defenses.perturbation import load_discriminator
 
-        load_discriminator(ctx.discriminator_path(), cfg.pgd.module)  # fail now, not after hours of harvesting
+            load_discriminator(ctx.discriminator_path(run), cfg.run_pgd(run).module)  # fail now, not after the harvests
     timings["victim_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -605,7 +638,7 @@ def write_figures(ctx: Context, victim, models: dict, transfer) -> dict:
     for run in ctx.cfg.runs:
         rows = []
         for i, ((_, query), answer) in enumerate(zip(queries, answers)):
-            defended = _preview(ctx, ctx.defenses(run), answer, cache)
+            defended = _preview(ctx, run, answer, cache)
             row = [query, answer, defended, models[run].translate(query), models[CLEAN_RUN].translate(query)]
             rows.append([save(img, f"{run}_{i:02d}_{label}.png") for img, label in
                          zip(row, ("query", "victim", "defended", "surrogate", "clean_surrogate"))])
@@ -680,20 +713,23 @@ def write_report(ctx: Context, results: dict):
         wm = entry.get("watermark")
         if wm is None:
             continue
+        setting = cfg.run_watermark(run)
+        shown = f"{setting.alteration.value}, {setting.fraction:g}"
         if not wm.get("triggers"):
-            wm_rows.append([run, "–", "0", "–", "–", "–", wm.get("note", "")])
+            wm_rows.append([run, shown, "–", "0", "–", "–", "–", wm.get("note", "")])
             continue
         for label in ("surrogate", "negative_control"):
             v = wm[label]
             who = "surrogate F_A (watermarked answers)" if label == "surrogate" else "independent model (clean-run F_A)"
-            wm_rows.append([run, who, str(v["triggers"]), str(v["matched"]), f"{v['fraction']:.0%}", _p(v["p_value"]),
-                            "watermark reproduced" if v["stolen"] else "not reproduced"])
+            wm_rows.append([run, shown, who, str(v["triggers"]), str(v["matched"]), f"{v['fraction']:.0%}",
+                            _p(v["p_value"]), "watermark reproduced" if v["stolen"] else "not reproduced"])
     if wm_rows:
         report.heading("Watermark (DAWN-style triggers)")
-        report.text(f"Fraction of queries made triggers: {cfg.watermark.fraction:g} (paper: 0.005); alteration: "
-                    f"{cfg.watermark.alteration.value}. A trigger counts when the suspect's answer to its input is closer "
-                    f"(MSE) to the altered answer than to the clean one; one-sided binomial test against 1/2, alpha {cfg.alpha:g}.")
-        report.table(["run", "suspect", "triggers", "closer to altered", "share", "p-value", "verdict"], wm_rows)
+        report.text("Each client's queries are made triggers at the configured fraction (paper: 0.005) by a keyed HMAC. "
+                    "A trigger counts when the suspect's answer to its input is closer (MSE) to the altered answer than "
+                    f"to the clean one; one-sided binomial test against 1/2, alpha {cfg.alpha:g}.")
+        report.table(["run", "alteration, fraction", "suspect", "triggers", "closer to altered", "share", "p-value",
+                      "verdict"], wm_rows)
         if "figure8" in results["figures"]:
             report.figure(results["figures"]["figure8"], "Figure 8: a victim answer (test image), Gaussian blur, monochrome, embedded text.")
 
