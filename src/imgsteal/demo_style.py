@@ -24,11 +24,13 @@ class StyleDemoPreset:
     size: int = 64
     victim_ngf: int = 16
     victim_blocks: int = 6
-    victim_epochs: int = 24
+    victim_epochs: int = 20
+    victim_repeat: int = 2  # 2 passes over the photos per epoch: 26 steps of 4, 520 in all
     victim_batch: int = 4
     victim_lr: float = 2e-4
-    surrogate_channels: int = 32
-    surrogate_epochs: int = 30
+    surrogate_channels: int = 16
+    surrogate_epochs: int = 12
+    surrogate_repeat: int = 3  # 45 steps of 4 pairs per epoch, 540 in all
     surrogate_batch: int = 4
     surrogate_lr: float = 2e-4
     seeds: tuple[int, ...] = (0, 1)
@@ -104,7 +106,8 @@ def run_style_demo(out: str | Path, report: Report, preset: StyleDemoPreset = St
         _log(f"1/4 training the victim F_V (CycleGAN photo -> painting, {preset.size} px) on "
              f"{len(list_images(victim_train))} photos and {len(list_images(data.paintings))} secret paintings")
         cfg = StyleVictimConfig(arch="cyclegan", domain_a=str(victim_train), domain_b=str(data.paintings), size=preset.size,
-                                epochs=preset.victim_epochs, batch_size=preset.victim_batch, lr=preset.victim_lr,
+                                epochs=preset.victim_epochs, repeat=preset.victim_repeat, batch_size=preset.victim_batch,
+                                lr=preset.victim_lr,
                                 ngf=preset.victim_ngf, ndf=preset.victim_ngf, n_blocks=preset.victim_blocks, device="cpu",
                                 checkpoint_every=50)
         train_style_victim(cfg, victim_dir, resume=_resumable(victim_dir), progress=progress)
@@ -128,7 +131,7 @@ def run_style_demo(out: str | Path, report: Report, preset: StyleDemoPreset = St
             continue
         _log(f"3/4 training surrogate F_A (pix2pix, {preset.size} px) seed {seed} on the harvested pairs")
         cfg = SurrogateConfig(store=str(store_dir), arch="pix2pix", seed=seed, epochs=preset.surrogate_epochs,
-                              batch_size=preset.surrogate_batch, size=preset.size, channels=preset.surrogate_channels,
+                              repeat=preset.surrogate_repeat, batch_size=preset.surrogate_batch, size=preset.size, channels=preset.surrogate_channels,
                               lr=preset.surrogate_lr, augmentation="flip", device="cpu", checkpoint_every=50)
         train_surrogate(cfg, run_dir, resume=_resumable(run_dir), progress=progress)
     timings["surrogates_s"] = time.perf_counter() - t

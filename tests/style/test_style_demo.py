@@ -20,8 +20,8 @@ def local_oracle(model_path):
 @pytest.mark.slow
 def test_style_demo_reports_paired_scores_and_why_fid_was_skipped(tmp_path, monkeypatch):
     monkeypatch.setenv("IMGSTEAL_INCEPTION_WEIGHTS", str(tmp_path / "no_weights_here.pth"))
-    preset = StyleDemoPreset(size=32, victim_ngf=4, victim_blocks=1, victim_epochs=1, surrogate_channels=4,
-                             surrogate_epochs=1, seeds=(0, 1))
+    preset = StyleDemoPreset(size=32, victim_ngf=4, victim_blocks=1, victim_epochs=1, victim_repeat=1,
+                             surrogate_channels=4, surrogate_epochs=1, surrogate_repeat=1, seeds=(0, 1))
     report = Report("demo")
     payload = run_style_demo(tmp_path, report, preset, progress=False, oracle_factory=local_oracle)
     json.dumps(payload)  # JSON-able, as run_demo writes it
