@@ -31,6 +31,7 @@ from imgsteal.victim.style import StyleVictimConfig, build_style_recipe, train_s
 
 
 def make_store(root: Path, count: int, size: int) -> None:
+    """A pair store of `count` random size x size pairs (answer = inverted query)."""
     gen = torch.Generator().manual_seed(0)
     with PairStore(root) as store:
         for _ in range(count):
@@ -39,6 +40,7 @@ def make_store(root: Path, count: int, size: int) -> None:
 
 
 def make_domain(folder: Path, count: int, size: int, seed: int) -> None:
+    """`count` random size x size PNGs in `folder`."""
     gen = torch.Generator().manual_seed(seed)
     for i in range(count):
         save_image(torch.rand(3, size, size, generator=gen), folder / f"{i:03d}.png")
@@ -62,6 +64,7 @@ def timed_steps(recipe, batch, steps: int, device: torch.device) -> float:
 
 
 def bare_pix2pix(args, device: torch.device, amp: bool | None = None) -> float:
+    """Images/s of the bare pix2pix loop (amp None: the recipe's default for the device)."""
     torch.manual_seed(0)
     recipe = Pix2PixRecipe(build_model("unet", ngf=args.ngf, image_size=args.size),
                            build_model("patchgan", in_channels=6, ndf=args.ngf), device, epochs=1,
@@ -71,12 +74,14 @@ def bare_pix2pix(args, device: torch.device, amp: bool | None = None) -> float:
 
 
 def style_cfg(args, tmp: Path, device: str) -> StyleVictimConfig:
+    """The CycleGAN victim config both sides use."""
     return StyleVictimConfig(arch="cyclegan", domain_a=str(tmp / "a"), domain_b=str(tmp / "b"), size=args.size,
                              epochs=args.epochs, batch_size=args.batch, ngf=args.ngf, ndf=args.ngf, device=device,
                              checkpoint_every=10_000)
 
 
 def bare_cyclegan(args, tmp: Path, device: torch.device, amp: bool | None = None) -> float:
+    """Images/s of the bare CycleGAN loop (amp None: the recipe's default for the device)."""
     torch.manual_seed(0)
     cfg = style_cfg(args, tmp, str(device)).model_copy(update={"amp": amp, "channels_last": amp})
     recipe = build_style_recipe(cfg, device)
@@ -85,6 +90,7 @@ def bare_cyclegan(args, tmp: Path, device: torch.device, amp: bool | None = None
 
 
 def main() -> int:
+    """Run the interleaved rounds, print the ratios; exit 0 when both reach 0.90."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch", type=int, default=4)

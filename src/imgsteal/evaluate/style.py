@@ -63,6 +63,7 @@ class FIDStatus:
     weights: str = ""
 
     def as_dict(self) -> dict:
+        """JSON-able form (results.json `fid_kid`)."""
         return {"computed": self.computed, "reason": self.reason, "weights": self.weights}
 
 

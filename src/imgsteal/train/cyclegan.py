@@ -79,6 +79,7 @@ class Precision:
 
     @property
     def memory_format(self) -> torch.memory_format:
+        """channels_last or contiguous_format."""
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def module(self, module: nn.Module) -> nn.Module:
@@ -86,17 +87,21 @@ class Precision:
         return module.to(self.device, memory_format=self.memory_format).train()
 
     def input(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Move a batch to the device (and layout)."""
         return tensor.to(self.device, non_blocking=True, memory_format=self.memory_format)
 
     def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast context for forward passes (a no-op in float32)."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def backward(self, loss: torch.Tensor) -> None:
+        """loss.backward(), scaled when float16 needs it."""
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """optimizer.step() (skipped by the scaler on inf/NaN gradients)."""
         if self.scaler is not None:
             self.scaler.step(optimizer)
         else:
@@ -108,13 +113,16 @@ class Precision:
             self.scaler.update()
 
     def state(self) -> dict[str, Any]:
+        """JSON-able state: the float16 gradient scaler's, if any."""
         return {"grad_scaler": self.scaler.state_dict()} if self.scaler is not None else {}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what `state` returned."""
         if self.scaler is not None and state.get("grad_scaler"):
             self.scaler.load_state_dict(state["grad_scaler"])
 
     def describe(self) -> dict[str, Any]:
+        """For run metadata: the autocast dtype (or None) and the memory layout."""
         return {"amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
                 "channels_last": self.channels_last}
 
@@ -131,16 +139,19 @@ class LinearDecaySchedule:
         self.epoch, self.factor = 0, 1.0
 
     def begin_epoch(self, epoch: int) -> None:
+        """Set every learning rate to base x linear_decay_factor(epoch)."""
         self.epoch, self.factor = epoch, linear_decay_factor(epoch, self.epochs, self.decay_epochs)
         for name, opt in self.optimizers.items():
             for group, base in zip(opt.param_groups, self.base_lr[name]):
                 group["lr"] = base * self.factor
 
     def state(self) -> dict[str, Any]:
+        """JSON-able position of the schedule."""
         return {"base_lr": self.base_lr, "epoch": self.epoch, "lr_factor": self.factor,
                 "epochs": self.epochs, "decay_epochs": self.decay_epochs}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Restore the base rates and position of a saved run (a resume with another --lr keeps the run's)."""
         if "base_lr" in state:
             self.base_lr = {name: list(values) for name, values in state["base_lr"].items()}
             self.epoch, self.factor = state["epoch"], state["lr_factor"]
@@ -201,6 +212,7 @@ class CycleGANRecipe:
         return F.mse_loss(logits.float(), torch.full_like(logits, float(real), dtype=torch.float32))
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One generator step and one discriminator step; returns the losses."""
         p = self.precision
         real_a, real_b = (p.input(t) for t in batch)
         opt_g, opt_d = self.optimizers["generators"], self.optimizers["discriminators"]

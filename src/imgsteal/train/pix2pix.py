@@ -61,6 +61,7 @@ class Pix2PixRecipe:
         self.schedule.begin_epoch(epoch)
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One discriminator step and one generator step; returns the losses."""
         p = self.precision
         x, y = (p.input(t) for t in batch)
         opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]

@@ -86,6 +86,7 @@ class UGATITRecipe:
         return total
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One discriminator step and one generator step (then rho clipping); returns the losses."""
         p, w = self.precision, self.weights
         real_a, real_b = (p.input(t) for t in batch)
         opt_g, opt_d = self.optimizers["generators"], self.optimizers["discriminators"]

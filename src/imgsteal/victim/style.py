@@ -64,12 +64,15 @@ class StyleVictimConfig(BaseModel):
         return self
 
     def resolved_load_size(self) -> int:
+        """load_size, or size x 286/256."""
         return self.load_size or round(self.size * LOAD_RATIO)
 
     def resolved_lr(self) -> float:
+        """lr, or the architecture's reference rate."""
         return self.lr if self.lr is not None else DEFAULT_LR[self.arch]
 
     def resolved_blocks(self) -> int:
+        """n_blocks, or the architecture's default for this size."""
         if self.n_blocks is not None:
             return self.n_blocks
         if self.arch == "ugatit":
@@ -113,6 +116,7 @@ class UnpairedCropSource:
 
     @property
     def batches_per_epoch(self) -> int:
+        """Steps per epoch: the larger domain, `repeat` times, in batches."""
         return math.ceil(max(len(self.a), len(self.b)) * self.repeat / self.batch_size)
 
     def _crops(self, images: torch.Tensor, chosen: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
