@@ -672,6 +672,46 @@ def _p(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _headline_quality(entry: dict) -> tuple[str, float] | None:
+    """(metric, B) of the first test set: psnr for super-resolution, else the first metric reported."""
+    if not entry["quality"]:
+        return None
+    metrics = entry["quality"][0]["metrics"]
+    metric = "psnr" if "psnr" in metrics else sorted(metrics)[0]
+    value = metrics[metric].get("B")
+    return None if value is None else (metric, value)
+
+
+def summary_rows(cfg: DefenseEvalConfig, results: dict) -> list[list[str]]:
+    """One line per defended run: what the owner can say after the attack."""
+    runs = results["runs"]
+    clean = _headline_quality(runs[CLEAN_RUN])
+    rows = []
+    for run in cfg.runs:
+        entry = runs[run]
+        parts = []
+        wm = entry.get("watermark")
+        if wm is not None:
+            if not wm.get("triggers"):
+                parts.append("watermark: no trigger was recorded")
+            else:
+                s, n = wm["surrogate"], wm["negative_control"]
+                parts.append(f"watermark {'REPRODUCED' if s['stolen'] else 'not reproduced'} by F_A "
+                             f"({s['matched']}/{s['triggers']}, p = {_p(s['p_value'])}; independent model: "
+                             f"{n['matched']}/{n['triggers']}, p = {_p(n['p_value'])})")
+        fp = entry.get("fingerprint")
+        if fp is not None:
+            s = fp["surrogate"]
+            found = s["p_value"] < cfg.alpha and s["accuracy"] > 0.5
+            parts.append(f"fingerprint {'FOUND' if found else 'not found'} in F_A's outputs ({s['accuracy']:.1%} of bits, "
+                         f"p = {_p(s['p_value'])}; in the API's answers: {fp['api_answers']['accuracy']:.1%})")
+        quality = _headline_quality(entry)
+        if quality is not None and clean is not None:
+            parts.append(f"F_A vs F_V {quality[0]} {_fmt(quality[1], 3)} (without defences: {_fmt(clean[1], 3)})")
+        rows.append([run, ", ".join(entry["defenses"]), "; ".join(parts)])
+    return rows
+
+
 def write_report(ctx: Context, results: dict):
     """The HTML report (no secrets: counts, accuracies, p-values and previews on test images)."""
     from imgsteal.report.html import Report
@@ -684,6 +724,8 @@ def write_report(ctx: Context, results: dict):
                 "surrogate F_A is trained on the answers and scored. Paper, section 7: these defences fail for image translation.")
     for note in cfg.notes:
         report.text(f"Note: {note}")
+    report.heading("Does each defence survive the attack?")
+    report.table(["run", "defences", "outcome"], summary_rows(cfg, results))
 
     report.heading("Surrogate quality with and without each defence")
     metrics = sorted({m for r in runs.values() for rec in r["quality"] for m in rec["metrics"]})
@@ -751,7 +793,7 @@ def write_report(ctx: Context, results: dict):
             report.text(f"Encoder/decoder: {training['bits']} bits; on {training['images']} evaluation images the decoder reads "
                         f"{training['fingerprinted']['accuracy']:.1%} of the bits from fingerprinted images and "
                         f"{training['clean']['accuracy']:.1%} from clean ones; stamped vs clean PSNR {training['psnr_db']:.1f} dB.")
-        report.table(["run", "images", "count", "bit accuracy", "p-value (vs 50%)"], fp_rows,
+        report.table(["run", "images from", "images", "bit accuracy", "p-value (vs 50%)"], fp_rows,
                      caption="p-values treat bits as independent; read them as an indication.")
         if "fingerprint" in results["figures"]:
             report.figure(results["figures"]["fingerprint"], "A victim answer, stamped, and the difference x10.")
