@@ -29,8 +29,8 @@ class StyleDemoPreset:
     victim_batch: int = 4
     victim_lr: float = 2e-4
     surrogate_channels: int = 16
-    surrogate_epochs: int = 12
-    surrogate_repeat: int = 3  # 45 steps of 4 pairs per epoch, 540 in all
+    surrogate_epochs: int = 24
+    surrogate_repeat: int = 3  # 45 steps of 4 pairs per epoch, 1080 in all
     surrogate_batch: int = 4
     surrogate_lr: float = 2e-4
     seeds: tuple[int, ...] = (0, 1)
