@@ -6,9 +6,21 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 import yaml
 
 from conftest import make_sr_model, write_images
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    """Tiny networks gain nothing from a second thread, and on a busy machine its spin-waits cost more
+    than the convolutions; subprocesses (torchrun, the process pool) get the same via OMP_NUM_THREADS."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(previous)
 
 
 def _tiny_sr_config(root: Path, **grid) -> dict:

@@ -198,6 +198,8 @@ class TaskSummary:
         info = metric_info(self.metric)
         if not self.plateaus:
             return f"{self.title}: no finished cells yet."
+        if len(self.fractions) == 1:
+            return f"{self.title}: a single fraction ({pct(self.fractions[0])}), so no curve and no plateau to find."
         parts = []
         for p in self.plateaus:
             best = p.curve[p.best_fraction]

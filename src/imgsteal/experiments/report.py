@@ -24,8 +24,9 @@ def gallery_rows(cfg: ExperimentConfig, summary: TaskSummary, out: Path) -> tupl
     shown = []
     for fraction in summary.fractions:
         cell = GridCell(summary.name, fraction, aug, seed)
-        if is_done(cell, out) and read_result(cell, out).get("gallery"):
-            shown.append((fraction, read_result(cell, out)["gallery"]))
+        images = read_result(cell, out).get("gallery") if is_done(cell, out) else None
+        if images:
+            shown.append((fraction, images))
     if not shown:
         return [], [], []
     n = min(len(images) for _, images in shown)

@@ -51,6 +51,7 @@ class ExperimentRun:
 
 def make_jobs(cfg: ExperimentConfig, out: Path, resolved: dict, assets: dict, cells: list[GridCell], progress: bool) -> list:
     """One CellJob per cell to run, with absolute paths (workers may start elsewhere)."""
+    from imgsteal.experiments.aggregate import base_augmentation
     from imgsteal.experiments.cell import CellJob
     from imgsteal.experiments.stages import work_size
 
@@ -59,8 +60,8 @@ def make_jobs(cfg: ExperimentConfig, out: Path, resolved: dict, assets: dict, ce
         task = cfg.task(cell.task)
         a = assets[cell.task]
         grid = cfg.task_grid(task)
-        shown = cell.seed == grid.seed_list()[0] and cell.augmentation == (
-            "none" if any(x.value == "none" for x in grid.augmentations) else grid.augmentations[0].value)
+        shown = cell.seed == grid.seed_list()[0] and cell.augmentation == base_augmentation(
+            [a.value for a in grid.augmentations])  # the cells whose outputs the report's gallery shows
         jobs.append(CellJob(
             cell=cell, kind=task.kind, out=str(out), store=str(a.store.resolve()),
             victim_model=str(Path(a.victim_model).resolve()), surrogate=task.surrogate_settings(),
