@@ -166,3 +166,31 @@ def test_bundled_configs_are_valid():
     for path in configs:
         cfg = load_defense_config(path)
         assert cfg.task.kind == "sr"
+
+
+@pytest.mark.slow
+def test_evaluate_a_style_victim(tmp_path):
+    """CycleGAN victim, pix2pix surrogate: PGD finds the domain-B discriminator (LSGAN loss) on its own."""
+    root = tmp_path / "data"
+    for name, count, seed in (("a", 4, 0), ("b", 4, 1), ("attacker", 6, 2), ("test", 3, 3)):
+        _images(root / name, count, seed)
+    cfg = {
+        "name": "style-tiny", "data_root": str(root),
+        "task": {"name": "st", "kind": "style", "device": "cpu",
+                 "victim": {"train": {"arch": "cyclegan", "domain_a": "{data_root}/a", "domain_b": "{data_root}/b",
+                                      "size": 32, "load_size": 40, "epochs": 1, "ngf": 4, "ndf": 4, "n_blocks": 1}},
+                 "harvest": {"inputs": ["{data_root}/attacker"], "resize": 32, "oracle": "local"},
+                 "surrogate": {"arch": "pix2pix", "size": 32, "channels": 4, "batch_size": 2, "epochs": 1},
+                 "test_sets": {"t": "{data_root}/test"}, "style_set": "{data_root}/b", "evaluation": {"gallery_images": 0}},
+        "watermark": {"fraction": 0.9, "alteration": "monochrome"},
+        "pgd": {"epsilon": 0.1, "steps": 1}, "transfer": {"images": 1, "steps": 1},
+        "detect_images": 2, "gallery_images": 1,
+        "runs": {"watermark": ["watermark"], "pgd": ["pgd"]},
+    }
+    results = run_defense_evaluation(load_defense_config(_write(tmp_path, cfg)), tmp_path / "out", progress=False)
+    runs = results["runs"]
+    assert runs["watermark"]["watermark"]["triggers"] == runs["watermark"]["labels"]["watermark:monochrome"] > 0
+    pgd = runs["pgd"]["pgd"]
+    assert pgd["discriminator_loss_perturbed"] > pgd["discriminator_loss_clean"]
+    assert pgd["max_abs_change"] <= 0.1 + 1 / 255 + 1e-6
+    assert runs["pgd"]["quality"][0]["n_images"] == 3
