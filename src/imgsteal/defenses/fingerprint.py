@@ -107,7 +107,7 @@ class FingerprintTrainConfig(BaseModel):
     size: int = Field(128, ge=16, multiple_of=4, description="training crop size, px")
     channels: int = Field(16, ge=1)
     depth: int = Field(2, ge=1)
-    steps: int = Field(3000, ge=1)
+    steps: int = Field(3000, ge=1, description="optimisation steps (rounded up to whole epochs of ~100 steps)")
     batch_size: int = Field(16, ge=1)
     lr: float = 1e-3
     image_weight: float = Field(100.0, ge=0, description="weight of the L2 image loss against the BCE bit loss")
