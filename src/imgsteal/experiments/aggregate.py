@@ -72,6 +72,8 @@ class Stat:
     def text(self, digits: int = 2) -> str:
         if not math.isfinite(self.mean):
             return "n/a"
+        if self.n == 1:
+            return f"{self.mean:.{digits}f} (1 seed)"
         return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
 
 
