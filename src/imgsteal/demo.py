@@ -50,17 +50,43 @@ def _resumable(run_dir: Path) -> bool:
     return (run_dir / "checkpoints" / "last.safetensors").exists()
 
 
-def run_sr_demo(out: Path, preset: SRDemoPreset = SRDemoPreset(), progress: bool = True, oracle_factory=None) -> dict:
-    """Run the super-resolution demo into out/sr; returns the results dict (also in out/sr/eval).
+def harvest_stage(victim_dir: Path, images: list[Path], store_dir: Path, oracle_factory, progress: bool, **options):
+    """Harvest `images` from the victim in victim_dir into store_dir (resumes); returns the HarvestReport.
 
     oracle_factory(victim_model_path) -> Oracle context manager; default: the victim served over HTTP on
     127.0.0.1 (a subprocess with its own API key), so the adversary sees only the API.
     """
     from imgsteal.attack.harvest import harvest
-    from imgsteal.attack.surrogate import SurrogateConfig, train_surrogate
+    from imgsteal.data.pairs import PairStore
+
+    if oracle_factory is None:
+        from imgsteal.victim.launch import served_oracle as oracle_factory
+    with oracle_factory(victim_dir / "model.safetensors") as oracle, PairStore(store_dir) as store:
+        return harvest(oracle, images, store, progress=progress, **options)
+
+
+def surrogate_stage(work: Path, seeds, make_config, progress: bool) -> list[Path]:
+    """Train one surrogate per seed into work/surrogate-seed<N> (skipping finished ones, resuming
+    interrupted ones); make_config(seed) -> SurrogateConfig. Returns the run folders."""
+    from imgsteal.attack.surrogate import train_surrogate
+
+    run_dirs = []
+    for seed in seeds:
+        run_dir = work / f"surrogate-seed{seed}"
+        run_dirs.append(run_dir)
+        if not _trained(run_dir):
+            train_surrogate(make_config(seed), run_dir, resume=_resumable(run_dir), progress=progress)
+    return run_dirs
+
+
+def run_sr_demo(out: Path, preset: SRDemoPreset = SRDemoPreset(), progress: bool = True, oracle_factory=None) -> dict:
+    """Run the super-resolution demo into out/sr; returns the results dict (also in out/sr/eval).
+
+    oracle_factory: see `harvest_stage`.
+    """
+    from imgsteal.attack.surrogate import SurrogateConfig
     from imgsteal.data.demo import demo_data
     from imgsteal.data.images import list_images
-    from imgsteal.data.pairs import PairStore
     from imgsteal.evaluate.sr import evaluate_sr
     from imgsteal.victim.inference import load_translator
     from imgsteal.victim.train import SRVictimConfig, train_sr_victim
@@ -82,26 +108,19 @@ def run_sr_demo(out: Path, preset: SRDemoPreset = SRDemoPreset(), progress: bool
 
     t = time.perf_counter()
     _log("2/4 harvesting: adversary photos, 4x bicubic downscaled, sent to the victim as a black box")
-    store_dir = work / "pairs"
-    attacker_images = list_images(data.attacker_photos)
-    if oracle_factory is None:
-        from imgsteal.victim.launch import served_oracle as oracle_factory
-    with oracle_factory(victim_dir / "model.safetensors") as oracle, PairStore(store_dir) as store:
-        harvest_report = harvest(oracle, attacker_images, store, downscale=4, progress=progress)
+    harvest_report = harvest_stage(victim_dir, list_images(data.attacker_photos), work / "pairs", oracle_factory,
+                                   progress, downscale=4)
     timings["harvest_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    surrogate_dirs = []
-    for seed in preset.seeds:
-        run_dir = work / f"surrogate-seed{seed}"
-        surrogate_dirs.append(run_dir)
-        if _trained(run_dir):
-            continue
+
+    def sr_surrogate(seed: int) -> SurrogateConfig:
         _log(f"3/4 training surrogate F_A (SRResNet) seed {seed} on the harvested pairs")
-        cfg = SurrogateConfig(store=str(store_dir), arch="srresnet", seed=seed, epochs=preset.surrogate_epochs,
-                              batch_size=preset.batch_size, patch=preset.patch, repeat=preset.surrogate_repeat,
-                              lr=preset.lr, n_blocks=preset.n_blocks, channels=preset.channels, device="cpu")
-        train_surrogate(cfg, run_dir, resume=_resumable(run_dir), progress=progress)
+        return SurrogateConfig(store=str(work / "pairs"), arch="srresnet", seed=seed, epochs=preset.surrogate_epochs,
+                               batch_size=preset.batch_size, patch=preset.patch, repeat=preset.surrogate_repeat,
+                               lr=preset.lr, n_blocks=preset.n_blocks, channels=preset.channels, device="cpu")
+
+    surrogate_dirs = surrogate_stage(work, preset.seeds, sr_surrogate, progress)
     timings["surrogates_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from imgsteal.demo import _log, _resumable, _trained, harvest_stage, surrogate_stage
 from imgsteal.report.html import Report
 
 
@@ -35,18 +36,6 @@ class StyleDemoPreset:
     surrogate_lr: float = 2e-4
     seeds: tuple[int, ...] = (0, 1)
     victim_test_every: int = 6  # every 6th victim photo is held out as the victim's test split
-
-
-def _log(msg: str) -> None:
-    print(f"[demo] {msg}", flush=True)
-
-
-def _trained(run_dir: Path) -> bool:
-    return (run_dir / "model.safetensors").exists()
-
-
-def _resumable(run_dir: Path) -> bool:
-    return (run_dir / "checkpoints" / "last.safetensors").exists()
 
 
 def split_victim_photos(photos: list[Path], folder: Path, test_every: int) -> tuple[Path, Path]:
@@ -80,14 +69,11 @@ def run_style_demo(out: str | Path, report: Report, preset: StyleDemoPreset = St
     """Run the style-transfer demo into out/style, add its sections to `report`; returns a JSON-able dict
     (also written as out/style/eval/results.json, without the timings and headline).
 
-    oracle_factory(victim_model_path) -> Oracle context manager; default: the victim served over HTTP on
-    127.0.0.1 (a subprocess with its own API key), so the adversary sees only the API.
+    oracle_factory: see `imgsteal.demo.harvest_stage`.
     """
-    from imgsteal.attack.harvest import harvest
-    from imgsteal.attack.surrogate import SurrogateConfig, train_surrogate
+    from imgsteal.attack.surrogate import SurrogateConfig
     from imgsteal.data.demo import demo_data
     from imgsteal.data.images import list_images
-    from imgsteal.data.pairs import PairStore
     from imgsteal.evaluate.style import FIDStatus, evaluate_style, style_report_blocks
     from imgsteal.victim.inference import load_translator
     from imgsteal.victim.style import StyleVictimConfig, train_style_victim
@@ -116,24 +102,20 @@ def run_style_demo(out: str | Path, report: Report, preset: StyleDemoPreset = St
     t = time.perf_counter()
     _log(f"2/4 harvesting: adversary photos, centre-cropped to {preset.size} px, sent to the victim's API as a black box")
     store_dir = work / "pairs"
-    if oracle_factory is None:
-        from imgsteal.victim.launch import served_oracle as oracle_factory
-    with oracle_factory(victim_dir / "model.safetensors") as oracle, PairStore(store_dir) as store:
-        harvest_report = harvest(oracle, list_images(data.attacker_photos), store, resize=preset.size, progress=progress)
+    harvest_report = harvest_stage(victim_dir, list_images(data.attacker_photos), store_dir, oracle_factory, progress,
+                                   resize=preset.size)
     timings["harvest_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    surrogate_dirs = []
-    for seed in preset.seeds:
-        run_dir = work / f"surrogate-seed{seed}"
-        surrogate_dirs.append(run_dir)
-        if _trained(run_dir):
-            continue
+
+    def style_surrogate(seed: int) -> SurrogateConfig:
         _log(f"3/4 training surrogate F_A (pix2pix, {preset.size} px) seed {seed} on the harvested pairs")
-        cfg = SurrogateConfig(store=str(store_dir), arch="pix2pix", seed=seed, epochs=preset.surrogate_epochs,
-                              repeat=preset.surrogate_repeat, batch_size=preset.surrogate_batch, size=preset.size, channels=preset.surrogate_channels,
-                              lr=preset.surrogate_lr, augmentation="flip", device="cpu", checkpoint_every=50)
-        train_surrogate(cfg, run_dir, resume=_resumable(run_dir), progress=progress)
+        return SurrogateConfig(store=str(store_dir), arch="pix2pix", seed=seed, epochs=preset.surrogate_epochs,
+                               batch_size=preset.surrogate_batch, size=preset.size, channels=preset.surrogate_channels,
+                               repeat=preset.surrogate_repeat, lr=preset.surrogate_lr, augmentation="flip", device="cpu",
+                               checkpoint_every=50)
+
+    surrogate_dirs = surrogate_stage(work, preset.seeds, style_surrogate, progress)
     timings["surrogates_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
