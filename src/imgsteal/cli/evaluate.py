@@ -32,6 +32,7 @@ def evaluate(
     y_channel: bool = typer.Option(False, help="[sr] score the BT.601 luma channel instead of RGB"),
     style_set: str = typer.Option("", help="[style] the style images S_X (folder or dataset spec)"),
     inception_weights: str = typer.Option("", envvar="IMGSTEAL_INCEPTION_WEIGHTS", help="[style] FID Inception weights file"),
+    size: int = typer.Option(0, help="[style] working resolution (0: the size the surrogates were trained at)"),
     device: str = typer.Option("auto"),
 ) -> None:
     """Compare victim and surrogates: (A) F_V vs truth, (B) F_A vs F_V, (C) F_A vs truth."""
@@ -53,7 +54,8 @@ def evaluate(
         elif task == "style":
             from imgsteal.evaluate.style import evaluate_style_cli
 
-            evaluate_style_cli(fv, fas, test_sets, style_set, out, report, inception_weights or None)
+            evaluate_style_cli(fv, fas, test_sets, style_set, out, report, inception_weights or None, size=size or None,
+                               device=device)
         else:
             raise UserError(f"--task must be sr or style, not {task!r}")
         report.write(out / "report.html")
