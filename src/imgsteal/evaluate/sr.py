@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from imgsteal.data.images import bicubic_downscale, bicubic_upscale, crop_to_multiple, load_images, quantize, save_image
-from imgsteal.evaluate.summary import Cell, abc_rows, markdown_table, summarize
+from imgsteal.evaluate.summary import Cell, abc_rows, markdown_table, summarize, write_abc_outputs
 from imgsteal.metrics import psnr, ssim
 
 Model = Callable[[torch.Tensor], torch.Tensor]  # N x 3 x h x w -> N x 3 x sh x sw, in [0, 1]
@@ -103,30 +103,12 @@ def sr_tables(results: list[SRTestResult]) -> str:
 
 def write_sr_results(results: list[SRTestResult], out_dir: Path, convention: SRConvention, extra: dict | None = None) -> dict:
     """Write table.md, results.csv and results.json into out_dir; return the JSON dict."""
-    import csv
-    import json
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {
+    head = {
         "task": "sr",
         "convention": {"color": "Y (BT.601)" if convention.y_channel else "RGB", "crop_border": convention.crop_border},
         **(extra or {}),
-        "test_sets": {
-            r.name: {"n_images": r.n_images, **{m: {k: c.as_dict() for k, c in cells.items()} for m, cells in r.cells.items()}}
-            for r in results
-        },
     }
-    (out_dir / "results.json").write_text(json.dumps(payload, indent=2))
-    with open(out_dir / "results.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["test_set", "metric", "experiment", "mean", "std", "image_std", "n_images", "runs"])
-        for r in results:
-            for metric, cells in r.cells.items():
-                for key, cell in cells.items():
-                    writer.writerow([r.name, metric, key, f"{cell.mean:.6f}", f"{cell.std:.6f}", f"{cell.image_std:.6f}",
-                                     r.n_images, len(cell.runs)])
-    (out_dir / "table.md").write_text(sr_tables(results) + "\n")
-    return payload
+    return write_abc_outputs(out_dir, head, results, sr_tables(results))
 
 
 def evaluate_sr(

@@ -17,8 +17,6 @@ image scored, as PNG), gallery/ (original | F_V | F_A triplets).
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -30,7 +28,7 @@ from tqdm.auto import tqdm
 from imgsteal.data.images import load_images, quantize, save_image
 from imgsteal.data.layouts import center_crop_resize
 from imgsteal.errors import ImgstealError, WeightsUnavailableError
-from imgsteal.evaluate.summary import Cell, abc_rows, markdown_table, summarize
+from imgsteal.evaluate.summary import Cell, abc_rows, markdown_table, summarize, write_abc_outputs
 from imgsteal.metrics import psnr, ssim
 
 Model = Callable[[torch.Tensor], torch.Tensor]  # N x 3 x s x s -> N x 3 x s x s, in [0, 1]
@@ -226,27 +224,8 @@ def paired_rows(results: list[StyleTestResult]) -> tuple[list[str], list[list[st
 def write_style_results(results: list[StyleTestResult], out_dir: Path, size: int, status: FIDStatus,
                         extra: dict | None = None) -> dict:
     """Write table.md, results.csv and results.json into out_dir; return the JSON dict."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "task": "style",
-        "size": size,
-        "fid_kid": status.as_dict(),
-        **(extra or {}),
-        "test_sets": {
-            r.name: {"n_images": r.n_images, **{m: {k: c.as_dict() for k, c in cells.items()} for m, cells in r.cells.items()}}
-            for r in results
-        },
-    }
-    (out_dir / "results.json").write_text(json.dumps(payload, indent=2))
-    with open(out_dir / "results.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["test_set", "metric", "experiment", "mean", "std", "n_images", "runs"])
-        for r in results:
-            for metric, cells in r.cells.items():
-                for key, cell in cells.items():
-                    writer.writerow([r.name, metric, key, f"{cell.mean:.6f}", f"{cell.std:.6f}", r.n_images, len(cell.runs)])
-    (out_dir / "table.md").write_text(style_tables(results, status) + "\n")
-    return payload
+    head = {"task": "style", "size": size, "fid_kid": status.as_dict(), **(extra or {})}
+    return write_abc_outputs(out_dir, head, results, style_tables(results, status))
 
 
 def evaluate_style(

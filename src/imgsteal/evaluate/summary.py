@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -56,3 +59,30 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def write_abc_outputs(out_dir: Path, head: dict, results: list, table_markdown: str) -> dict:
+    """Write results.json, results.csv and table.md for A/B/C results; returns the JSON dict.
+
+    head: the leading JSON fields (task, conventions, ...); results: objects with name, n_images
+    and cells (metric -> experiment -> Cell), one per test set.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        **head,
+        "test_sets": {
+            r.name: {"n_images": r.n_images, **{m: {k: c.as_dict() for k, c in cells.items()} for m, cells in r.cells.items()}}
+            for r in results
+        },
+    }
+    (out_dir / "results.json").write_text(json.dumps(payload, indent=2))
+    with open(out_dir / "results.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["test_set", "metric", "experiment", "mean", "std", "image_std", "n_images", "runs"])
+        for r in results:
+            for metric, cells in r.cells.items():
+                for key, cell in cells.items():
+                    writer.writerow([r.name, metric, key, f"{cell.mean:.6f}", f"{cell.std:.6f}", f"{cell.image_std:.6f}",
+                                     r.n_images, len(cell.runs)])
+    (out_dir / "table.md").write_text(table_markdown + "\n")
+    return payload
