@@ -45,6 +45,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from imgsteal.defenses.watermark import Alteration
+from imgsteal.config import load_yaml_config
 from imgsteal.errors import ImgstealError
 from imgsteal.experiments.config import TaskConfig
 
@@ -183,22 +184,7 @@ class DefenseEvalConfig(_Strict):
 
 def load_defense_config(path: str | Path, data_root: str | None = None) -> DefenseEvalConfig:
     """Read and validate a defence-evaluation YAML; ImgstealError naming the field for anything malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImgstealError(f"defence evaluation config not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ImgstealError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ImgstealError(f"{path}: expected a mapping at the top level")
-    if data_root is not None:
-        raw["data_root"] = data_root
-    try:
-        return DefenseEvalConfig.model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
-        raise ImgstealError(f"{path} is not a valid defence evaluation config:\n" + "\n".join(lines)) from None
+    return load_yaml_config(path, DefenseEvalConfig, "defence evaluation config", overrides={"data_root": data_root})
 
 
 # -- stages ------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from imgsteal.data.augment import Augmentation
+from imgsteal.config import load_yaml_config
 from imgsteal.errors import ImgstealError
 
 PAPER_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
@@ -241,22 +242,7 @@ def load_config(path: str | Path, data_root: str | None = None) -> ExperimentCon
 
     Raises ConfigError (an ImgstealError) with the field path for anything malformed.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"experiment config not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    if data_root is not None:
-        raw["data_root"] = data_root
-    try:
-        return ExperimentConfig.model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
-        raise ConfigError(f"{path} is not a valid experiment config:\n" + "\n".join(lines)) from None
+    return load_yaml_config(path, ExperimentConfig, "experiment config", ConfigError, {"data_root": data_root})
 
 
 # --------------------------------------------------------------------------- dataset checks
