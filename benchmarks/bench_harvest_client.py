@@ -5,7 +5,7 @@ input, hashing, HTTP, decoding the answer and committing the pair to the store. 
 
   raw httpx        concurrent POSTs of ready bytes, nothing else (the floor for this machine)
   HttpOracle       the oracle alone on ready bytes (thread hand-off, retries logic, queues)
-  harvest()        the whole harvest: files -> PairStore, with fsync'd writes
+  harvest()        the whole harvest: files -> PairStore (atomic renames, WAL commits)
 
 as wall ms per query at --concurrency, and client CPU ms per query (this process, all threads).
 Goal: the harvest client's overhead below 5 ms per query.
@@ -179,9 +179,14 @@ def main() -> None:
     oracle_extra_wall = ms["HttpOracle"][0] - ms["raw httpx"][0]
     print(f"HttpOracle client overhead: {oracle_cpu:.2f} ms CPU/query, {oracle_extra_wall:+.2f} ms wall/query over raw httpx"
           f" (goal < 5 ms): {'met' if oracle_cpu < 5 and oracle_extra_wall < 5 else 'NOT met'}")
-    harvest_wall = ms["harvest()"][0]
-    print(f"harvest() end to end: {harvest_wall:.2f} ms wall/query (goal < 5 ms): {'met' if harvest_wall < 5 else 'NOT met'};"
-          f" of which the store's fsync'd writes alone take {ms['PairStore.add'][0]:.2f} ms/query")
+    # The whole harvest client's overhead: what it adds to the bare HTTP round trip (wall), and the
+    # CPU it burns per query; the echo server's own time is in both sides of the wall difference.
+    harvest_cpu = ms["harvest()"][1]
+    harvest_extra_wall = ms["harvest()"][0] - ms["raw httpx"][0]
+    print(f"harvest() client overhead: {harvest_cpu:.2f} ms CPU/query, {harvest_extra_wall:+.2f} ms wall/query over raw httpx"
+          f" (goal < 5 ms): {'met' if harvest_cpu < 5 and harvest_extra_wall < 5 else 'NOT met'};"
+          f" PairStore.add alone: {ms['PairStore.add'][0]:.2f} ms/query")
+    return 0 if oracle_cpu < 5 and harvest_cpu < 5 and harvest_extra_wall < 5 else 1
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
