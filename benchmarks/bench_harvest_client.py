@@ -113,7 +113,7 @@ def raw_httpx(url: str, bodies: list[bytes], concurrency: int) -> None:
     asyncio.run(run())
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)

@@ -140,6 +140,7 @@ def write_outputs(cfg: ExperimentConfig, out: str | Path) -> dict[str, Path]:
     from imgsteal.experiments.report import build_report
 
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     progress, results = {}, []
     for task in cfg.tasks:
         cells = task_cells(cfg, task)
