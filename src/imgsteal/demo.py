@@ -29,9 +29,9 @@ class SRDemoPreset:
     channels: int = 32
     victim_pretrain_epochs: int = 10
     victim_gan_epochs: int = 2
-    victim_repeat: int = 6
+    victim_repeat: int = 5
     surrogate_epochs: int = 10
-    surrogate_repeat: int = 6
+    surrogate_repeat: int = 5
     patch: int = 24
     batch_size: int = 16
     lr: float = 1e-3
