@@ -22,7 +22,7 @@ def _figure(n_panels: int):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, n_panels, figsize=(5.2 * n_panels, 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, n_panels, figsize=(5.4 * n_panels, 5.6), squeeze=False)
     return plt, fig, list(axes[0])
 
 
@@ -78,7 +78,7 @@ def plot_fraction_curves(summaries: list[TaskSummary], stats: dict[Key, Stat], o
         arrow = "higher is better" if info.higher_is_better else "lower is better"
         ax.set_ylabel(f"{info.label} ({arrow})")
         ax.set_title(s.title)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     return _save(plt, fig, out_dir, "fraction_curves")
 
 
@@ -101,5 +101,5 @@ def plot_augmentations(summaries: list[TaskSummary], stats: dict[Key, Stat], out
         _fraction_axis(ax, s)
         ax.set_ylabel(f"({experiment}) {info.label} on {test_set}")
         ax.set_title(f"{s.title}: augmentations")
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     return _save(plt, fig, out_dir, "augmentations")
