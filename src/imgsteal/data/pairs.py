@@ -142,10 +142,15 @@ class PairStore:
         return x, y
 
     def select(self, fraction: float, seed: int) -> list[PairRecord]:
-        """A seeded random subset of round(fraction * len) records (at least one), in stable order."""
+        """A seeded random subset of round(fraction * len) records (at least one), in stable order.
+
+        Drawn over the records sorted by input hash, not arrival order: a concurrent harvest stores
+        answers in a different order each time, and the same seed must pick the same pairs. Subsets
+        of one seed are nested (a 25% subset lies inside the 50% one).
+        """
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        records = self.records()
+        records = sorted(self.records(), key=lambda r: r.input_sha256)
         if not records:
             raise ImgstealError(f"pair store {self.root} is empty; run `imgsteal harvest` first")
         count = max(1, round(fraction * len(records)))
