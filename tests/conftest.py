@@ -33,12 +33,22 @@ def image_folder(tmp_path: Path) -> Path:
     return tmp_path / "images"
 
 
-def make_sr_model(path: Path, seed: int = 0, role: str = "victim") -> Path:
-    """A random-init 4x SRResNet saved as a model checkpoint, as training would export it."""
+def make_sr_model(path: Path, seed: int = 0, role: str = "victim", with_discriminator: bool = False) -> Path:
+    """A random-init 4x SRResNet (1 block, 8 channels) saved at `path` as training would export it.
+
+    with_discriminator: also write the training checkpoint path.parent/checkpoints/last.safetensors
+    holding a tiny SRGAN discriminator beside the generator, as a victim run folder has (the PGD
+    defence reads the discriminator from there)."""
     torch.manual_seed(seed)
     generator = build_model("srresnet", scale=4, n_blocks=1, channels=8)
-    return save_checkpoint(path, {"role": role, "task": "sr", "scale": 4, "archs": {"generator": generator.build_spec},
-                                  "export": "generator"}, {"generator": generator})
+    meta = {"role": role, "task": "sr", "scale": 4, "archs": {"generator": generator.build_spec}, "export": "generator"}
+    if with_discriminator:
+        discriminator = build_model("vgg_discriminator", base_channels=4, dense=16)
+        full = {**meta, "archs": {**meta["archs"], "discriminator": discriminator.build_spec}}
+        save_checkpoint(Path(path).parent / "checkpoints" / "last.safetensors", full,
+                        {"generator": generator, "discriminator": discriminator})
+        meta = full
+    return save_checkpoint(path, meta, {"generator": generator})
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imgsteal.models import build_model
-from imgsteal.train.checkpoint import save_checkpoint
+from conftest import make_sr_model
 
 
 @pytest.fixture(autouse=True)
@@ -40,13 +39,7 @@ def png_bytes(height: int = 12, width: int = 16, seed: int = 0) -> bytes:
 def make_victim_run(folder: Path, seed: int = 0) -> Path:
     """A random-init tiny SRGAN victim run folder: model.safetensors (generator) and a training
     checkpoint checkpoints/last.safetensors with the generator and the discriminator."""
-    torch.manual_seed(seed)
-    generator = build_model("srresnet", scale=4, n_blocks=1, channels=8)
-    discriminator = build_model("vgg_discriminator", base_channels=4, dense=16)
-    archs = {"generator": generator.build_spec, "discriminator": discriminator.build_spec}
-    meta = {"role": "victim", "task": "sr", "scale": 4, "archs": archs, "export": "generator"}
-    save_checkpoint(folder / "checkpoints" / "last.safetensors", meta, {"generator": generator, "discriminator": discriminator})
-    save_checkpoint(folder / "model.safetensors", meta, {"generator": generator})
+    make_sr_model(folder / "model.safetensors", seed, with_discriminator=True)
     return folder
 
 

@@ -43,6 +43,7 @@ def test_tiny_grid_outputs_resume_and_status(tiny_sr, write_config, training_spy
     assert (out / "cells" / "sr" / "f100-none-s0" / "DONE").is_file()
     status = runner.invoke(app, ["experiment", "status", "--out", str(out)])
     assert status.exit_code == 0 and "1/2 cells done" in status.output and "failed last time: sr/f050-none-s0" in status.output
+    assert runner.invoke(app, ["experiment", "status", str(out)]).output == status.output  # the folder alone will do
 
     # Second run: only the failed cell trains; the finished one is not recomputed.
     training_spy.state["fail_on"] = None
@@ -78,6 +79,8 @@ def test_tiny_grid_outputs_resume_and_status(tiny_sr, write_config, training_spy
     for name in ("fraction_curves", "augmentations"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
         assert (out / "plots" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+    # Figure 7 carries the no-surrogate line that (B) has to beat.
+    assert "tiny test baseline: bicubic vs F_V" in (out / "plots" / "fraction_curves.svg").read_text()
     html = (out / "report.html").read_text()
     assert "plots/fraction_curves.png" in html and "F_A 50%" in html and "F_A 100%" in html
     assert "tasks/sr/gallery/00_victim.png" in html and "cells/sr/f050-none-s0/gallery/00_surrogate.png" in html

@@ -23,6 +23,31 @@ from imgsteal.metrics.inception import FIDInceptionV3, random_fid_inception_stat
 from imgsteal.metrics.kid import kid, kid_from_features
 
 
+@pytest.fixture(autouse=True)
+def _pytorch_fid_on_new_scipy(monkeypatch):
+    """pytorch-fid 0.3.0 calls scipy.linalg.sqrtm(..., disp=False), which newer SciPy rejects
+    (seen with a GPU machine's SciPy): give it the old two-value call so the reference still runs."""
+    import inspect
+    import types
+
+    from scipy import linalg
+
+    if "disp" in inspect.signature(linalg.sqrtm).parameters:
+        return
+    fid_score = pytest.importorskip("pytorch_fid.fid_score")
+
+    def sqrtm(a, disp=True, **kwargs):
+        root = linalg.sqrtm(a, **kwargs)
+        if disp:
+            return root
+        error = np.linalg.norm(root @ root - a, "fro") / np.linalg.norm(a, "fro")  # the old error estimate
+        return root, error
+
+    old_style = types.SimpleNamespace(**{name: getattr(linalg, name) for name in dir(linalg) if not name.startswith("_")})
+    old_style.sqrtm = sqrtm
+    monkeypatch.setattr(fid_score, "linalg", old_style)
+
+
 def _smooth_image(rng: np.random.Generator, size: int) -> torch.Tensor:
     """A gradient with a coloured disc: photo-like, low frequency."""
     yy, xx = np.mgrid[0:size, 0:size] / size

@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgsteal.models import build_model
-from imgsteal.train.checkpoint import save_checkpoint
+from conftest import make_sr_model
 
 
 def png_bytes(height: int = 16, width: int = 16, seed: int = 0, mode: str = "RGB") -> bytes:
@@ -64,13 +63,8 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 def make_tiny_victim(path: Path, seed: int = 0) -> Path:
-    """A random-init 4x SRResNet (1 block, 8 channels) saved as a victim model.safetensors."""
-    import torch
-
-    torch.manual_seed(seed)
-    generator = build_model("srresnet", scale=4, n_blocks=1, channels=8)
-    meta = {"task": "sr", "scale": 4, "archs": {"generator": generator.build_spec}, "export": "generator"}
-    return save_checkpoint(path / "model.safetensors", meta, {"generator": generator})
+    """A random-init 4x SRResNet saved as path/model.safetensors (the shared builder in tests/conftest.py)."""
+    return make_sr_model(path / "model.safetensors", seed)
 
 
 @pytest.fixture(scope="session")

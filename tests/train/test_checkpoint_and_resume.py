@@ -92,6 +92,24 @@ def test_batches_are_deterministic_and_aligned():
     assert not torch.equal(src.batch(2, 2)[0], x1)
 
 
+def test_prefetched_batches_are_the_batches_in_order():
+    # On a GPU the loop prepares batches ahead in a thread; that must not change which batch comes when.
+    from imgsteal.train.loop import _batches
+
+    src = _source(seed=3)
+    positions = [(0, 2), (1, 0), (1, 1), (1, 2), (2, 0)]  # a resumed run starts mid-epoch
+    direct = list(_batches(src, positions, ahead=0))
+    ahead = list(_batches(src, positions, ahead=2))
+    assert len(direct) == len(ahead) == len(positions)
+    for (x1, y1), (x2, y2), position in zip(direct, ahead, positions):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+        assert torch.equal(x1, src.batch(*position)[0])
+    # A consumer that stops early (an interrupted run) shuts the worker down cleanly.
+    early = _batches(src, positions, ahead=2)
+    next(early)
+    early.close()
+
+
 @pytest.mark.parametrize("augmentation", ["none", "flip", "contrast"])
 def test_crops_and_paired_augmentations_keep_pairs_aligned(augmentation):
     torch.manual_seed(1)

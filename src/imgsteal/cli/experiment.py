@@ -48,7 +48,7 @@ def run(
 
 @experiment_app.command("status")
 def status(
-    config: Optional[Path] = typer.Argument(None, help="experiment YAML (default: OUT/config.yaml)"),
+    config: Optional[Path] = typer.Argument(None, help="experiment YAML, or the experiment folder itself (default: OUT/config.yaml)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="experiment folder"),
     data_root: Optional[str] = typer.Option(None, envvar="IMGSTEAL_DATA_ROOT"),
 ) -> None:
@@ -56,6 +56,8 @@ def status(
     with user_errors():
         from imgsteal.experiments.runner import experiment_status
 
+        if config is not None and config.is_dir() and out is None:
+            config, out = None, config  # `imgsteal experiment status runs/experiments/x`
         if config is None and out is None:
             raise UserError("give the experiment YAML, --out FOLDER, or both")
         cfg = _load(config if config is not None else out / "config.yaml", data_root)

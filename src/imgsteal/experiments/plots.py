@@ -14,6 +14,8 @@ from imgsteal.experiments.aggregate import (
 
 STYLES = {"B": "-", "C": "--"}
 LABELS = {"B": "(B) F_A vs F_V", "C": "(C) F_A vs truth"}
+# What (B) would score with no surrogate at all: the line a stolen model has to beat.
+BASELINES = {"bicubic_vs_victim": "bicubic vs F_V", "input_vs_victim": "input vs F_V"}
 
 
 def _figure(n_panels: int):
@@ -49,14 +51,16 @@ def _save(plt, fig, out_dir: Path, stem: str) -> list[Path]:
     fig.tight_layout()
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
     fig.savefig(paths[0], dpi=130)
-    fig.savefig(paths[1])
+    with plt.rc_context({"svg.fonttype": "none"}):  # text stays text: searchable and editable
+        fig.savefig(paths[1])
     plt.close(fig)
     return paths
 
 
 def plot_fraction_curves(summaries: list[TaskSummary], stats: dict[Key, Stat], out_dir: Path) -> list[Path]:
     """Figure 7: per task, the main metric of (B) and (C) vs the fraction of data (augmentation none),
-    mean line and +- std band per test set; the victim's (A) as a dotted line; the plateau marked."""
+    mean line and +- std band per test set; the victim's (A) as a dotted line, the no-surrogate baseline of
+    (B) (bicubic or the input itself vs F_V) as a sparse dotted line; the plateau marked."""
     plt, fig, axes = _figure(len(summaries))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, s in zip(axes, summaries):
@@ -72,6 +76,11 @@ def plot_fraction_curves(summaries: list[TaskSummary], stats: dict[Key, Stat], o
             a = [stats[k] for f in s.fractions if (k := (s.name, f, base, test_set, s.metric, "A")) in stats]
             if a and math.isfinite(a[0].mean):
                 ax.axhline(a[0].mean, color=color, linestyle=":", linewidth=1, label=f"{test_set} (A) F_V vs truth")
+            for baseline, label in BASELINES.items():
+                b = [stats[k] for f in s.fractions if (k := (s.name, f, base, test_set, s.metric, baseline)) in stats]
+                if b and math.isfinite(b[0].mean):
+                    ax.axhline(b[0].mean, color=color, linestyle=(0, (1, 3)), linewidth=1.5, alpha=0.7,
+                               label=f"{test_set} baseline: {label}")
         if s.plateau is not None:
             ax.axvline(s.plateau * 100, color="grey", linewidth=1, linestyle="-.", label=f"plateau ({pct(s.plateau)})")
         _fraction_axis(ax, s)

@@ -8,7 +8,7 @@ then notices the process group (`active_context()`) and, without any change to t
   dict keeps the bare networks, so checkpoints are the same as a single-process run's;
 - on CUDA, turns batch norm into SyncBatchNorm, so statistics come from the whole global batch
   and a step computes what one process would on that batch (gloo on CPU has no SyncBatchNorm:
-  there each rank normalises its slice and DDP copies rank 0's running statistics at every step);
+  there each rank normalises its slice, and rank 0's running statistics are copied to all at the end);
 - gives every rank its slice of each batch: the global batch is the configured batch size and
   batch (epoch, index) is still decided by the seed alone, so a resumed run sees the same data;
 - lets only rank 0 write checkpoints, the metrics log, the exported model and the progress bar.
@@ -63,7 +63,11 @@ class DistributedContext:
         trainable = {id(m): m for m in recipe.modules.values() if any(p.requires_grad for p in m.parameters())}
         find_unused = bool(getattr(recipe, "ddp_find_unused_parameters", False))
         device_ids = [self.device.index] if self.device.type == "cuda" and self.device.index is not None else None
-        wrappers = {key: DistributedDataParallel(m, device_ids=device_ids, find_unused_parameters=find_unused)
+        # broadcast_buffers=False: a discriminator called twice before one backward (real, then fake)
+        # would otherwise get its batch-norm buffers overwritten in place between the two calls, which
+        # autograd rejects on some torch releases (seen with 2.11); sync_buffers() aligns them at the end.
+        wrappers = {key: DistributedDataParallel(m, device_ids=device_ids, find_unused_parameters=find_unused,
+                                                 broadcast_buffers=False)
                     for key, m in trainable.items()}
         replaced = set()
         for attr, value in list(vars(recipe).items()):

@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -65,6 +67,36 @@ class TrainingResult:
 def _archs(recipe: Recipe) -> dict[str, dict[str, Any]]:
     # build_model stamps each network with the spec that rebuilds it.
     return {name: getattr(m, "build_spec") for name, m in recipe.modules.items() if hasattr(m, "build_spec")}
+
+
+def _prefetch_depth(recipe: Recipe) -> int:
+    """Batches prepared ahead in a background thread: 2 when training on a GPU (the crops and
+    augmentations on the CPU then overlap the GPU's step), 0 on the CPU, whose cores the step uses."""
+    on_gpu = any(p.is_cuda for m in recipe.modules.values() for p in m.parameters())
+    return 2 if on_gpu else 0
+
+
+def _batches(source: BatchSource, positions: list[tuple[int, int]], ahead: int) -> Iterator[Any]:
+    """source.batch(epoch, index) for each position in order, up to `ahead` of them computed in advance
+    (in pinned memory, so the recipe's non-blocking copy to the GPU is asynchronous). Batches are a
+    function of their position alone, so prefetching changes no result."""
+    if ahead <= 0:
+        yield from (source.batch(epoch, index) for epoch, index in positions)
+        return
+
+    def prepare(position: tuple[int, int]) -> Any:
+        batch = source.batch(*position)
+        pin = isinstance(batch, tuple) and torch.cuda.is_available()
+        return tuple(t.pin_memory() for t in batch) if pin else batch
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches") as pool:
+        pending = deque(pool.submit(prepare, position) for position in positions[:ahead])
+        for position in positions[ahead:]:
+            ready = pending.popleft().result()
+            pending.append(pool.submit(prepare, position))
+            yield ready
+        while pending:
+            yield pending.popleft().result()
 
 
 def run_training(
@@ -123,10 +155,11 @@ def run_training(
     with (open(run_dir / "metrics.jsonl", "a") if writes else contextlib.nullcontext()) as log, tqdm(
         total=total, initial=step, desc=description, disable=not progress or not writes, unit="step", dynamic_ncols=True
     ) as bar:
-        for epoch in range(start_epoch, epochs):
-            recipe.begin_epoch(epoch)
-            for index in range(start_index if epoch == start_epoch else 0, per_epoch):
-                batch = source.batch(epoch, index)
+        positions = [(e, i) for e in range(start_epoch, epochs) for i in range(start_index if e == start_epoch else 0, per_epoch)]
+        with contextlib.closing(_batches(source, positions, ahead=_prefetch_depth(recipe))) as batches:
+            for (epoch, index), batch in zip(positions, batches):
+                if index == 0 or (epoch, index) == positions[0]:
+                    recipe.begin_epoch(epoch)
                 losses = recipe.train_step(batch)
                 step += 1
                 images += len(batch[0]) * (distributed.world_size if distributed else 1)
@@ -142,7 +175,8 @@ def run_training(
                     checkpoint(epoch, index + 1)
                 if on_step is not None:
                     on_step(step)
-            checkpoint(epoch + 1, 0)
+                if index + 1 == per_epoch:
+                    checkpoint(epoch + 1, 0)
     elapsed = time.perf_counter() - started
     if distributed is not None:
         distributed.sync_buffers(recipe)
