@@ -39,7 +39,7 @@ def _flatten_optimizer(prefix: str, state: dict, tensors: dict[str, torch.Tensor
         for key, value in param_state.items():
             if torch.is_tensor(value):
                 name = f"{prefix}.state.{idx}.{key}"
-                tensors[name] = value.detach().cpu().contiguous()
+                tensors[name] = _copy(value)
                 entry[key] = {"tensor": name}
             else:
                 entry[key] = value
@@ -87,6 +87,57 @@ class Checkpoint:
         return module.eval()
 
 
+@dataclass
+class CheckpointSnapshot:
+    """Everything a checkpoint file will hold, copied to the CPU: training can go on (and change
+    the live weights) while it is written."""
+
+    path: Path
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+    header: dict[str, Any]
+    meta: dict[str, Any]
+
+
+def _copy(value: torch.Tensor) -> torch.Tensor:
+    # Always a copy, also of CPU tensors, which .cpu() would return as they are.
+    return value.detach().to("cpu", copy=True).contiguous()
+
+
+def snapshot_checkpoint(
+    path: str | Path,
+    meta: dict[str, Any],
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+    extra_state: dict[str, Any] | None = None,
+) -> CheckpointSnapshot:
+    """Copy the state `save_checkpoint` writes (arguments as there); write it with `write_checkpoint`."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in modules.items():
+        for key, value in module.state_dict().items():
+            tensors[f"module.{name}.{key}"] = _copy(value)
+    optim_rest = {}
+    for name, optimizer in (optimizers or {}).items():
+        optim_rest[name] = _flatten_optimizer(f"optim.{name}", optimizer.state_dict(), tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    full_meta = {"format": FORMAT, **meta, "versions": versions(), "modules": sorted(modules)}
+    header = {**full_meta, "optimizers": optim_rest, "extra_state": extra_state or {}}
+    return CheckpointSnapshot(Path(path).with_suffix(".safetensors"), tensors, header, full_meta)
+
+
+def write_checkpoint(snapshot: CheckpointSnapshot) -> Path:
+    """Atomically write the snapshot's .safetensors file and its .json beside it."""
+    path = snapshot.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(snapshot.tensors, str(tmp), metadata={META_KEY: json.dumps(snapshot.header)})
+    os.replace(tmp, path)
+    json_path = path.with_suffix(".json")
+    tmp_json = json_path.with_name(json_path.name + ".tmp")
+    tmp_json.write_text(json.dumps(snapshot.meta, indent=2, sort_keys=True))
+    os.replace(tmp_json, json_path)
+    return path
+
+
 def save_checkpoint(
     path: str | Path,
     meta: dict[str, Any],
@@ -99,26 +150,7 @@ def save_checkpoint(
     meta: JSON-able dict (task, archs {name: {arch, kwargs}}, step, epoch, seed, ...); versions are added.
     extra_state: JSON-able trainer state (schedulers, counters); RNG states are saved automatically.
     """
-    path = Path(path).with_suffix(".safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, torch.Tensor] = {}
-    for name, module in modules.items():
-        for key, value in module.state_dict().items():
-            tensors[f"module.{name}.{key}"] = value.detach().cpu().contiguous()
-    optim_rest = {}
-    for name, optimizer in (optimizers or {}).items():
-        optim_rest[name] = _flatten_optimizer(f"optim.{name}", optimizer.state_dict(), tensors)
-    tensors["rng.torch"] = torch.get_rng_state()
-    full_meta = {"format": FORMAT, **meta, "versions": versions(), "modules": sorted(modules)}
-    header = {**full_meta, "optimizers": optim_rest, "extra_state": extra_state or {}}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(header)})
-    os.replace(tmp, path)
-    json_path = path.with_suffix(".json")
-    tmp_json = json_path.with_name(json_path.name + ".tmp")
-    tmp_json.write_text(json.dumps(full_meta, indent=2, sort_keys=True))
-    os.replace(tmp_json, json_path)
-    return path
+    return write_checkpoint(snapshot_checkpoint(path, meta, modules, optimizers, extra_state))
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

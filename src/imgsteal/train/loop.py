@@ -27,7 +27,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from imgsteal.errors import ImgstealError
-from imgsteal.train.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
+from imgsteal.train.checkpoint import (
+    load_checkpoint, restore_training_state, save_checkpoint, snapshot_checkpoint, write_checkpoint,
+)
 from imgsteal.train.distributed import active_context
 
 
@@ -99,6 +101,33 @@ def _batches(source: BatchSource, positions: list[tuple[int, int]], ahead: int) 
             yield pending.popleft().result()
 
 
+class _BackgroundWriter:
+    """Writes checkpoint snapshots in a background thread, one at a time, so training goes on while
+    a file is written (on a GPU a paper-scale checkpoint is hundreds of MB: written in the loop, it
+    stalled the GPU every `checkpoint_every` steps). A write error surfaces at the next checkpoint or
+    at close(); close() waits, so a run that stops - even by an exception - leaves its last
+    checkpoint complete on disk."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending = None
+
+    def submit(self, snapshot) -> None:
+        self.wait()
+        self._pending = self._pool.submit(write_checkpoint, snapshot)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown()
+
+
 def run_training(
     recipe: Recipe,
     source: BatchSource,
@@ -143,16 +172,19 @@ def run_training(
     total = epochs * per_epoch
     base_meta = {**meta, "archs": _archs(recipe), "epochs": epochs, "steps_per_epoch": per_epoch, "export": recipe.export_module}
 
+    writer = _BackgroundWriter()
+
     def checkpoint(epoch: int, index: int) -> None:
         if not writes:
             return
         position = {"epoch": epoch, "index": index, "step": step, "recipe": recipe.state()}
-        save_checkpoint(last, {**base_meta, "step": step, "epoch": epoch}, recipe.modules, recipe.optimizers, position)
+        writer.submit(snapshot_checkpoint(last, {**base_meta, "step": step, "epoch": epoch}, recipe.modules,
+                                          recipe.optimizers, position))
 
     history: list[dict[str, float]] = []
     images = 0
     started = time.perf_counter()
-    with (open(run_dir / "metrics.jsonl", "a") if writes else contextlib.nullcontext()) as log, tqdm(
+    with contextlib.closing(writer), (open(run_dir / "metrics.jsonl", "a") if writes else contextlib.nullcontext()) as log, tqdm(
         total=total, initial=step, desc=description, disable=not progress or not writes, unit="step", dynamic_ncols=True
     ) as bar:
         positions = [(e, i) for e in range(start_epoch, epochs) for i in range(start_index if e == start_epoch else 0, per_epoch)]
