@@ -70,7 +70,8 @@ def build_report(cfg: ExperimentConfig, out: Path, summaries: list[TaskSummary],
     if "fraction_curves" in figures:
         report.figure(figures["fraction_curves"].relative_to(out).as_posix(),
                       "Figure 7: the main metric vs the fraction of data (no augmentation), mean ± std over seeds; "
-                      "solid (B) F_A vs F_V, dashed (C) F_A vs ground truth, dotted (A) the victim vs ground truth.")
+                      "solid (B) F_A vs F_V, dashed (C) F_A vs ground truth, dotted (A) the victim vs ground truth, "
+                      "sparse dots the baseline that (B) has to beat (bicubic or the unstyled input vs F_V).")
 
     header, t6 = table6(summaries, stats)
     report.heading("Augmentations before the plateau (section 6.2, Table 6)")
@@ -78,7 +79,8 @@ def build_report(cfg: ExperimentConfig, out: Path, summaries: list[TaskSummary],
         report.table(header, t6, caption="Experiment (C) (or (B) where (C) was not scored), mean ± std over seeds")
     if "augmentations" in figures:
         report.figure(figures["augmentations"].relative_to(out).as_posix(),
-                      "Experiment (C) vs fraction for each augmentation, on each task's first test set.")
+                      "Experiment (C) (or (B) where (C) was not scored) vs fraction for each augmentation, "
+                      "on each task's first test set.")
 
     for s in summaries:
         report.heading(s.title)
