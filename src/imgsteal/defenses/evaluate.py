@@ -707,7 +707,8 @@ def write_report(ctx: Context, results: dict):
     report = Report(f"imgsteal: do output defences survive extraction? ({cfg.name})")
     report.text(f"Task {cfg.task.display_title} ({cfg.task.kind}). The adversary '{cfg.client}' queries the victim through "
                 f"the {results['oracle']} oracle; per run, the same queries are answered with the listed defences on, a "
-                "surrogate F_A is trained on the answers and scored. Paper, section 7: these defences fail for image translation.")
+                "surrogate F_A is trained on the answers and scored. The paper (section 7) reports that these defences "
+                "fail for image translation; what this run measured is below.")
     for note in cfg.notes:
         report.text(f"Note: {note}")
     report.heading("Does each defence survive the attack?")
