@@ -2,7 +2,8 @@
 
 A `Recipe` owns the networks, optimizers and the loss of one step; `run_training` owns everything
 around it: epochs, deterministic batches, progress, metrics log, periodic atomic checkpoints, and
-resuming a killed run at the exact step and epoch it stopped at.
+resuming a killed run at the exact step and epoch it stopped at. Checkpoints are copied to the CPU
+at their step and written by a background thread; on a GPU the next batches are prepared in another.
 
 Run directory layout:
     config.json          the resolved, typed config of the run
