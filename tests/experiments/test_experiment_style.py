@@ -18,7 +18,18 @@ from conftest import write_images
 
 @pytest.mark.slow
 def test_tiny_style_grid_scores_fid_and_paired_metrics(tmp_path, monkeypatch):
+    from imgsteal.metrics import features
+
     monkeypatch.setenv("IMGSTEAL_CACHE", str(tmp_path / "cache"))
+    computed = []  # images that went through Inception, one entry per computation
+    real_run = features._run
+
+    def counting_run(model, batches, device):
+        result = real_run(model, batches, device)
+        computed.append(len(result))
+        return result
+
+    monkeypatch.setattr(features, "_run", counting_run)
     torch.manual_seed(0)
     generator = build_model("resnet_generator", ngf=4, n_blocks=1)
     victim = save_checkpoint(tmp_path / "victim" / "model.safetensors",
@@ -31,7 +42,7 @@ def test_tiny_style_grid_scores_fid_and_paired_metrics(tmp_path, monkeypatch):
     torch.save(random_fid_inception_state_dict(seed=0), weights)
     cfg = ExperimentConfig.model_validate({
         "name": "tiny-style",
-        "grid": {"fractions": [1.0], "augmentations": ["none"], "seeds": 1},
+        "grid": {"fractions": [1.0], "augmentations": ["none"], "seeds": 2},
         "tasks": [{
             "name": "style", "kind": "style", "device": "cpu",
             "victim": {"model": str(victim)},
@@ -44,9 +55,12 @@ def test_tiny_style_grid_scores_fid_and_paired_metrics(tmp_path, monkeypatch):
     })
     out = tmp_path / "exp"
     run = run_experiment(cfg, out, progress=False, log=lambda m: None)
-    assert run.finished == ["style/f100-none-s0"] and not run.failed
+    assert run.finished == ["style/f100-none-s0", "style/f100-none-s1"] and not run.failed
+    # Inception ran on the style set and on F_V's answers once, and on each cell's F_A outputs:
+    # the second cell found the first two in the content-keyed feature cache.
+    assert computed == [3, 3, 3, 3]
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert [int(r["queries"]) for r in rows] == [6]
+    assert [int(r["queries"]) for r in rows] == [6, 6]
     row = rows[0]
     assert float(row["fid_A"]) > 0 and float(row["fid_B"]) > 0 and float(row["fid_C"]) > 0
     assert float(row["kid_C"]) == float(row["kid_C"])  # present, not NaN
