@@ -132,3 +132,11 @@ def test_done_marker_and_stale_settings(tiny_sr, tmp_path):
     assert stale_cells(cells, out, changed) == ["sr/f050-none-s0 (changed: surrogate)"]
     with pytest.raises(Exception, match="other settings"):
         check_not_stale(cells, out, changed)
+
+
+def test_time_left_follows_the_pace_so_far():
+    from imgsteal.experiments.runner import time_left
+
+    assert time_left(60.0, 2, 8) == ", about 3 min left"  # 30 s a cell, 6 cells to go
+    assert time_left(20.0, 2, 4) == ", about 20 s left"
+    assert time_left(100.0, 4, 4) == ""  # nothing left to estimate

@@ -76,6 +76,15 @@ def make_jobs(cfg: ExperimentConfig, out: Path, resolved: dict, assets: dict, ce
     return jobs
 
 
+def time_left(elapsed: float, done: int, total: int) -> str:
+    """', about N min left' from the pace so far (cells of larger fractions take longer, so a rough
+    guide); '' once every cell is done."""
+    if done >= total or done <= 0:
+        return ""
+    seconds = elapsed / done * (total - done)
+    return f", about {seconds:.0f} s left" if seconds < 90 else f", about {seconds / 60:.0f} min left"
+
+
 def run_experiment(cfg: ExperimentConfig, out: str | Path, *, executor: str = "local", workers: int = 1,
                    ray_address: str | None = None, progress: bool = True, log: Log = _print) -> ExperimentRun:
     """Run (or continue) the experiment into `out`; returns what happened.
@@ -108,19 +117,21 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, executor: str = "l
                 assets[task.name] = prepare_task(cfg, task, resolved[task.name], out, progress, log)
         run.stage_seconds = time.perf_counter() - started
         jobs = make_jobs(cfg, out, resolved, assets, pending, progress and not getattr(pool, "parallel", False))
+        cells_started = time.perf_counter()
         for i, (job, result, error) in enumerate(pool.run(run_cell, jobs), start=1):
             cell = job.cell
+            left = time_left(time.perf_counter() - cells_started, i, len(jobs))
             if error is not None:
                 run.failed[cell.id] = error
                 cell.folder(out).mkdir(parents=True, exist_ok=True)
                 (cell.folder(out) / "error.txt").write_text(error + "\n", encoding="utf-8")
-                log(f"[{i}/{len(jobs)}] {cell.id} FAILED: {error.splitlines()[-1] if error else ''}")
+                log(f"[{i}/{len(jobs)}] {cell.id} FAILED: {error.splitlines()[-1] if error else ''}{left}")
                 continue
             mark_done(cell, out, result, fingerprints[cell.task])
             (cell.folder(out) / "error.txt").unlink(missing_ok=True)
             run.finished.append(cell.id)
             log(f"[{i}/{len(jobs)}] {cell.id} done: train {result['train_seconds']:.0f} s, "
-                f"evaluate {result['eval_seconds']:.0f} s, {result['queries']} queries")
+                f"evaluate {result['eval_seconds']:.0f} s, {result['queries']} queries{left}")
     finally:
         pool.close()
     run.outputs = write_outputs(cfg, out)
