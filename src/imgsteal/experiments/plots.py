@@ -37,13 +37,27 @@ def _fraction_axis(ax, summary: TaskSummary) -> None:
     ax.grid(alpha=0.3)
 
 
-def _band(ax, fractions: list[float], stats: list[Stat], **style) -> None:
-    xs = [f * 100 for f in fractions]
-    means = [s.mean for s in stats]
-    lows = [s.mean - s.std for s in stats]
-    highs = [s.mean + s.std for s in stats]
-    line, = ax.plot(xs, means, marker="o", **style)
-    ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.18, linewidth=0)
+def _series(stats: dict[Key, Stat], s: TaskSummary, augmentation: str, test_set: str, experiment: str) -> list[tuple[float, Stat]]:
+    """(fraction, Stat) of one experiment of a task over its fractions, where scored with a finite mean."""
+    keys = ((f, (s.name, f, augmentation, test_set, s.metric, experiment)) for f in s.fractions)
+    return [(f, stats[k]) for f, k in keys if k in stats and math.isfinite(stats[k].mean)]
+
+
+def _band(ax, series: list[tuple[float, Stat]], **style) -> None:
+    """Mean line with a +- std band; nothing for an empty series."""
+    if not series:
+        return
+    xs = [f * 100 for f, _ in series]
+    line, = ax.plot(xs, [st.mean for _, st in series], marker="o", **style)
+    ax.fill_between(xs, [st.mean - st.std for _, st in series], [st.mean + st.std for _, st in series],
+                    color=line.get_color(), alpha=0.18, linewidth=0)
+
+
+def _level(ax, series: list[tuple[float, Stat]], **style) -> None:
+    """A score that does not depend on the fraction (the victim's (A), a no-surrogate baseline) as a
+    horizontal line; nothing for an empty series."""
+    if series:
+        ax.axhline(series[0][1].mean, **style)
 
 
 def _save(plt, fig, out_dir: Path, stem: str) -> list[Path]:
@@ -68,19 +82,13 @@ def plot_fraction_curves(summaries: list[TaskSummary], stats: dict[Key, Stat], o
         for i, test_set in enumerate(s.test_sets):
             color = colors[i % len(colors)]
             for experiment in ("B", "C"):
-                points = [(f, stats[k]) for f in s.fractions if (k := (s.name, f, base, test_set, s.metric, experiment)) in stats]
-                points = [(f, st) for f, st in points if math.isfinite(st.mean)]
-                if points:
-                    _band(ax, [f for f, _ in points], [st for _, st in points], color=color, linestyle=STYLES[experiment],
-                          label=f"{test_set} {LABELS[experiment]}")
-            a = [stats[k] for f in s.fractions if (k := (s.name, f, base, test_set, s.metric, "A")) in stats]
-            if a and math.isfinite(a[0].mean):
-                ax.axhline(a[0].mean, color=color, linestyle=":", linewidth=1, label=f"{test_set} (A) F_V vs truth")
+                _band(ax, _series(stats, s, base, test_set, experiment), color=color, linestyle=STYLES[experiment],
+                      label=f"{test_set} {LABELS[experiment]}")
+            _level(ax, _series(stats, s, base, test_set, "A"), color=color, linestyle=":", linewidth=1,
+                   label=f"{test_set} (A) F_V vs truth")
             for baseline, label in BASELINES.items():
-                b = [stats[k] for f in s.fractions if (k := (s.name, f, base, test_set, s.metric, baseline)) in stats]
-                if b and math.isfinite(b[0].mean):
-                    ax.axhline(b[0].mean, color=color, linestyle=(0, (1, 3)), linewidth=1.5, alpha=0.7,
-                               label=f"{test_set} baseline: {label}")
+                _level(ax, _series(stats, s, base, test_set, baseline), color=color, linestyle=(0, (1, 3)),
+                       linewidth=1.5, alpha=0.7, label=f"{test_set} baseline: {label}")
         if s.plateau is not None:
             ax.axvline(s.plateau * 100, color="grey", linewidth=1, linestyle="-.", label=f"plateau ({pct(s.plateau)})")
         _fraction_axis(ax, s)
@@ -100,10 +108,7 @@ def plot_augmentations(summaries: list[TaskSummary], stats: dict[Key, Stat], out
         experiment = "C" if has_experiment(stats, s.name, s.metric, "C") else "B"
         test_set = s.test_sets[0]
         for aug in s.augmentations:
-            points = [(f, stats[k]) for f in s.fractions if (k := (s.name, f, aug, test_set, s.metric, experiment)) in stats]
-            points = [(f, st) for f, st in points if math.isfinite(st.mean)]
-            if points:
-                _band(ax, [f for f, _ in points], [st for _, st in points], label=AUGMENTATION_TITLES.get(aug, aug))
+            _band(ax, _series(stats, s, aug, test_set, experiment), label=AUGMENTATION_TITLES.get(aug, aug))
         if s.before_plateau is not None:
             ax.axvline(s.before_plateau * 100, color="grey", linewidth=1, linestyle="-.",
                        label=f"before plateau ({pct(s.before_plateau)})")
