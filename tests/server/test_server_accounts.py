@@ -96,3 +96,25 @@ def test_keys_cli(tmp_path):
     assert again.exit_code == 2 and "already exists" in again.output
     missing = runner.invoke(app, ["keys", "revoke", "--name", "nobody", "--db", db])
     assert missing.exit_code == 2
+
+
+def test_keys_list_escapes_control_characters_so_no_row_can_be_forged(tmp_path):
+    from imgsteal.cli import app
+    from imgsteal.cli.keys import printable
+
+    db = str(tmp_path / "keys.sqlite")
+    forged = "eve\nadmin                aaaaaaaaaaaa 2020-01-01 00:00:00  -                          0"
+    names = [forged, "ansi\x1b[2K\rroot", "bidi\u202eevil", "tab\there", "back\\nslash", "plain name"]
+    with AccountsDB(db) as accounts:
+        for name in names:
+            accounts.create_key(name)
+    listed = CliRunner().invoke(app, ["keys", "list", "--db", db])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 1 + len(names)  # header + exactly one row per key
+    for line, name in zip(lines[1:], names):
+        assert line.startswith(printable(name))
+    assert not any(ch in listed.stdout for ch in "\r\x1b\u202e\t")
+    assert not any(line.startswith("admin") for line in lines)
+    # escaping is unambiguous: a literal backslash-n differs from a newline
+    assert printable("a\nb") == "a\\nb" and printable("a\\nb") == "a\\\\nb" and printable("é ü") == "é ü"

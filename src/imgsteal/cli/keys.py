@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from pathlib import Path
 
 import typer
@@ -13,6 +14,27 @@ from imgsteal.cli.serve import DEFAULT_DB
 keys_app = typer.Typer(help="API keys of the inference service (stored hashed in its SQLite file).", no_args_is_help=True)
 
 DB_OPTION = typer.Option(DEFAULT_DB, envvar="IMGSTEAL_API_DB", help="SQLite file with API keys and the query log")
+
+
+def printable(text: str) -> str:
+    """`text` with every control, format or separator character other than a space escaped
+    (\\n, \\x1b, \\u202e ...) and backslashes doubled, so one name is always one table cell: a
+    newline, a carriage return, an ANSI escape or a bidi override in a key name cannot forge a row."""
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == " " or not unicodedata.category(ch).startswith(("C", "Z")):
+            out.append(ch)
+        elif ch in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch])
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return "".join(out)
 
 
 def _when(timestamp: float | None) -> str:
@@ -33,7 +55,7 @@ def create(name: str = typer.Option(..., help="who the key is for (unique)"), db
 
 @keys_app.command("list")
 def list_keys(db: Path = DB_OPTION) -> None:
-    """Show every key: name, id, created, revoked, answered queries."""
+    """Show every key: name, id, created, revoked, answered queries (control characters in names escaped)."""
     with user_errors():
         from imgsteal.victim.accounts import AccountsDB
 
@@ -44,7 +66,7 @@ def list_keys(db: Path = DB_OPTION) -> None:
             return
         typer.echo(f"{'name':<20} {'id':<12} {'created':<19} {'revoked':<19} {'queries':>8}")
         for k in keys:
-            typer.echo(f"{k.name:<20} {k.public_id:<12} {_when(k.created_at):<19} {_when(k.revoked_at):<19} {k.queries:>8}")
+            typer.echo(f"{printable(k.name):<20} {k.public_id:<12} {_when(k.created_at):<19} {_when(k.revoked_at):<19} {k.queries:>8}")
 
 
 @keys_app.command("revoke")
