@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from imgsteal.defenses._private import read_private, write_private
+from imgsteal.files import read_private, write_private
 from imgsteal.errors import ImgstealError
 from imgsteal.models.registry import register_model
 

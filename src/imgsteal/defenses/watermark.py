@@ -13,6 +13,7 @@ nothing in it is ever returned by the API, logged or reported.
 from __future__ import annotations
 
 import hashlib
+import os
 import hmac
 import secrets
 import sqlite3
@@ -27,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from pydantic import BaseModel, ConfigDict, Field
 
 from imgsteal.data.images import decode_image, encode_png, to_uint8
-from imgsteal.defenses._private import is_private, make_private
+from imgsteal.files import PRIVATE_MODE, create_private_file, is_private
 from imgsteal.errors import ImgstealError
 
 SCHEMA = """
@@ -153,7 +154,6 @@ class TriggerStore:
     """
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
-        from imgsteal.victim.accounts import create_private_file
 
         self.path = Path(path)
         if not self.path.exists():
@@ -161,7 +161,7 @@ class TriggerStore:
                 raise ImgstealError(f"no watermark trigger database at {self.path}")
             create_private_file(self.path)
         elif not is_private(self.path):
-            make_private(self.path)
+            os.chmod(self.path, PRIVATE_MODE)
         self._lock = threading.Lock()
         self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")

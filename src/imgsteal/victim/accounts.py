@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgsteal.errors import ImgstealError
+from imgsteal.files import create_private_file
 
 KEY_PREFIX = "isk"
 
@@ -96,16 +97,6 @@ def _public_id(key: str) -> str | None:
     if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
         return None
     return parts[1]
-
-
-def create_private_file(path: Path) -> None:
-    """Create `path` (and parents) with mode 0600 if it does not exist yet."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
