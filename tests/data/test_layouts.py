@@ -129,8 +129,21 @@ def test_sr_benchmarks_take_hr_images_only(tmp_path):
 def test_sr_benchmark_missing_names_expected_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="Set5"):
         resolve_images(f"srbench:{tmp_path}:Set5")
-    with pytest.raises(FileNotFoundError, match="Set5, Set14, BSD100, Urban100"):
+    with pytest.raises(FileNotFoundError, match="Set5, Set14, BSD100 and Urban100"):
         resolve_images(f"srbench:{tmp_path}:all")
+
+
+def test_sr_benchmark_all_refuses_a_partial_benchmark_and_names_the_missing_one(tmp_path):
+    # Three of the four benchmarks: 'all' must not quietly score a smaller SRBenchmark.
+    for name in ("Set5", "Set14", "Urban100"):
+        make(tmp_path / name / "HR" / "a.png")
+    with pytest.raises(FileNotFoundError, match=r"missing: BSD100 \(") as caught:
+        resolve_images(f"srbench:{tmp_path}:all")
+    message = str(caught.value)
+    assert "Set5 (" not in message and "Urban100 (" not in message  # only the missing one is listed
+    assert f"srbench:{tmp_path}:Set5" in message  # and how to go on with what is there
+    make(tmp_path / "BSD100" / "HR" / "b.png")
+    assert len(resolve_images(f"srbench:{tmp_path}:all")) == 4
 
 
 def test_low_res_name_rules():

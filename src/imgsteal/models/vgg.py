@@ -15,8 +15,10 @@ from imgsteal.errors import WeightsUnavailableError
 
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
-# Index of relu5_4 in torchvision's vgg19().features: the "VGG54" loss of the SRGAN paper.
-RELU5_4 = 36
+# Index of relu5_4 in torchvision's vgg19().features: the "VGG54" loss of the SRGAN paper (phi_5,4,
+# the 4th convolution's activation before the 5th max-pool). conv5_4 is 34, relu5_4 35, the last
+# max-pool 36; `features[: RELU5_4 + 1]` therefore ends at relu5_4 and keeps a 96 px patch at 6 x 6.
+RELU5_4 = 35
 
 
 def _load_vgg19(weights_path: str | Path | None) -> nn.Module:
@@ -27,7 +29,13 @@ def _load_vgg19(weights_path: str | Path | None) -> nn.Module:
         if not path.exists():
             raise WeightsUnavailableError(f"VGG19 weights file not found: {path}")
         model = vgg19(weights=None)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state and all(key.startswith("features.") for key in state):
+            # The content loss needs only the convolutional part: a features-only file (80 MB instead
+            # of 548 MB) is accepted too.
+            model.features.load_state_dict({key.removeprefix("features."): v for key, v in state.items()})
+        else:
+            model.load_state_dict(state)
         return model
     try:
         return vgg19(weights=VGG19_Weights.IMAGENET1K_V1)
@@ -41,7 +49,9 @@ def _load_vgg19(weights_path: str | Path | None) -> nn.Module:
 
 
 class VGGFeatures(nn.Module):
-    """Frozen VGG19 feature map (up to relu5_4 by default) of [0, 1] images, ImageNet-normalised."""
+    """Frozen VGG19 feature map of [0, 1] images, ImageNet-normalised: N x 3 x H x W ->
+    N x 512 x H/16 x W/16 at relu5_4 (the default `layer`, an index into torchvision's
+    vgg19().features; 96 x 96 -> 6 x 6). The layers after `layer` are dropped."""
 
     def __init__(self, weights_path: str | Path | None = None, layer: int = RELU5_4) -> None:
         super().__init__()
