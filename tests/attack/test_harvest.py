@@ -15,7 +15,7 @@ from imgsteal.data.pairs import PairStore
 from imgsteal.victim.inference import load_translator
 from imgsteal.victim.oracle import LocalOracle
 
-from conftest import write_images
+from imgsteal_testkit import write_images
 
 
 class CountingOracle(LocalOracle):

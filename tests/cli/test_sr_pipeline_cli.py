@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from imgsteal.cli import app
 from imgsteal.train.checkpoint import load_checkpoint
 
-from conftest import write_images
+from imgsteal_testkit import write_images
 
 runner = CliRunner()
 

@@ -6,17 +6,14 @@ torch threads fighting over a busy core are many times slower than one.
 
 from __future__ import annotations
 
-import io
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import make_sr_model
+from imgsteal_testkit import make_victim_run, smooth_png_bytes
 
 
 @pytest.fixture(autouse=True)
@@ -25,22 +22,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def png_bytes(height: int = 12, width: int = 16, seed: int = 0) -> bytes:
-    """A smooth random RGB image as PNG bytes."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, size=(height // 4 + 1, width // 4 + 1, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(coarse).resize((width, height), Image.BICUBIC).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def make_victim_run(folder: Path, seed: int = 0) -> Path:
-    """A random-init tiny SRGAN victim run folder: model.safetensors (generator) and a training
-    checkpoint checkpoints/last.safetensors with the generator and the discriminator."""
-    make_sr_model(folder / "model.safetensors", seed, with_discriminator=True)
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +38,7 @@ def victim(victim_run):
 
 @pytest.fixture
 def kit():
-    return SimpleNamespace(png_bytes=png_bytes, make_victim_run=make_victim_run)
+    return SimpleNamespace(png_bytes=smooth_png_bytes, make_victim_run=make_victim_run)
 
 
 @pytest.fixture

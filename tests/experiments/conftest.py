@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_sr_model, write_images
+from imgsteal_testkit import tiny_sr_config
 
 
 @pytest.fixture(autouse=True)
@@ -23,30 +23,10 @@ def _one_thread(monkeypatch):
     torch.set_num_threads(previous)
 
 
-def _tiny_sr_config(root: Path, **grid) -> dict:
-    victim = root / "victim" / "model.safetensors"
-    if not victim.exists():
-        make_sr_model(victim)
-        write_images(root / "adv", 8, size=(48, 48), seed=2)
-        write_images(root / "test", 2, size=(48, 48), seed=3)
-    return {
-        "name": "tiny",
-        "grid": {"fractions": [0.5, 1.0], "augmentations": ["none"], "seeds": 1, **grid},
-        "tasks": [{
-            "name": "sr", "title": "Tiny SR", "kind": "sr", "device": "cpu",
-            "victim": {"model": str(victim)},
-            "harvest": {"inputs": [str(root / "adv")], "downscale": 4, "oracle": "local"},
-            "surrogate": {"n_blocks": 1, "channels": 8, "patch": 8, "batch_size": 4, "epochs": 1},
-            "test_sets": {"tiny test": str(root / "test")},
-            "evaluation": {"gallery_images": 2},
-        }],
-    }
-
-
 @pytest.fixture
 def tiny_sr(tmp_path: Path) -> Callable[..., dict]:
     """tiny_sr(**grid) -> an experiment config dict on tiny data in tmp_path/data (grid keys override)."""
-    return lambda **grid: _tiny_sr_config(tmp_path / "data", **grid)
+    return lambda **grid: tiny_sr_config(tmp_path / "data", **grid)
 
 
 @pytest.fixture

@@ -2,29 +2,48 @@
 
 import csv
 import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from imgsteal.experiments.config import ExperimentConfig
 from imgsteal.experiments.executors import LocalExecutor, ProcessPoolCellExecutor, make_executor
 from imgsteal.experiments.runner import run_experiment
-
-
-def _square_or_fail(x):
-    if x == 3:
-        raise ValueError("three is not allowed")
-    return x * x
+from imgsteal_testkit import square_or_fail
 
 
 def test_local_and_pool_executors_report_results_and_failures():
     jobs = [1, 2, 3]
-    local = {job: (result, error) for job, result, error in LocalExecutor().run(_square_or_fail, jobs)}
+    local = {job: (result, error) for job, result, error in LocalExecutor().run(square_or_fail, jobs)}
     assert local[1] == (1, None) and local[2] == (4, None)
     assert local[3][0] is None and "three is not allowed" in local[3][1]
-    pool = {job: (result, error) for job, result, error in ProcessPoolCellExecutor(2).run(_square_or_fail, jobs)}
+    pool = {job: (result, error) for job, result, error in ProcessPoolCellExecutor(2).run(square_or_fail, jobs)}
     assert pool[2] == (4, None) and "three is not allowed" in pool[3][1]
     with pytest.raises(Exception, match="--executor must be local or ray"):
         make_executor("slurm")
+
+
+def test_worker_functions_resolve_beside_an_installed_top_level_tests_package(tmp_path):
+    """Spawned workers find a job function by its module's name. torch-fidelity installs a top-level
+    `tests` package; a function defined in a test module (named tests.experiments...) then fails to
+    load in the worker. The job functions live in imgsteal_testkit, which resolves anyway."""
+    fake = tmp_path / "site" / "tests"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    tests_dir = Path(__file__).resolve().parents[1]
+    script = (f"import pickle, sys; sys.path[:0] = [{str(fake.parent)!r}, {str(tests_dir)!r}]; "
+              "fn = pickle.loads(sys.stdin.buffer.read()); print(fn(4))")
+    proc = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(square_or_fail),
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.decode().strip() == "16"
+    # and the failure this guards against, shown with a function pickled under a tests.* name
+    probe = subprocess.run([sys.executable, "-c", script], input=b"ctests.experiments.test_executors\nsquare_or_fail\n.",
+                           capture_output=True, timeout=60)
+    assert probe.returncode != 0 and b"tests.experiments" in probe.stderr
 
 
 @pytest.mark.slow

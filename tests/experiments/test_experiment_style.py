@@ -13,7 +13,7 @@ from imgsteal.metrics.inception import random_fid_inception_state_dict
 from imgsteal.models import build_model
 from imgsteal.train.checkpoint import save_checkpoint
 
-from conftest import write_images
+from imgsteal_testkit import write_images
 
 
 @pytest.mark.slow

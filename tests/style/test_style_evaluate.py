@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from imgsteal.cli import app
 from imgsteal.metrics.inception import random_fid_inception_state_dict
 
-from conftest import write_images
+from imgsteal_testkit import write_images
 
 runner = CliRunner()
 

@@ -14,7 +14,7 @@ from imgsteal.train.checkpoint import load_checkpoint
 from imgsteal.victim.inference import load_translator
 from imgsteal.victim.style import StyleVictimConfig, train_style_victim
 
-from conftest import write_images
+from imgsteal_testkit import write_images
 
 runner = CliRunner()
 
