@@ -1,7 +1,7 @@
 """One training loop for every network in the toolkit.
 
 A `Recipe` owns the networks, optimizers and the loss of one step; `run_training` owns everything
-around it: epochs, deterministic batches, progress, metrics log, periodic atomic checkpoints, and
+around it: epochs (or an exact number of steps), deterministic batches, progress, metrics log, periodic atomic checkpoints, and
 resuming a killed run at the exact step and epoch it stopped at. Checkpoints are copied to the CPU
 at their step and written by a background thread; on a GPU the next batches are prepared in another.
 
@@ -48,6 +48,10 @@ class Recipe(Protocol):
     export_module: str  # the network written to model.safetensors (the generator)
 
     def begin_epoch(self, epoch: int) -> None: ...
+
+    # Optional: `begin_step(step)` is called before every step with the number of steps already done
+    # (0-based global step), after begin_epoch; recipes with step-based phases or learning-rate
+    # milestones use it (see train.srgan).
 
     def train_step(self, batch: Any) -> dict[str, float]: ...
 
@@ -135,6 +139,7 @@ def run_training(
     *,
     run_dir: str | Path,
     epochs: int,
+    steps: int | None = None,
     meta: dict[str, Any],
     resume: bool = False,
     checkpoint_every: int = 200,
@@ -143,7 +148,9 @@ def run_training(
     description: str = "training",
     on_step: Callable[[int], None] | None = None,
 ) -> TrainingResult:
-    """Train `recipe` for `epochs` epochs of `source.batches_per_epoch` steps each.
+    """Train `recipe` for `epochs` epochs of `source.batches_per_epoch` steps each, or, when `steps`
+    is given, for exactly `steps` optimisation steps (then `epochs` is ignored; the last epoch may
+    stop part-way, and is checkpointed where it stopped).
 
     meta: JSON-able facts about the run (task, seed, config...) stored in every checkpoint.
     resume: continue from run_dir/checkpoints/last; without it an existing run is refused, never overwritten.
@@ -170,8 +177,15 @@ def run_training(
         distributed.wrap_recipe(recipe)
         source = distributed.shard(source)
     per_epoch = source.batches_per_epoch
-    total = epochs * per_epoch
-    base_meta = {**meta, "archs": _archs(recipe), "epochs": epochs, "steps_per_epoch": per_epoch, "export": recipe.export_module}
+    if steps is not None:
+        if steps < 1:
+            raise ImgstealError(f"steps must be >= 1, got {steps}")
+        total, epochs = steps, -(-steps // per_epoch)  # epochs begun, the last one possibly partial
+    else:
+        total = epochs * per_epoch
+    begin_step = getattr(recipe, "begin_step", None)
+    base_meta = {**meta, "archs": _archs(recipe), "epochs": epochs, "steps_per_epoch": per_epoch,
+                 "total_steps": total, "export": recipe.export_module}
 
     writer = _BackgroundWriter()
 
@@ -189,10 +203,13 @@ def run_training(
         total=total, initial=step, desc=description, disable=not progress or not writes, unit="step", dynamic_ncols=True
     ) as bar:
         positions = [(e, i) for e in range(start_epoch, epochs) for i in range(start_index if e == start_epoch else 0, per_epoch)]
+        positions = positions[: max(0, total - step)]
         with contextlib.closing(_batches(source, positions, ahead=_prefetch_depth(recipe))) as batches:
             for (epoch, index), batch in zip(positions, batches):
                 if index == 0 or (epoch, index) == positions[0]:
                     recipe.begin_epoch(epoch)
+                if begin_step is not None:
+                    begin_step(step)
                 losses = recipe.train_step(batch)
                 step += 1
                 images += len(batch[0]) * (distributed.world_size if distributed else 1)
@@ -210,6 +227,8 @@ def run_training(
                     on_step(step)
                 if index + 1 == per_epoch:
                     checkpoint(epoch + 1, 0)
+                elif step == total:  # a step-length run that ends inside an epoch
+                    checkpoint(epoch, index + 1)
     elapsed = time.perf_counter() - started
     if distributed is not None:
         distributed.sync_buffers(recipe)

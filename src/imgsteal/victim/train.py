@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from imgsteal.data.images import bicubic_downscale, crop_to_multiple, load_images
 from imgsteal.data.patches import PairedPatchSource, to_uint8_tensor
@@ -17,7 +17,13 @@ from imgsteal.train.srgan import SRGANRecipe
 
 
 class SRVictimConfig(BaseModel):
-    """SRGAN victim: SRResNet generator, pixel pre-training, then adversarial + content loss."""
+    """SRGAN victim: SRResNet generator, pixel pre-training, then adversarial + content loss.
+
+    Length: `pretrain_epochs` + `gan_epochs` epochs, or, when `pretrain_steps` and `gan_steps` are
+    set (they take precedence), exactly that many optimisation steps; Ledig et al. train 10^6 + 2 x
+    10^5 steps. `gan_lr_milestones` (steps into the adversarial phase) multiply the learning rate by
+    `lr_gamma` in either mode: Ledig et al. use [100000] and 0.1 (10^5 steps at 1e-4, 10^5 at 1e-5).
+    """
 
     hr: list[str] = Field(description="folders (or dataset specs) of high-resolution training images")
     scale: int = 4
@@ -27,8 +33,12 @@ class SRVictimConfig(BaseModel):
     patch: int = Field(24, description="LR patch size (HR patch = patch * scale)")
     batch_size: int = 16
     repeat: int = 1
-    pretrain_epochs: int = 10
-    gan_epochs: int = 10
+    pretrain_epochs: int = Field(10, ge=0, description="pixel-loss (MSE) pre-training epochs (unless pretrain_steps is set)")
+    gan_epochs: int = Field(10, ge=0, description="adversarial epochs (unless gan_steps is set)")
+    pretrain_steps: int | None = Field(None, ge=0, description="pixel-loss pre-training steps; with gan_steps, replaces the epochs")
+    gan_steps: int | None = Field(None, ge=0, description="adversarial steps; with pretrain_steps, replaces the epochs")
+    gan_lr_milestones: list[int] = Field(default_factory=list, description="steps into the adversarial phase at which lr is multiplied by lr_gamma")
+    lr_gamma: float = Field(0.1, gt=0, le=1, description="learning-rate factor at each milestone")
     lr: float = 1e-4
     adv_weight: float = 1e-3
     content_loss: Literal["vgg", "pixel"] = "vgg"
@@ -36,6 +46,25 @@ class SRVictimConfig(BaseModel):
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 200
+
+    @model_validator(mode="after")
+    def _check_length(self) -> "SRVictimConfig":
+        if (self.pretrain_steps is None) != (self.gan_steps is None):
+            raise ValueError("set both pretrain_steps and gan_steps (a step-length run), or neither (epochs)")
+        if self.gan_lr_milestones != sorted(set(self.gan_lr_milestones)) or any(m < 1 for m in self.gan_lr_milestones):
+            raise ValueError(f"gan_lr_milestones must be increasing step counts >= 1, got {self.gan_lr_milestones}")
+        if self.gan_steps is not None and any(m >= self.gan_steps for m in self.gan_lr_milestones):
+            raise ValueError(f"gan_lr_milestones {self.gan_lr_milestones} must lie inside the {self.gan_steps} adversarial steps")
+        total = self.total_steps()
+        if total == 0 or (total is None and self.pretrain_epochs + self.gan_epochs == 0):
+            raise ValueError("the run has no training: set some epochs or steps")
+        return self
+
+    def total_steps(self) -> int | None:
+        """pretrain_steps + gan_steps for a step-length run, else None (the length is in epochs)."""
+        if self.pretrain_steps is None or self.gan_steps is None:
+            return None
+        return self.pretrain_steps + self.gan_steps
 
 
 def resolve_image_paths(specs: list[str]) -> list[Path]:
@@ -74,7 +103,8 @@ def train_sr_victim(cfg: SRVictimConfig, out_dir: str | Path, *, resume: bool = 
     discriminator = build_model("vgg_discriminator", base_channels=cfg.disc_channels)
     recipe = SRGANRecipe(generator, discriminator, device, pretrain_epochs=cfg.pretrain_epochs,
                          content_loss=cfg.content_loss, vgg_weights=cfg.vgg_weights, lr=cfg.lr,
-                         adv_weight=cfg.adv_weight)
+                         adv_weight=cfg.adv_weight, pretrain_steps=cfg.pretrain_steps,
+                         gan_lr_milestones=cfg.gan_lr_milestones, lr_gamma=cfg.lr_gamma)
     source = PairedPatchSource(lows, highs, scale=cfg.scale, patch=cfg.patch, batch_size=cfg.batch_size,
                                seed=cfg.seed, repeat=cfg.repeat)
     out_dir = Path(out_dir)
@@ -82,6 +112,6 @@ def train_sr_victim(cfg: SRVictimConfig, out_dir: str | Path, *, resume: bool = 
     (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
     meta = {"role": "victim", "task": "sr", "scale": cfg.scale, "seed": cfg.seed, "images": len(highs),
             "config": cfg.model_dump(mode="json")}
-    return run_training(recipe, source, run_dir=out_dir, epochs=cfg.pretrain_epochs + cfg.gan_epochs, meta=meta,
-                        resume=resume, checkpoint_every=cfg.checkpoint_every, progress=progress,
+    return run_training(recipe, source, run_dir=out_dir, epochs=cfg.pretrain_epochs + cfg.gan_epochs,
+                        steps=cfg.total_steps(), meta=meta, resume=resume, checkpoint_every=cfg.checkpoint_every, progress=progress,
                         description="victim srgan", on_step=on_step)
