@@ -60,22 +60,43 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 class PairStore:
-    """Open (or create) a pair store folder. Safe for one writer; readers may open it concurrently."""
+    """Open (or create) a pair store folder. Safe for one writer; readers may open it concurrently.
+
+    create=True and no store at `root` yet: nothing is written until the first pair (or info) is
+    stored, so a harvest that fails before any answer (bad key, unreachable server) leaves no empty
+    store behind; until then the store reads as empty.
+    """
 
     def __init__(self, root: str | Path, create: bool = True) -> None:
         self.root = Path(root)
         db = self.root / "manifest.sqlite"
-        if not db.exists() and not create:
-            raise ImgstealError(f"no pair store at {self.root} (expected {db}); run `imgsteal harvest` first")
         if self.root.exists() and not self.root.is_dir():
             raise ImgstealError(f"{self.root} is a file, not a pair store folder")
+        if not db.exists() and not create:
+            raise ImgstealError(f"no pair store at {self.root} (expected {db}); run `imgsteal harvest` first")
+        self.created = db.exists()
+        if self.created:
+            self.db = self._connect(db)
+        else:  # an empty in-memory manifest until the first write
+            self.db = sqlite3.connect(":memory:")
+            self.db.executescript(SCHEMA)
+
+    def _connect(self, db: Path) -> sqlite3.Connection:
         (self.root / "inputs").mkdir(parents=True, exist_ok=True)
         (self.root / "outputs").mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(db, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against process death
-        self.db.executescript(SCHEMA)
-        self.db.commit()
+        conn = sqlite3.connect(db, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against process death
+        conn.executescript(SCHEMA)
+        conn.commit()
+        return conn
+
+    def _ensure_created(self) -> None:
+        """Create the folder and the manifest on the first write."""
+        if not self.created:
+            self.db.close()
+            self.db = self._connect(self.root / "manifest.sqlite")
+            self.created = True
 
     def close(self) -> None:
         self.db.close()
@@ -88,6 +109,7 @@ class PairStore:
 
     # -- metadata -------------------------------------------------------------------------------
     def set_info(self, key: str, value: str) -> None:
+        self._ensure_created()
         self.db.execute("INSERT OR REPLACE INTO store_info VALUES (?, ?)", (key, value))
         self.db.commit()
 
@@ -110,6 +132,7 @@ class PairStore:
         latency_s: float = 0.0,
     ) -> str:
         """Store one answered query; returns the input sha256. Files first, then the committed row."""
+        self._ensure_created()
         in_sha, out_sha = sha256_bytes(input_bytes), sha256_bytes(output_bytes)
         _atomic_write(self.root / "inputs" / f"{in_sha}.png", input_bytes)
         _atomic_write(self.root / "outputs" / f"{in_sha}.png", output_bytes)

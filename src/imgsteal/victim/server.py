@@ -342,7 +342,7 @@ def create_app(
 
 
 def serve(
-    model_path: str | Path,
+    model_path: str | Path | Translator,
     db_path: str | Path,
     settings: ServerSettings | None = None,
     *,
@@ -354,7 +354,7 @@ def serve(
     on_ready=None,
     defenses: Sequence[Defense] = (),
 ) -> None:
-    """Load the victim model and serve it until interrupted (SIGINT/SIGTERM).
+    """Load the victim model (or take the loaded Translator) and serve it until interrupted (SIGINT/SIGTERM).
 
     defenses: output defences applied in order to every answer (see imgsteal.defenses.registry).
     port 0 picks a free port; the port actually bound is written to `port_file` (if given) and passed
@@ -367,7 +367,7 @@ def serve(
     from imgsteal.errors import ImgstealError
     from imgsteal.victim.inference import load_translator
 
-    translator = load_translator(model_path, device)
+    translator = model_path if isinstance(model_path, Translator) else load_translator(model_path, device)
     app = create_app(translator, db_path, settings, defenses)
     try:
         sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=1024)

@@ -1,0 +1,103 @@
+"""Commands that fail on their arguments leave no database, pair store or folder behind."""
+
+import contextlib
+import http.server
+import socket
+import threading
+
+import pytest
+from typer.testing import CliRunner
+
+from imgsteal.cli import app
+from imgsteal.data.pairs import PairStore
+from imgsteal_testkit import write_images
+
+runner = CliRunner()
+
+
+def fails_cleanly(cwd, *args) -> str:
+    """Run `imgsteal ARGS` in the empty folder `cwd`; it must fail and leave `cwd` as it was."""
+    before = sorted(p.name for p in cwd.iterdir())
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code != 0, result.output
+    assert sorted(p.name for p in cwd.iterdir()) == before, result.output
+    return result.output
+
+
+@pytest.fixture
+def empty_cwd(tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+class _RefusingHandler(http.server.BaseHTTPRequestHandler):
+    """An API that refuses every key, as imgsteal's does an unknown one (401, JSON detail)."""
+
+    def _refuse(self):
+        body = b'{"detail": "invalid API key"}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _refuse
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def refusing_api():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RefusingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_harvest_with_a_refused_key_leaves_no_store(empty_cwd, tmp_path):
+    write_images(tmp_path / "adv", 2, size=(16, 16))
+    with refusing_api() as url:
+        out = fails_cleanly(empty_cwd, "harvest", "--oracle", url, "--api-key-file", _key_file(tmp_path),
+                            "--inputs", tmp_path / "adv", "--out", "pairs")
+    assert "refused the API key" in out
+
+
+def test_harvest_from_an_unreachable_server_leaves_no_store(empty_cwd, tmp_path):
+    write_images(tmp_path / "adv", 2, size=(16, 16))
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = fails_cleanly(empty_cwd, "harvest", "--oracle", f"http://127.0.0.1:{port}", "--inputs", tmp_path / "adv",
+                        "--out", "pairs")
+    assert "cannot reach" in out
+
+
+def test_harvest_with_a_missing_victim_or_inputs_leaves_no_store(empty_cwd, tmp_path, tiny_victim):
+    write_images(tmp_path / "adv", 2, size=(16, 16))
+    fails_cleanly(empty_cwd, "harvest", "--oracle", "runs/nosuch", "--inputs", tmp_path / "adv", "--out", "pairs")
+    fails_cleanly(empty_cwd, "harvest", "--oracle", tiny_victim, "--inputs", "nosuch-folder", "--out", "pairs")
+
+
+def test_a_pair_store_is_created_by_its_first_pair_and_reads_empty_before(tmp_path):
+    root = tmp_path / "store"
+    with PairStore(root) as store:
+        assert len(store) == 0 and not store.has("0" * 64) and store.records() == [] and store.total_cost() == 0
+        assert not root.exists()
+        store.add(b"in", b"out", source="x", input_size=(1, 1), output_size=(4, 4), cost_usd=0.5)
+        assert (root / "manifest.sqlite").is_file() and len(store) == 1
+    with PairStore(root, create=False) as store:
+        assert len(store) == 1 and store.total_cost() == 0.5
+
+
+def _key_file(tmp_path):
+    path = tmp_path / "bad.key"
+    path.write_text("isk_not_a_real_key\n")
+    path.chmod(0o600)
+    return path
