@@ -168,6 +168,8 @@ def test_unknown_participant_and_admin_key(server):
         assert client.post("/p/not-a-real-token/rate", data={"item": "x", "rating": "3"}).status_code == 404
         assert client.get("/admin/wrong-key").status_code == 404
         assert client.get("/admin/wrong-key/ratings.csv").status_code == 404
+        assert client.get("/admin", headers={"X-Admin-Key": "wrong-key"}).status_code == 401
+        assert client.get("/admin/ratings.csv", headers={"X-Admin-Key": "wrong-key"}).status_code == 404
 
 
 def test_comment_with_script_is_escaped_everywhere(server, small_study):
@@ -185,7 +187,7 @@ def test_comment_with_script_is_escaped_everywhere(server, small_study):
             client.post(f"{path}/rate", data=data)
         thanks = client.get(path)
         admin_key = StudyStore(small_study / "study.sqlite").admin_key()
-        admin = client.get(f"/admin/{admin_key}")
+        admin = client.get("/admin", headers={"X-Admin-Key": admin_key})
         assert admin.status_code == 200
         for page in (thanks, admin):
             assert "<script>alert" not in page.text and "<img src=x" not in page.text
@@ -249,7 +251,7 @@ def test_admin_csv_download_matches_export(server, small_study, tmp_path):
         item, _ = _current(client, path)
         client.post(f"{path}/rate", data={"item": item, "rating": "5"})
         key = StudyStore(small_study / "study.sqlite").admin_key()
-        downloaded = client.get(f"/admin/{key}/ratings.csv")
+        downloaded = client.get("/admin/ratings.csv", headers={"X-Admin-Key": key})
     assert downloaded.status_code == 200 and downloaded.headers["content-type"].startswith("text/csv")
     export_ratings(small_study, tmp_path / "r.csv")
     assert downloaded.text == (tmp_path / "r.csv").read_text()

@@ -54,7 +54,8 @@ class _Server:
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
         self.url = self._announced("participants: ")
-        self.admin_url = self._announced("results (keep private): ")
+        self.admin_url = self._announced("results: ").split()[0]
+        self.admin_key = self._announced("admin key (keep private): ")
 
     def _pump(self) -> None:
         for line in self.proc.stdout:
@@ -152,6 +153,16 @@ def test_participant_completes_the_questionnaire_in_chromium(small_study, tmp_pa
             _submit(plain, "#next")
             assert plain.inner_text("#progress") == f"2 / {len(PLAN)}"
             no_js.close()
+
+            # the researcher signs in with the admin key; it never appears in a URL
+            admin = browser.new_context().new_page()
+            admin.goto(server.admin_url)
+            assert admin.locator("#admin-sign-in").count() == 1
+            admin.fill("input[name=key]", server.admin_key)
+            _submit(admin, "#admin-sign-in")
+            assert admin.locator("h1").inner_text() == "Results so far"
+            assert server.admin_key not in admin.url and admin.url == server.admin_url
+            assert admin.locator("#ratings-csv").get_attribute("href").endswith("/admin/ratings.csv")
             browser.close()
     finally:
         server.stop()

@@ -96,13 +96,14 @@ def serve(
     root_path: str = typer.Option("", "--root-path", help="URL prefix when served behind a reverse proxy."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
 ) -> None:
-    """Run the questionnaire web page; prints the participant URL and the researcher's results URL."""
+    """Run the questionnaire web page; prints the participant URL, the results URL and the admin key."""
     with user_errors():
         from imgsteal.study.serve import serve_study
 
-        def announce(participant_url: str, admin_url: str) -> None:
+        def announce(participant_url: str, admin_url: str, admin_key: str) -> None:
             typer.echo(f"participants: {participant_url}")
-            typer.echo(f"results (keep private): {admin_url}")
+            typer.echo(f"results: {admin_url} (sign in with the admin key)")
+            typer.echo(f"admin key (keep private): {admin_key}")
             typer.echo("press Ctrl+C to stop")
 
         serve_study(study_dir, host=host, port=port, root_path=root_path, log_level=log_level, on_ready=announce)

@@ -6,17 +6,23 @@ first unrated pair, then the thank-you page. The link is the participant's way b
 
 Safety: every template is autoescaped; a strict Content-Security-Policy allows only this server's
 own stylesheet, script and images; images are served by opaque id only, so neither URLs nor file
-names tell F_V's outputs from F_A's.
+names tell F_V's outputs from F_A's. Image responses carry a content-hash ETag and no
+Last-Modified, so no header depends on when (in which order) a file was written.
+
+The researcher's pages (`/admin`, `/admin/ratings.csv`) take the admin key from the
+`imgsteal_admin` cookie (set by signing in on `/admin`) or an `X-Admin-Key` header, never from
+the URL, so the key does not end up in access logs, browser history or Referer headers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections import Counter
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.datastructures import FormData
@@ -35,6 +41,8 @@ from imgsteal.study.store import (
 )
 
 COOKIE = "imgsteal_participant"
+ADMIN_COOKIE = "imgsteal_admin"
+ADMIN_HEADER = "x-admin-key"
 _STATIC_DIR = Path(__file__).parent / "static"
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -225,22 +233,32 @@ def create_app(study_dir: str | Path) -> FastAPI:
     def favicon(request: Request) -> Response:
         return RedirectResponse(f"{base(request)}/static/favicon.svg", status_code=301)
 
+    # Content-hash ETags, computed once: the same bytes give the same headers, whatever wrote them when.
+    etags = {i: '"' + hashlib.sha256((image_dir / f"{i}.png").read_bytes()).hexdigest()[:32] + '"' for i in image_ids}
+
     @app.get("/img/{image_id}")
-    def image(image_id: str) -> Response:
+    def image(request: Request, image_id: str) -> Response:
         # Membership in the study's id set is the whole check: no path is built from unknown input.
         if image_id not in image_ids:
             raise StarletteHTTPException(status_code=404)
-        return FileResponse(image_dir / f"{image_id}.png", media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+        headers = {"ETag": etags[image_id], "Cache-Control": "private, max-age=3600"}
+        if etags[image_id] in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+            return Response(status_code=304, headers=headers)
+        return Response((image_dir / f"{image_id}.png").read_bytes(), media_type="image/png", headers=headers)
 
     # -- researcher pages -------------------------------------------------------------------------
 
-    def check_admin(key: str) -> None:
-        if not secrets.compare_digest(key.encode(), store.admin_key().encode()):
-            raise StarletteHTTPException(status_code=404)
+    def is_admin(request: Request) -> bool:
+        given = request.headers.get(ADMIN_HEADER) or request.cookies.get(ADMIN_COOKIE) or ""
+        return secrets.compare_digest(given.encode(), store.admin_key().encode())
 
-    @app.get("/admin/{key}", response_class=HTMLResponse)
-    def admin(request: Request, key: str) -> HTMLResponse:
-        check_admin(key)
+    def admin_path(request: Request) -> str:
+        return f"{base(request)}/admin"
+
+    @app.get("/admin", response_class=HTMLResponse)
+    def admin(request: Request) -> HTMLResponse:
+        if not is_admin(request):
+            return render(request, "admin_login.html", status_code=401, failed=False)
         participants = store.participants()
         records = rating_records(study_dir)
         summary = []
@@ -256,7 +274,6 @@ def create_app(study_dir: str | Path) -> FastAPI:
         return render(
             request,
             "admin.html",
-            key=key,
             participants=participants,
             n_finished=sum(p.finished for p in participants),
             summary=summary,
@@ -264,13 +281,31 @@ def create_app(study_dir: str | Path) -> FastAPI:
             comments=[(p.code, p.comment) for p in participants if p.comment],
         )
 
-    @app.get("/admin/{key}/ratings.csv")
-    def admin_csv(key: str) -> Response:
-        check_admin(key)
+    @app.post("/admin/login")
+    async def admin_login(request: Request) -> Response:
+        form = await request.form()
+        key = form.get("key")
+        if not isinstance(key, str) or not secrets.compare_digest(key.strip().encode(), store.admin_key().encode()):
+            return render(request, "admin_login.html", status_code=403, failed=True)
+        response = RedirectResponse(admin_path(request), status_code=303)
+        response.set_cookie(ADMIN_COOKIE, key.strip(), httponly=True, samesite="strict", path=admin_path(request),
+                            max_age=60 * 60 * 12, secure=request.url.scheme == "https")
+        return response
+
+    @app.post("/admin/logout")
+    def admin_logout(request: Request) -> Response:
+        response = RedirectResponse(admin_path(request), status_code=303)
+        response.delete_cookie(ADMIN_COOKIE, path=admin_path(request))
+        return response
+
+    @app.get("/admin/ratings.csv")
+    def admin_csv(request: Request) -> Response:
+        if not is_admin(request):
+            raise StarletteHTTPException(status_code=404)
         return Response(
             ratings_csv(rating_records(study_dir)),
             media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": 'attachment; filename="ratings.csv"'},
+            headers={"Content-Disposition": 'attachment; filename="ratings.csv"', "Cache-Control": "no-store"},
         )
 
     return app

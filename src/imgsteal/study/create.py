@@ -3,16 +3,28 @@
 Images are matched by file stem across the three folders of a task; `pairs` distinct originals are
 drawn reproducibly from `seed`, `round(pairs * victim_share)` of them shown with F_V's output and
 the rest with F_A's. Every image is re-encoded to PNG (which drops metadata and file-format hints)
-and stored under a random opaque id, so nothing a participant's browser sees reveals the source.
+and stored under a random opaque id, so nothing a participant's browser sees reveals the source:
+
+- the styled images of a task are padded (one ancillary PNG chunk of zeros) to one common byte
+  size, so neither the size on disk nor Content-Length tells F_V's outputs from F_A's;
+- all images are written at the end, in a random order, and given one common modification time,
+  so neither file times nor write order (inode, ctime) follow the source.
+
+study.json (which maps images to models) and study.sqlite (admin key, participant tokens) are
+owner-only (0600).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import random
 import secrets
 import shutil
+import struct
+import time
 import warnings
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -140,17 +152,57 @@ def choose_pairs(stems: list[str], pairs: int, victim_share: float, seed: int, t
     return [(stem, Source.victim if i < n_victim else Source.surrogate) for i, stem in enumerate(chosen)]
 
 
+PAD_CHUNK = b"paDd"  # ancillary, private, safe-to-copy: decoders skip it
+
+
+def pad_png(data: bytes, size: int) -> bytes:
+    """`data` (a PNG) grown to exactly `size` bytes by one zero-filled ancillary chunk before IEND.
+
+    Needs size >= len(data) + 12 (a chunk's length, type and CRC); decoders ignore the chunk."""
+    extra = size - len(data) - 12
+    if extra < 0:
+        raise ValueError(f"cannot pad a {len(data)}-byte PNG to {size} bytes (needs at least {len(data) + 12})")
+    if not data.endswith(b"IEND\xaeB`\x82"):
+        raise ValueError("not a PNG ending in IEND")
+    payload = bytes(extra)
+    chunk = struct.pack(">I", extra) + PAD_CHUNK + payload + struct.pack(">I", zlib.crc32(PAD_CHUNK + payload))
+    return data[:-12] + chunk + data[-12:]
+
+
 class _ImageWriter:
-    """Re-encodes images to PNG under fresh opaque ids in the study's image folder."""
+    """Re-encodes images to PNG under fresh opaque ids; `flush` writes them all at once.
+
+    Images of one `pad_group` (e.g. the styled images of a task) are padded to one byte size, and
+    every file is written in a random order and then given the same modification time."""
 
     def __init__(self, folder: Path):
         self.folder = folder
+        self._pending: dict[str, bytes] = {}
+        self._groups: dict[str, list[str]] = {}
 
-    def add(self, source_path: Path) -> str:
-        image = load_image(source_path)
+    def add(self, source_path: Path, pad_group: str | None = None) -> str:
         image_id = secrets.token_hex(8)
-        (self.folder / f"{image_id}.png").write_bytes(encode_png(image))
+        while image_id in self._pending:
+            image_id = secrets.token_hex(8)
+        self._pending[image_id] = encode_png(load_image(source_path))
+        if pad_group is not None:
+            self._groups.setdefault(pad_group, []).append(image_id)
         return image_id
+
+    def flush(self) -> None:
+        for ids in self._groups.values():
+            size = max(len(self._pending[i]) for i in ids) + 12
+            for i in ids:
+                self._pending[i] = pad_png(self._pending[i], size)
+        order = list(self._pending)
+        random.SystemRandom().shuffle(order)
+        stamp = int(time.time())
+        for image_id in order:
+            (self.folder / f"{image_id}.png").write_bytes(self._pending[image_id])
+        for image_id in order:
+            os.utime(self.folder / f"{image_id}.png", (stamp, stamp))
+        self._pending.clear()
+        self._groups.clear()
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
@@ -230,10 +282,11 @@ def create_study(spec: StudySpec, out_dir: str | Path) -> Study:
                         source=source,
                         stem=stem,
                         original_image=writer.add(originals[stem]),
-                        styled_image=writer.add(styled),
+                        styled_image=writer.add(styled, pad_group=f"styled/{task.name}"),
                     )
                 )
             items.extend(task_items)
+        writer.flush()
 
         styles = " or ".join(f"{with_article(t.style)} version" for t in tasks)
         intro = spec.intro if spec.intro is not None else DEFAULT_INTRO.format(styles=styles)

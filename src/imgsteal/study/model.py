@@ -1,13 +1,14 @@
 """What a study is: its tasks, its rated items and the questionnaire's wording, saved as study.json.
 
 An item is one (original, styled) pair; its `source` says whether the styled image came from the
-victim F_V or the surrogate F_A. study.json is never served: participants only see opaque image
-and item ids, so neither URLs nor file names reveal the source.
+victim F_V or the surrogate F_A. study.json is never served and is owner-only (0600): participants
+only see opaque image and item ids, so neither URLs nor file names reveal the source.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 from enum import Enum
 from pathlib import Path
@@ -128,9 +129,19 @@ class Study(BaseModel):
         return ids
 
     def save(self, study_dir: Path) -> None:
-        """Write study.json into `study_dir`."""
+        """Write study.json into `study_dir`, owner-only (0600): it maps every image to its model."""
         path = Path(study_dir) / STUDY_FILE
-        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n")
+        data = (json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        tmp = path.with_name(f".{STUDY_FILE}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, study_dir: str | Path) -> "Study":
@@ -138,6 +149,8 @@ class Study(BaseModel):
         path = Path(study_dir) / STUDY_FILE
         if not path.is_file():
             raise ImgstealError(f"{study_dir} is not a study folder (no {STUDY_FILE}); create one with `imgsteal study create`")
+        if path.stat().st_mode & 0o077:  # made by an older version: tighten to owner-only
+            os.chmod(path, 0o600)
         try:
             study = cls.model_validate_json(path.read_text())
         except ValueError as exc:

@@ -4,6 +4,9 @@ Every answer is validated and committed in one `BEGIN IMMEDIATE` transaction, so
 racing for the same participant cannot both pass the checks, and a refused answer leaves nothing
 behind. A connection is opened per operation, which keeps the store safe to use from the web
 server's worker threads.
+
+The file holds credentials (the admin key, every participant's token): it is created owner-only
+(0600), SQLite gives its -wal and -shm files the same mode, and opening a looser file tightens it.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import os
 import secrets
 import sqlite3
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -61,6 +66,12 @@ class UnknownParticipant(ImgstealError):
     """No participant has this token (HTTP 404)."""
 
     status_code = 404
+
+
+def make_private(path: Path) -> None:
+    """Tighten `path` to owner-only (0600) if group or others have any access."""
+    if stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+        os.chmod(path, 0o600)
 
 
 def utc_now() -> str:
@@ -131,6 +142,7 @@ class StudyStore:
         self.path = Path(path)
         if not self.path.is_file():
             raise ImgstealError(f"ratings database not found: {self.path}")
+        make_private(self.path)
 
     @classmethod
     def create(cls, path: str | Path) -> "StudyStore":
@@ -138,6 +150,7 @@ class StudyStore:
         path = Path(path)
         if path.exists():
             raise ImgstealError(f"{path} already exists; refusing to overwrite a ratings database")
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # owner-only from the first byte
         conn = sqlite3.connect(path)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
