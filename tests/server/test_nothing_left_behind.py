@@ -61,11 +61,11 @@ def refusing_api():
         server.server_close()
 
 
-def test_harvest_with_a_refused_key_leaves_no_store(empty_cwd, tmp_path):
+def test_harvest_with_a_refused_key_leaves_no_store(empty_cwd, tmp_path, monkeypatch):
     write_images(tmp_path / "adv", 2, size=(16, 16))
+    monkeypatch.setenv("IMGSTEAL_API_KEY", "isk_not_a_real_key")
     with refusing_api() as url:
-        out = fails_cleanly(empty_cwd, "harvest", "--oracle", url, "--api-key-file", _key_file(tmp_path),
-                            "--inputs", tmp_path / "adv", "--out", "pairs")
+        out = fails_cleanly(empty_cwd, "harvest", "--oracle", url, "--inputs", tmp_path / "adv", "--out", "pairs")
     assert "refused the API key" in out
 
 
@@ -95,9 +95,3 @@ def test_a_pair_store_is_created_by_its_first_pair_and_reads_empty_before(tmp_pa
     with PairStore(root, create=False) as store:
         assert len(store) == 1 and store.total_cost() == 0.5
 
-
-def _key_file(tmp_path):
-    path = tmp_path / "bad.key"
-    path.write_text("isk_not_a_real_key\n")
-    path.chmod(0o600)
-    return path
