@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from imgsteal.models.init import apply_init
 from imgsteal.models.registry import register_model
 from imgsteal.models.resnet_generator import conv_bias_for, make_norm
 
@@ -21,9 +22,11 @@ class PatchGANDiscriminator(nn.Module):
     Layers: 4x4 conv stride 2 + LeakyReLU(0.2), then n_layers-1 stride-2 and one stride-1 conv
     (channels doubling up to 8*ndf) with norm + LeakyReLU, then a 4x4 conv to one channel.
     Inputs are mapped to [-1, 1] inside; for pix2pix pass torch.cat([input, output], 1).
+    init: 'reference' (N(0, 0.02) weights, batch-norm weights N(1, 0.02); see models.init) or 'pytorch'.
     """
 
-    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "batch") -> None:
+    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "batch",
+                 init: str = "reference") -> None:
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
@@ -42,6 +45,7 @@ class PatchGANDiscriminator(nn.Module):
         self.model = nn.Sequential(*layers)
         self.in_channels = in_channels
         self.n_layers = n_layers
+        apply_init(self, init)
 
     def output_size(self, size: int) -> int:
         """Logit-map side for an input side of `size` px (4x4 convs, padding 1)."""

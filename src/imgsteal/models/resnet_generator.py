@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imgsteal.models.init import apply_init
 from imgsteal.models.registry import register_model
 
 NORMS = ("batch", "instance", "none")
@@ -63,6 +64,7 @@ class ResnetGenerator(nn.Module):
     Any H, W >= 8 works: inputs are reflection-padded to a multiple of 4 and the output cropped back.
     The module layout (`model.<i>`) is the reference implementation's, so its published CycleGAN
     generator state dicts load with `load_state_dict` (drop stale InstanceNorm running-stat keys).
+    init: 'reference' (N(0, 0.02) weights, as the reference; see models.init) or 'pytorch'.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class ResnetGenerator(nn.Module):
         n_blocks: int = 9,
         norm: str = "instance",
         use_dropout: bool = False,
+        init: str = "reference",
     ) -> None:
         super().__init__()
         if n_blocks < 0:
@@ -97,6 +100,7 @@ class ResnetGenerator(nn.Module):
             ]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+        apply_init(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

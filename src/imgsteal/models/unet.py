@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from imgsteal.models.init import apply_init
 from imgsteal.models.registry import register_model
 from imgsteal.models.resnet_generator import conv_bias_for, make_norm
 
@@ -67,6 +68,7 @@ class UNetGenerator(nn.Module):
     H and W must be multiples of 2**depth (checked in forward with a clear ValueError).
     norm: 'batch' (pix2pix) or 'instance'. use_dropout: 0.5 dropout in the inner 8*ngf decoder stages,
     as pix2pix (the noise source of its generator); it follows train()/eval() like any nn.Dropout.
+    init: 'reference' (N(0, 0.02) weights, batch-norm weights N(1, 0.02); see models.init) or 'pytorch'.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class UNetGenerator(nn.Module):
         image_size: int = 256,
         norm: str = "batch",
         use_dropout: bool = True,
+        init: str = "reference",
     ) -> None:
         super().__init__()
         depth = default_depth(image_size) if depth is None else depth
@@ -97,6 +100,7 @@ class UNetGenerator(nn.Module):
             dropout = use_dropout and _OUTER_STAGES_WITHOUT_DROPOUT <= i < depth - 1
             ups.append(_Up(cin, cout, norm, bias, i == 0, dropout))
         self.ups = nn.ModuleList(ups)
+        apply_init(self, init)
 
     def check_size(self, height: int, width: int) -> None:
         """Raise ValueError unless H and W are positive multiples of 2**depth."""

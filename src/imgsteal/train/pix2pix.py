@@ -115,7 +115,8 @@ def unet_depth_for(size: int) -> int:
 
 def make_pix2pix_recipe(cfg: "SurrogateConfig", device: torch.device) -> tuple[Pix2PixRecipe, int]:
     """The pix2pix recipe for a surrogate config: UNet (ngf = cfg.channels, depth from cfg.size) and
-    PatchGAN on 6-channel pairs (ndf = cfg.channels), both with batch norm; Adam at cfg.lr.
+    PatchGAN on 6-channel pairs (ndf = cfg.channels), both with batch norm and the reference's
+    N(0, 0.02) initialisation (cfg.init 'pytorch' turns it off); Adam at cfg.lr, beta1 0.5.
 
     Returns (recipe, size_multiple): inputs at inference are padded to a multiple of 2**depth.
     Raises ImgstealError when cfg.size does not fit a UNet.
@@ -123,8 +124,10 @@ def make_pix2pix_recipe(cfg: "SurrogateConfig", device: torch.device) -> tuple[P
     from imgsteal.models import build_model
 
     depth = unet_depth_for(cfg.size)
-    generator = build_model("unet", ngf=cfg.channels, image_size=cfg.size, norm="batch", use_dropout=True)
-    discriminator = build_model("patchgan", in_channels=6, ndf=cfg.channels, n_layers=3, norm="batch")
+    init_kind = getattr(cfg, "init", "reference")
+    init = {} if init_kind == "reference" else {"init": init_kind}  # the networks' default is the reference's
+    generator = build_model("unet", ngf=cfg.channels, image_size=cfg.size, norm="batch", use_dropout=True, **init)
+    discriminator = build_model("patchgan", in_channels=6, ndf=cfg.channels, n_layers=3, norm="batch", **init)
     if cfg.size < discriminator.min_input_size():
         raise ImgstealError(f"--size {cfg.size} is too small for the 70x70 PatchGAN (at least {discriminator.min_input_size()} px)")
     recipe = Pix2PixRecipe(generator, discriminator, device, epochs=cfg.epochs, lr=cfg.lr, lambda_l1=cfg.lambda_l1)

@@ -51,6 +51,9 @@ class StyleVictimConfig(BaseModel):
     lambda_identity: float = Field(0.5, description="[cyclegan] identity weight relative to lambda_cycle")
     pool_size: int = Field(50, ge=0, description="[cyclegan] image pool of past fakes")
     light: bool = Field(True, description="[ugatit] the light variant (pooled features for the AdaLIN MLP)")
+    init: Literal["reference", "pytorch"] = Field(
+        "reference", description="[cyclegan] weight initialisation: reference = N(0, 0.02) as pytorch-CycleGAN-and-pix2pix, "
+        "pytorch = PyTorch's defaults (U-GAT-IT always keeps PyTorch's, as its reference does)")
     amp: bool | None = Field(None, description="mixed precision; default on for CUDA, off on CPU")
     channels_last: bool | None = Field(None, description="channels-last tensors; default on for CUDA")
     seed: int = 0
@@ -162,8 +165,9 @@ def build_style_recipe(cfg: StyleVictimConfig, device: torch.device):
     if cfg.arch == "cyclegan":
         from imgsteal.train.cyclegan import CycleGANRecipe
 
-        gens = [build_model("resnet_generator", ngf=cfg.ngf, n_blocks=blocks, norm="instance") for _ in range(2)]
-        discs = [build_model("patchgan", in_channels=3, ndf=cfg.ndf, n_layers=3, norm="instance") for _ in range(2)]
+        init = {} if cfg.init == "reference" else {"init": cfg.init}  # the networks' default is the reference's
+        gens = [build_model("resnet_generator", ngf=cfg.ngf, n_blocks=blocks, norm="instance", **init) for _ in range(2)]
+        discs = [build_model("patchgan", in_channels=3, ndf=cfg.ndf, n_layers=3, norm="instance", **init) for _ in range(2)]
         if cfg.size < discs[0].min_input_size():
             raise ImgstealError(f"--size {cfg.size} is too small for the 70x70 PatchGAN (at least {discs[0].min_input_size()} px)")
         return CycleGANRecipe(gens[0], gens[1], discs[0], discs[1], device, epochs=cfg.epochs,
