@@ -7,15 +7,15 @@ each answer is committed as it arrives.
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
 from imgsteal.attack.oracle import Oracle
-from imgsteal.data.images import ImageReadError, bicubic_downscale, decode_image, encode_png, load_image, sha256_bytes
+from imgsteal.data.images import (ImageReadError, bicubic_downscale, decode_image, encode_png, load_image,
+                                  sha256_bytes, skip_unreadable)
 from imgsteal.data.layouts import center_crop_resize
 from imgsteal.data.pairs import PairStore
 
@@ -31,8 +31,9 @@ def query_cost(width: int, height: int, price: float = DEFAULT_PRICE_USD) -> flo
 
 @dataclass
 class HarvestReport:
-    inputs: int = 0  # files offered
-    unreadable: int = 0  # skipped with a warning
+    inputs: int = 0  # image files offered
+    unreadable: int = 0  # skipped, one line on stderr each
+    not_images: int = 0  # files left out when the inputs were listed (not images by extension; set by the caller)
     duplicates: int = 0  # same bytes as another input of this run
     already_stored: int = 0  # answered by an earlier run
     queried: int = 0  # answered and stored in this run
@@ -69,6 +70,7 @@ def harvest(
     budget: int | None = None,
     price: float = DEFAULT_PRICE_USD,
     progress: bool = True,
+    cost: Callable[[int, int], float] | None = None,
 ) -> HarvestReport:
     """Query `oracle` with every image in `inputs` not yet in `store`; returns what happened.
 
@@ -76,6 +78,8 @@ def harvest(
     resize: send a centre square crop resized to resize x resize px (style transfer at a working size).
     budget: the store never holds more than `budget` answered queries, counting earlier runs, so a
     resumed harvest cannot overspend.
+    cost: USD of one answer from its (width, height) in pixels, replacing `price` (e.g. a flat price
+    per query from an API spec).
     """
     report = HarvestReport(inputs=len(inputs))
     started = time.perf_counter()
@@ -91,7 +95,7 @@ def harvest(
             try:
                 data, size = prepare_query(Path(path), downscale, resize)
             except ImageReadError as exc:
-                warnings.warn(f"skipping {exc}", stacklevel=2)
+                skip_unreadable(path, exc)
                 report.unreadable += 1
                 bar.update(1)
                 continue
@@ -121,11 +125,12 @@ def harvest(
                 except ImageReadError:
                     report.failed += 1
                 else:
-                    cost = query_cost(out.shape[-1], out.shape[-2], price)
+                    width, height = out.shape[-1], out.shape[-2]
+                    usd = cost(width, height) if cost else query_cost(width, height, price)
                     store.add(data, answer.image, source=source, input_size=size,
-                              output_size=(out.shape[-1], out.shape[-2]), cost_usd=cost, latency_s=answer.latency_s)
+                              output_size=(width, height), cost_usd=usd, latency_s=answer.latency_s)
                     report.queried += 1
-                    report.spent_usd += cost
+                    report.spent_usd += usd
             elapsed = time.perf_counter() - started
             bar.set_postfix(q_per_s=f"{report.queried / max(elapsed, 1e-9):.1f}", spent=f"${report.spent_usd:.3f}",
                             errors=report.failed)

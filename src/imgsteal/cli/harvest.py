@@ -4,20 +4,68 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import typer
 
-from imgsteal.cli._common import user_errors
+from imgsteal.cli._common import UserError, user_errors
+
+API_KEY_ENV = "IMGSTEAL_API_KEY"
+ARGV_KEY_WARNING = (f"warning: --api-key puts the key in process listings and shell history;"
+                    f" set {API_KEY_ENV} or use --api-key-file (mode 0600) instead")
 
 
-def open_oracle(target: str, api_key: Optional[str], concurrency: int) -> contextlib.AbstractContextManager:
-    """An http(s):// URL -> the HTTP oracle; anything else -> a local victim checkpoint (for experiments)."""
+def read_api_key_file(path: Path) -> str:
+    """The key held in `path` (surrounding whitespace stripped). Refuses a file that group or others
+    may read or write (POSIX): it must be owner-only, `chmod 600 FILE`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--api-key-file {path}: no such file")
+    mode = path.stat().st_mode & 0o777
+    if os.name == "posix" and mode & 0o077:
+        raise UserError(f"--api-key-file {path} has mode {mode:04o}: others may read the key; run `chmod 600 {path}`")
+    key = path.read_text(encoding="utf-8").strip()
+    if not key or "\n" in key:
+        raise UserError(f"--api-key-file {path} must hold the key alone, on one line")
+    return key
+
+
+def explicit_api_key(api_key: Optional[str], api_key_file: Optional[Path]) -> Optional[str]:
+    """The key from --api-key-file, or from --api-key with a warning on stderr; None when neither is given."""
+    if api_key and api_key_file:
+        raise UserError("pass the key once: --api-key-file or --api-key, not both")
+    if api_key_file:
+        return read_api_key_file(api_key_file)
+    if api_key:
+        typer.secho(ARGV_KEY_WARNING, fg=typer.colors.YELLOW, err=True)
+        return api_key
+    return None
+
+
+def open_oracle(target: str, api_key: Optional[str], concurrency: int, api_spec=None,
+                environ: Mapping[str, str] | None = None) -> contextlib.AbstractContextManager:
+    """An http(s):// URL -> the HTTP oracle (imgsteal's API, or the API `api_spec` describes);
+    anything else -> a local victim checkpoint (for experiments).
+
+    api_key: the key given explicitly; None reads $IMGSTEAL_API_KEY (imgsteal's API) or the
+    variable the spec's auth.env names.
+    """
+    environ = os.environ if environ is None else environ
+    if api_spec is not None:
+        from imgsteal.attack.api_spec import SpecOracle
+
+        if not target.startswith(("http://", "https://")):
+            raise UserError(f"--api-spec needs an http(s):// --oracle URL, got {target!r}")
+        if api_key and api_spec.auth is None:
+            raise UserError("a key was given but the API spec has no auth section to send it with")
+        return contextlib.closing(SpecOracle(target, api_spec, concurrency, api_key=api_key, environ=environ))
     if target.startswith(("http://", "https://")):
         from imgsteal.attack.http_oracle import HttpOracle
 
-        return contextlib.closing(HttpOracle(target, api_key=api_key, concurrency=concurrency))
+        key = api_key or environ.get(API_KEY_ENV) or None
+        return contextlib.closing(HttpOracle(target, api_key=key, concurrency=concurrency))
     # The CLI, not the attack package, wires a local checkpoint in: attack/ never loads victim weights.
     from imgsteal.victim.inference import load_translator
     from imgsteal.victim.oracle import LocalOracle
@@ -32,19 +80,37 @@ def harvest(
     downscale: int = typer.Option(0, help="send a Nx bicubic-downscaled copy (4 for super-resolution from HR photos); 0 = as is"),
     resize: int = typer.Option(0, help="send a centre square crop resized to N x N px (style transfer at --size N); 0 = as is"),
     budget: Optional[int] = typer.Option(None, help="the store never holds more than this many answered queries"),
-    price: float = typer.Option(0.016, help="USD per 256x256-pixel answer (scaled by pixel count)"),
-    api_key: Optional[str] = typer.Option(None, envvar="IMGSTEAL_API_KEY", help="API key for an HTTP oracle"),
-    concurrency: int = typer.Option(8, help="requests in flight (HTTP oracle)"),
+    price: Optional[float] = typer.Option(
+        None, help="USD per 256x256-pixel answer (scaled by pixel count); default 0.016, or the API spec's price"),
+    api_spec: Optional[Path] = typer.Option(
+        None, "--api-spec", help="YAML spec of a third-party image API at --oracle (docs/api-spec.md)"),
+    api_key_file: Optional[Path] = typer.Option(
+        None, "--api-key-file", help=f"file holding the API key, mode 0600 (default: ${API_KEY_ENV}, or the spec's auth.env)"),
+    api_key: Optional[str] = typer.Option(
+        None, help=f"API key on the command line: visible in process listings, prefer ${API_KEY_ENV} or --api-key-file"),
+    concurrency: Optional[int] = typer.Option(None, help="requests in flight (HTTP oracle); default 8, or the spec's"),
 ) -> None:
     """Query the victim with the adversary's images; re-running resumes and never re-sends an answered input."""
     with user_errors():
+        from imgsteal.attack.harvest import DEFAULT_PRICE_USD
         from imgsteal.attack.harvest import harvest as run_harvest
         from imgsteal.data.layouts import resolve_images
         from imgsteal.data.pairs import PairStore
 
-        paths = [p for spec in inputs for p in resolve_images(spec)]
-        with open_oracle(oracle, api_key, concurrency) as orc, PairStore(out) as store:
-            report = run_harvest(orc, paths, store, downscale=downscale or None, resize=resize or None, budget=budget, price=price)
+        key = explicit_api_key(api_key, api_key_file)
+        spec = None
+        cost = None
+        if api_spec is not None:
+            from imgsteal.attack.api_spec import load_api_spec
+
+            spec = load_api_spec(api_spec)
+            if price is None:
+                cost = spec.price.cost
+        paths = [p for spec_ in inputs for p in resolve_images(spec_)]
+        with open_oracle(oracle, key, concurrency or (spec.concurrency if spec else 8), spec) as orc, \
+                PairStore(out) as store:
+            report = run_harvest(orc, paths, store, downscale=downscale or None, resize=resize or None, budget=budget,
+                                 price=DEFAULT_PRICE_USD if price is None else price, cost=cost)
         typer.echo(json.dumps(report.as_dict(), indent=2))
 
 
