@@ -1,4 +1,4 @@
-"""`imgsteal victim train`: the model owner trains F_V."""
+"""`imgsteal victim train`: the model owner trains F_V; `imgsteal victim import`: or brings a public model file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 
 from imgsteal.cli._common import UserError, user_errors
 
-victim_app = typer.Typer(help="The victim's side: train F_V.", no_args_is_help=True)
+victim_app = typer.Typer(help="The victim's side: train F_V, or import a public model file.", no_args_is_help=True)
 
 
 class Task(str, Enum):
@@ -79,6 +79,52 @@ def train(
                                     checkpoint_every=checkpoint_every)
             result = train_style_victim(cfg, out, resume=resume)
         typer.echo(f"victim model: {result.model_path} ({result.steps} steps, {result.images_per_second:.1f} img/s)")
+
+
+def _range(text: Optional[str], flag: str) -> Optional[tuple[float, float]]:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: give LO,HI, e.g. 0,1 or -1,1") from None
+    return lo, hi
+
+
+@victim_app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="public model file: .pth/.pt/.pth.tar, .safetensors, .onnx or TorchScript"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder to write (import.json + the network)"),
+    format: str = typer.Option("auto", "--format", help="auto, cyclegan, ugatit, basicsr, esrgan-old, srgan-pytorch, onnx or torchscript (auto: told from the keys and shapes)"),
+    direction: str = typer.Option("a2b", help="[ugatit] which generator: a2b (genA2B) or b2a (genB2A)"),
+    scale: Optional[int] = typer.Option(None, help="upscaling factor (torch formats: checked against the weights; ONNX/TorchScript: probed if omitted)"),
+    input_range: Optional[str] = typer.Option(None, help="value range the raw network reads, LO,HI (default: the format's convention; ONNX/TorchScript: 0,1)"),
+    output_range: Optional[str] = typer.Option(None, help="value range it writes, LO,HI (default: as --input-range)"),
+    channel_order: Optional[str] = typer.Option(None, help="rgb (default) or bgr"),
+    task: Optional[str] = typer.Option(None, help="sr or style (ONNX/TorchScript: default sr if the scale is above 1)"),
+    input_size: Optional[int] = typer.Option(None, help="[onnx/torchscript] square side the network needs; inputs are resized to it and back"),
+    size_multiple: Optional[int] = typer.Option(None, help="pad inputs to a multiple of this (reflect), output cropped back"),
+    train_mode: bool = typer.Option(False, "--train-mode", help="answer with batch statistics and dropout (the reference test scripts without --eval); default: eval mode"),
+    overwrite: bool = typer.Option(False, help="replace a model already in --out"),
+) -> None:
+    """Import a public checkpoint (CycleGAN, U-GAT-IT, BasicSR, ESRGAN, SRGAN-PyTorch, ONNX, TorchScript) as a victim run folder."""
+    with user_errors():
+        from pydantic import ValidationError
+
+        from imgsteal.victim.formats import ImportOptions, import_model
+
+        try:
+            options = ImportOptions(format=format, direction=direction, scale=scale, task=task,
+                                    input_range=_range(input_range, "--input-range"),
+                                    output_range=_range(output_range, "--output-range"), channel_order=channel_order,
+                                    input_size=input_size, size_multiple=size_multiple, train_mode=train_mode)
+        except ValidationError as exc:
+            raise UserError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())) from None
+        result = import_model(file, out, options, overwrite=overwrite)
+        d = result.info["detected"]
+        variant = d.get("variant") or d.get("arch") or d["format"]
+        typer.echo(f"imported {file} as {d['format']} {variant} ({result.info['task']}, x{result.info['scale']}) "
+                   f"into {out} in {result.seconds:.2f} s")
 
 
 def register(app: typer.Typer) -> None:

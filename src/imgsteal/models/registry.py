@@ -16,6 +16,9 @@ _ARCH_MODULES = (
     "imgsteal.models.patchgan",
     "imgsteal.models.resnet_generator",
     "imgsteal.models.ugatit",
+    "imgsteal.models.edsr",
+    "imgsteal.models.rrdbnet",
+    "imgsteal.models.msrresnet",
 )
 
 T = TypeVar("T", bound=type[nn.Module])
