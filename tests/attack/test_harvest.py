@@ -5,6 +5,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -32,15 +33,20 @@ class CountingOracle(LocalOracle):
         return super().stream(counted())
 
 
-def test_harvest_stores_pairs_dedupes_and_resumes(tmp_path, sr_victim):
+def test_harvest_stores_pairs_dedupes_and_resumes(tmp_path, sr_victim, capsys):
     paths = write_images(tmp_path / "x", 6, size=(32, 32))
     (tmp_path / "x" / "dup.png").write_bytes(paths[0].read_bytes())  # same content, another name
     (tmp_path / "x" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     inputs = sorted((tmp_path / "x").iterdir())
     oracle = CountingOracle(load_translator(sr_victim, "cpu"), max_batch=4)
-    with PairStore(tmp_path / "store") as store, pytest.warns(UserWarning, match="broken.png"):
+    capsys.readouterr()
+    with PairStore(tmp_path / "store") as store, warnings.catch_warnings():
+        warnings.simplefilter("error")  # one plain line on stderr, not a Python warning
         report = harvest(oracle, inputs, store, downscale=4, progress=False)
     assert report.queried == 6 and report.duplicates == 1 and report.unreadable == 1
+    skipped = [line for line in capsys.readouterr().err.splitlines() if "broken.png" in line]
+    assert len(skipped) == 1 and "object at 0x" not in skipped[0]
+    assert skipped[0].startswith(f"skipped {tmp_path / 'x' / 'broken.png'}: not a readable image (")
     assert oracle.sent == 6
     with PairStore(tmp_path / "store") as store:
         records = store.records()
@@ -48,8 +54,7 @@ def test_harvest_stores_pairs_dedupes_and_resumes(tmp_path, sr_victim):
         x, y = store.load_pair(records[0])
         assert x.shape == (3, 8, 8) and y.shape == (3, 32, 32)
         assert records[0].cost_usd == pytest.approx(0.016 * 32 * 32 / 65536)
-        with pytest.warns(UserWarning):
-            again = harvest(oracle, inputs, store, downscale=4, progress=False)
+        again = harvest(oracle, inputs, store, downscale=4, progress=False)
     assert again.queried == 0 and again.already_stored == 6 and oracle.sent == 6  # nothing re-sent
 
 

@@ -12,8 +12,10 @@ import torch
 from PIL import Image
 
 from imgsteal.data.images import (
+    IMAGE_SUFFIXES,
     ImageReadError,
     bicubic_downscale,
+    counting_skipped,
     decode_image,
     encode_png,
     list_images,
@@ -177,21 +179,39 @@ def test_decode_image_error_uses_the_given_name():
         decode_image(b"\x89PNG\r\n\x1a\n garbage", name="upload-7")
 
 
-def test_load_images_skips_broken_files_with_a_warning_and_keeps_the_rest(tmp_path):
+def test_load_images_skips_broken_files_with_one_clean_line_each_and_keeps_the_rest(tmp_path, capsys):
     broken = _broken_files(tmp_path)
     good = [tmp_path / "a.png", tmp_path / "sub" / "b.jpg"]
     for path in good:
         path.parent.mkdir(exist_ok=True)
         Image.new("RGB", (4, 3), RED).save(path)
-    with warnings.catch_warnings(record=True) as caught:
+    (tmp_path / "README.txt").write_text("not an image by extension")
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught, counting_skipped() as skipped:
         warnings.simplefilter("always")
         loaded = load_images(list_images(tmp_path))
     assert [path for path, _ in loaded] == sorted(good)
     assert all(image.shape == (3, 3, 4) for _, image in loaded)
-    messages = [str(w.message) for w in caught]
-    assert len(messages) == len(broken)
+    assert not caught  # no Python warnings machinery
+    lines = capsys.readouterr().err.splitlines()
+    skipped_lines = [line for line in lines if line.startswith("skipped ")]
+    assert len(skipped_lines) == len(broken)
     for path in broken.values():
-        assert any(path.name in message for message in messages), path.name
+        assert sum(str(path) in line for line in skipped_lines) == 1, path.name
+    for line in skipped_lines:
+        assert "not a readable image" in line and "object at 0x" not in line and "warn" not in line.lower()
+    assert [line for line in lines if line.startswith("left out")] == [
+        f"left out 1 file(s) under {tmp_path} that are not images by extension"
+        f" ({', '.join(IMAGE_SUFFIXES)}): README.txt"]
+    assert len(lines) == len(broken) + 1
+    assert skipped.counts() == {"unreadable": len(broken), "not_images": 1}
+    assert set(skipped.unreadable) == {str(p) for p in broken.values()}
+
+
+def test_decode_errors_carry_no_object_reprs():
+    with pytest.raises(ImageReadError) as info:
+        decode_image(b"plain text, not pixels", name="upload-8")
+    assert str(info.value) == "upload-8: not a readable image (unknown format or not an image)"
 
 
 # ----------------------------------------------------------------------------- encode / resize

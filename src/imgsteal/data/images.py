@@ -1,16 +1,22 @@
 """Reading and writing images under the package's one convention: float RGB tensors in [0, 1].
 
 Every decoder quirk is settled here, once: EXIF orientation, grayscale, RGBA/LA (composited on
-white), palette, 16-bit. Broken files raise `ImageReadError`; folder listings skip them with a warning.
+white), palette, 16-bit. Broken files raise `ImageReadError`; `load_images` skips them with one
+line on stderr each, and `list_images` reports the files it leaves out for their extension; a
+stage counts both with `counting_skipped()`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
-import warnings
+import re
+import sys
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -22,6 +28,60 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 class ImageReadError(ValueError):
     """A file that is not a readable image (not an image, truncated, unsupported)."""
+
+
+# -- skipped files: one plain line each, and counts for the stage's summary ------------------------
+
+
+@dataclass
+class SkippedFiles:
+    """Input files a stage left out: unreadable ones (path -> reason) and ones whose extension is
+    not an image's (see IMAGE_SUFFIXES)."""
+
+    unreadable: dict[str, str] = field(default_factory=dict)
+    not_images: set[Path] = field(default_factory=set)
+
+    def counts(self) -> dict[str, int]:
+        return {"unreadable": len(self.unreadable), "not_images": len(self.not_images)}
+
+
+_active: list[SkippedFiles] = []
+_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def counting_skipped() -> Iterator[SkippedFiles]:
+    """Collect the files skipped inside the block, in this and any other thread (nests)."""
+    skipped = SkippedFiles()
+    with _lock:
+        _active.append(skipped)
+    try:
+        yield skipped
+    finally:
+        with _lock:
+            _active.remove(skipped)
+
+
+def notice(message: str) -> None:
+    """One plain line on stderr: no warning category, no source line."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def skip_unreadable(path: str | Path, error: ImageReadError) -> None:
+    """Say that the file `path` is skipped (one line naming it and why; `error` names it too) and
+    count it in the active tallies."""
+    notice(f"skipped {error}")
+    with _lock:
+        for skipped in _active:
+            skipped.unreadable[str(path)] = str(error)
+
+
+def _reason(exc: Exception) -> str:
+    """The decoder's complaint without object reprs such as <_io.BytesIO object at 0x7f...>."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "unknown format or not an image"
+    text = re.sub(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>", "", str(exc)).strip(" :")
+    return text or type(exc).__name__
 
 
 def pil_to_rgb_array(img: Image.Image) -> np.ndarray:
@@ -56,7 +116,7 @@ def decode_image(data: bytes, name: str = "<bytes>") -> torch.Tensor:
             img.load()
             arr = pil_to_rgb_array(img)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"{name}: not a readable image ({exc})") from exc
+        raise ImageReadError(f"{name}: not a readable image ({_reason(exc)})") from exc
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
 
 
@@ -101,24 +161,45 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_reported_listings: set[tuple[Path, int]] = set()
+
+
 def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
-    """Sorted image files under `folder` (by suffix). Raises FileNotFoundError naming the folder."""
+    """Sorted image files under `folder` (by suffix). Raises FileNotFoundError naming the folder.
+
+    Other files are left out, counted in active `counting_skipped()` tallies and reported in one
+    line per folder (once per process), never silently."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
     pattern = "**/*" if recursive else "*"
-    files = [p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    files, others = [], []
+    for p in folder.glob(pattern):
+        if p.is_file():
+            (files if p.suffix.lower() in IMAGE_SUFFIXES else others).append(p)
+    if others:
+        others.sort()
+        with _lock:
+            for skipped in _active:
+                skipped.not_images.update(others)
+            first = (folder, len(others)) not in _reported_listings
+            _reported_listings.add((folder, len(others)))
+        if first:
+            shown = ", ".join(p.relative_to(folder).as_posix() for p in others[:3])
+            more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+            notice(f"left out {len(others)} file(s) under {folder} that are not images by extension"
+                   f" ({', '.join(IMAGE_SUFFIXES)}): {shown}{more}")
     return sorted(files)
 
 
 def load_images(paths: Iterable[Path]) -> list[tuple[Path, torch.Tensor]]:
-    """Load each path; broken files are skipped with a warning that names them."""
+    """Load each path; a broken file is skipped with one line on stderr naming it (see skip_unreadable)."""
     loaded = []
     for path in paths:
         try:
             loaded.append((path, load_image(path)))
         except ImageReadError as exc:
-            warnings.warn(f"skipping {exc}", stacklevel=2)
+            skip_unreadable(path, exc)
     return loaded
 
 
