@@ -4,12 +4,17 @@ concurrency queries)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import numpy as np
@@ -92,3 +97,114 @@ def test_killed_harvest_resumes_with_every_input_answered_once(live_server, tmp_
     assert all((r.input_sha256, r.output_sha256) in answered for r in records)  # the store holds what was served
     assert {row["input_sha256"] for row in log_rows} == expected
     assert count <= len(log_rows) <= count + concurrency
+
+
+# -- the API key stays out of process listings (issue 16 item 6) ------------------------------------
+
+KEY = "isk_1_0123456789abcdef"
+
+
+@contextlib.contextmanager
+def keyed_echo_api() -> Iterator[tuple[str, list[str]]]:
+    """An imgsteal-shaped API on 127.0.0.1 that echoes images for `Bearer KEY`; yields (url, keys seen)."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def _reply(self, status: int, body: bytes, kind: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _serve(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(self.headers.get("Authorization", ""))
+            if self.headers.get("Authorization") != f"Bearer {KEY}":
+                self._reply(401, b'{"error": "missing or unknown API key"}', "application/json")
+            elif self.path == "/v1/info":
+                self._reply(200, b'{"task": "echo", "scale": 1}', "application/json")
+            else:
+                self._reply(200, body, "image/png")
+
+        do_GET = do_POST = _serve
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_harvest_cli(tmp_path: Path, url: str, *extra: str, env: dict | None = None):
+    from typer.testing import CliRunner
+
+    from imgsteal.cli import app
+
+    if not (tmp_path / "adversary").exists():
+        write_inputs(tmp_path / "adversary", 2, size=8)
+    out = tmp_path / f"pairs{len(list(tmp_path.glob('pairs*')))}"
+    return CliRunner().invoke(app, ["harvest", "--oracle", url, "--inputs", str(tmp_path / "adversary"),
+                                    "--out", str(out), *extra], env={"IMGSTEAL_API_KEY": None, **(env or {})})
+
+
+def key_file(tmp_path: Path, mode: int, key: str = KEY) -> Path:
+    path = tmp_path / f"key-{mode:o}"
+    path.write_text(key + "\n")
+    path.chmod(mode)
+    return path
+
+
+def test_harvest_reads_the_key_from_the_environment_without_a_warning(tmp_path):
+    with keyed_echo_api() as (url, seen):
+        result = run_harvest_cli(tmp_path, url, env={"IMGSTEAL_API_KEY": KEY})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["queried"] == 2
+    assert set(seen) == {f"Bearer {KEY}"}
+    assert "warning" not in result.stderr and KEY not in result.output
+
+
+def test_harvest_reads_an_owner_only_key_file_before_the_environment(tmp_path):
+    with keyed_echo_api() as (url, seen):
+        result = run_harvest_cli(tmp_path, url, "--api-key-file", str(key_file(tmp_path, 0o600)),
+                                 env={"IMGSTEAL_API_KEY": "isk_9_stale"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["queried"] == 2 and set(seen) == {f"Bearer {KEY}"}
+    assert "warning" not in result.stderr
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_key_file_others_may_read_is_refused_before_anything_is_sent(tmp_path, mode):
+    with keyed_echo_api() as (url, seen):
+        result = run_harvest_cli(tmp_path, url, "--api-key-file", str(key_file(tmp_path, mode)))
+    assert result.exit_code == 2
+    assert f"mode {mode:04o}" in result.stderr and "chmod 600" in result.stderr
+    assert seen == [] and KEY not in result.output
+
+
+def test_a_key_on_the_command_line_works_with_a_warning_on_stderr(tmp_path):
+    with keyed_echo_api() as (url, seen):
+        result = run_harvest_cli(tmp_path, url, "--api-key", KEY)
+        both = run_harvest_cli(tmp_path, url, "--api-key", KEY, "--api-key-file", str(key_file(tmp_path, 0o600)))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["queried"] == 2
+    assert "process listings" in result.stderr and "IMGSTEAL_API_KEY" in result.stderr
+    assert "warning" not in result.stdout
+    assert both.exit_code == 2 and "not both" in both.stderr
+
+
+def test_an_empty_key_file_is_a_clear_error(tmp_path):
+    with keyed_echo_api() as (url, seen):
+        result = run_harvest_cli(tmp_path, url, "--api-key-file", str(key_file(tmp_path, 0o600, key="")))
+        missing = run_harvest_cli(tmp_path, url, "--api-key-file", str(tmp_path / "nope"))
+    assert result.exit_code == 2 and "one line" in result.stderr
+    assert missing.exit_code == 2 and "no such file" in missing.stderr
+    assert seen == []
