@@ -18,6 +18,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    # Plain click help: help strings are text, not Rich markup, so "[sr]", "[style]" or "[paper: 20]"
+    # print as written (Rich ate them), and flags show no "<bool>" type. Applies to every sub-command.
+    rich_markup_mode=None,
 )
 
 

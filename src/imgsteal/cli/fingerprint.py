@@ -47,7 +47,7 @@ def train(
 def detect(
     images: Path = typer.Option(..., help="folder of images to examine (e.g. a suspect model's outputs)"),
     model: Path = typer.Option(..., help="run folder of `imgsteal fingerprint train`"),
-    device: str = typer.Option("cpu"),
+    device: str = typer.Option("auto", help="auto (cuda if present), cpu, cuda, cuda:1 ..."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the result as JSON (per-image accuracies)"),
 ) -> None:
     """Bitwise accuracy of the owner's fingerprint in the images, and a p-value against 50% (chance)."""

@@ -26,7 +26,7 @@ def verify(
     triggers: Path = TRIGGERS_OPTION,
     api_key: Optional[str] = typer.Option(None, envvar="IMGSTEAL_SUSPECT_API_KEY", help="API key for a suspect URL"),
     alpha: float = typer.Option(0.01, help="significance level of the one-sided binomial test"),
-    device: str = typer.Option("cpu", help="where a suspect checkpoint runs"),
+    device: str = typer.Option("auto", help="where a suspect checkpoint runs: auto (cuda if present), cpu, cuda, cuda:1 ..."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the verdict as JSON (counts and distances, no images)"),
 ) -> None:
     """Send the client's trigger inputs to the suspect: is it closer to the altered answers than chance?"""
