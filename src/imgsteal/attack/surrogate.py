@@ -7,23 +7,34 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from imgsteal.attack.methods import arch_kind, build_recipe, build_source, natural_epoch_steps
+from imgsteal.attack.methods.few_shot import DEFAULT_ZOOMS
+from imgsteal.attack.methods.steps import StepSource, epoch_length, epochs_for
 from imgsteal.data.augment import Augmentation
-from imgsteal.data.pairs import PairStore
-from imgsteal.data.patches import PairedPatchSource, to_uint8_tensor
+from imgsteal.data.pairs import PairRecord, PairStore
+from imgsteal.data.patches import to_uint8_tensor
 from imgsteal.device import pick_device
 from imgsteal.errors import ImgstealError
-from imgsteal.models import build_model
 from imgsteal.train.loop import TrainingResult, run_training
-from imgsteal.train.paired import PixelRecipe
 
 
 class SurrogateConfig(BaseModel):
     """Everything that defines one surrogate training run (saved as config.json in the run folder)."""
 
     store: str
-    arch: Literal["srresnet", "pix2pix"] = "srresnet"
+    arch: Literal["srresnet", "edsr", "pix2pix", "pix2pix_resnet"] = Field(
+        "srresnet", description="super-resolution: srresnet, edsr; style: pix2pix (UNet), pix2pix_resnet (ResNet generator)")
+    attack: Literal["paper", "domain-shift", "few-shot"] = Field(
+        "paper", description="training method on the pairs (imgsteal.attack.methods; docs/attacks.md)")
     seed: int = 0
     fraction: float = Field(1.0, gt=0, le=1)
+    budget: int | None = Field(None, ge=1, description="train on this many pairs of the seeded subset; nested: "
+                               "for one seed, budget k's pairs are among budget k+1's. None = the whole subset")
+    budget_order: Literal["seeded", "queried"] = Field(
+        "seeded", description="which pairs a budget keeps: a seeded random order, or the order they were queried "
+        "(the order of a query-selection strategy)")
+    steps: int | None = Field(None, ge=1, description="optimisation steps, whatever the number of pairs "
+                              "(compute-matched cells); overrides epochs. None = epochs x steps per epoch")
     augmentation: Augmentation = Augmentation.none
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -36,13 +47,45 @@ class SurrogateConfig(BaseModel):
     # pix2pix
     size: int = 256
     lambda_l1: float = 100.0
+    # domain-shift (Mi et al.)
+    wavelet_weight: float = Field(0.15, ge=0, description="weight of the wavelet high-frequency L1 loss")
+    sam_rho: float = Field(0.05, ge=0, description="SAM radius (discriminator; generator for SR); 0 = no SAM")
+    # few-shot (Spingarn-Eliezer and Michaeli)
+    crop_zooms: tuple[float, ...] = Field(DEFAULT_ZOOMS, min_length=1,
+                                          description="relative crop sizes, one drawn per batch (> 0)")
     device: str = "auto"
     checkpoint_every: int = 200
 
 
-def load_pairs(store: PairStore, fraction: float, seed: int):
-    """Decode the seeded subset of pairs into uint8 tensors; returns (inputs, targets, scale)."""
-    records = store.select(fraction, seed)
+def select_budget(records: list[PairRecord], budget: int | None, seed: int,
+                  order: Literal["seeded", "queried"] = "seeded") -> list[PairRecord]:
+    """The `budget` pairs of `records` a budget-limited cell trains on (all of them for None).
+
+    seeded: a seeded random order of `records` (as PairStore.select returns them), cut after `budget`:
+    for one seed and subset, budget k's pairs are among budget k+1's. queried: the first `budget` in
+    the order they were stored (query_id), i.e. the order a query-selection strategy sent them.
+    Raises ImgstealError when `budget` exceeds the number of records.
+    """
+    if budget is None:
+        return records
+    if budget < 1:
+        raise ImgstealError(f"budget must be at least 1 pair, got {budget}")
+    if budget > len(records):
+        raise ImgstealError(f"budget of {budget} pairs is more than the {len(records)} pairs selected; "
+                            "harvest more queries or lower the budget")
+    if order == "queried":
+        return sorted(sorted(records, key=lambda r: r.query_id)[:budget], key=lambda r: r.input_sha256)
+    import torch
+
+    ranks = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed + 7_919)).tolist()
+    return [records[i] for i in sorted(ranks[:budget])]
+
+
+def load_pairs(store: PairStore, fraction: float, seed: int, budget: int | None = None,
+               budget_order: Literal["seeded", "queried"] = "seeded"):
+    """Decode the seeded subset of pairs (cut to `budget` pairs, see select_budget) into uint8 tensors;
+    returns (inputs, targets, scale)."""
+    records = select_budget(store.select(fraction, seed), budget, seed, budget_order)
     inputs, targets, scales = [], [], set()
     for record in records:
         x, y = store.load_pair(record)
@@ -58,39 +101,52 @@ def load_pairs(store: PairStore, fraction: float, seed: int):
 
 def train_surrogate(cfg: SurrogateConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
                     on_step=None) -> TrainingResult:
-    """Train F_A on a seeded `fraction` of the pairs in `cfg.store`; writes a run folder at `out_dir`."""
+    """Train F_A with cfg.attack on a seeded `fraction` (or `budget`) of the pairs in `cfg.store`, for
+    cfg.steps steps or cfg.epochs epochs; writes a run folder at `out_dir`."""
+    if any(z <= 0 for z in cfg.crop_zooms):
+        raise ImgstealError(f"crop_zooms must all be > 0, got {list(cfg.crop_zooms)}")
+    kind = arch_kind(cfg.arch)
     device = pick_device(cfg.device)
     with PairStore(cfg.store, create=False) as store:
-        inputs, targets, scale = load_pairs(store, cfg.fraction, cfg.seed)
+        inputs, targets, scale = load_pairs(store, cfg.fraction, cfg.seed, cfg.budget, cfg.budget_order)
     import torch
 
     torch.manual_seed(cfg.seed)
-    patch = cfg.patch
-    if cfg.arch == "srresnet":
-        if scale < 2:
-            raise ImgstealError("srresnet is a super-resolution surrogate, but the pairs have answers of the query's size; use --arch pix2pix")
-        generator = build_model("srresnet", scale=scale, n_blocks=cfg.n_blocks, channels=cfg.channels)
-        recipe = PixelRecipe(generator, device, lr=cfg.lr, loss="mse")
-        task, size_multiple = "sr", 1
-    else:
-        from imgsteal.train.pix2pix import make_pix2pix_recipe
-
+    if kind == "sr" and scale < 2:
+        raise ImgstealError(f"{cfg.arch} is a super-resolution surrogate, but the pairs have answers of the query's size; "
+                            "use --arch pix2pix")
+    if kind == "style":
         if scale != 1:
-            raise ImgstealError(f"pix2pix is a style-transfer surrogate, but the answers are {scale}x the query size; use --arch srresnet")
-        recipe, size_multiple = make_pix2pix_recipe(cfg, device)
-        task, patch = "style", cfg.size  # pix2pix trains on size x size crops of the pairs
+            raise ImgstealError(f"{cfg.arch} is a style-transfer surrogate, but the answers are {scale}x the query size; "
+                                "use --arch srresnet")
+        if cfg.arch == "pix2pix":
+            from imgsteal.train.pix2pix import unet_depth_for
+
+            unet_depth_for(cfg.size)  # a size the UNet cannot take is the first thing to say
         small = min((min(x.shape[-2:]) for x in inputs), default=cfg.size)
         if small < cfg.size:
             raise ImgstealError(f"some harvested queries are only {small} px on their shorter side, less than --size {cfg.size}: "
                                 f"harvest with --resize {cfg.size} or train at a smaller --size")
-    source = PairedPatchSource(inputs, targets, scale=scale, patch=patch, batch_size=cfg.batch_size,
-                               seed=cfg.seed, augmentation=cfg.augmentation, repeat=cfg.repeat)
+    # Training length: epochs of the data's natural length, or exactly cfg.steps steps cut into
+    # bookkeeping epochs of at least ~100 steps (a run on one pair must not checkpoint every step).
+    natural = natural_epoch_steps(cfg, len(inputs))
+    if cfg.steps is not None or cfg.attack == "few-shot":
+        total = cfg.steps if cfg.steps is not None else cfg.epochs * natural
+        per_epoch = epoch_length(total, natural)
+        epochs = epochs_for(total, per_epoch)
+    else:
+        total, per_epoch, epochs = cfg.epochs * natural, natural, cfg.epochs
+    source = build_source(cfg, inputs, targets, scale, steps_per_epoch=per_epoch)
+    if source.batches_per_epoch != per_epoch:
+        source = StepSource(source, per_epoch)
+    recipe, size_multiple = build_recipe(cfg, scale, device, epochs=epochs, total_steps=total)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
-    meta = {"role": "surrogate", "task": task, "scale": scale, "size_multiple": size_multiple, "seed": cfg.seed,
-            **({"size": cfg.size} if task == "style" else {}),
+    meta = {"role": "surrogate", "task": kind, "scale": scale, "size_multiple": size_multiple, "seed": cfg.seed,
+            **({"size": cfg.size} if kind == "style" else {}), "attack": cfg.attack,
             "fraction": cfg.fraction, "pairs": len(inputs), "config": cfg.model_dump(mode="json")}
-    return run_training(recipe, source, run_dir=out_dir, epochs=cfg.epochs, meta=meta, resume=resume,
+    length = {"steps": total} if total != epochs * per_epoch else {}
+    return run_training(recipe, source, run_dir=out_dir, epochs=epochs, meta=meta, resume=resume,
                         checkpoint_every=cfg.checkpoint_every, progress=progress,
-                        description=f"surrogate {cfg.arch} seed {cfg.seed}", on_step=on_step)
+                        description=f"surrogate {cfg.arch} {cfg.attack} seed {cfg.seed}", on_step=on_step, **length)

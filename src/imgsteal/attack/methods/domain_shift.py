@@ -1,0 +1,167 @@
+"""The domain-shift recipe (after Mi et al., AAAI 2024, "Towards Model Extraction Attacks in GAN-Based
+Image Translation via Domain Shift Mitigation").
+
+The adversary's queries come from another distribution than the victim's training data; instead of
+closing that gap, Mi et al. make the surrogate less sensitive to it:
+- a wavelet regulariser: L1 between the high-frequency sub-bands of a 2-level Daubechies-3 DWT of
+  F_A(x) and F_V(x), weight 0.15, added to the surrogate's loss (see wavelet.py);
+- sharpness-aware minimisation (rho 0.05) on the discriminator, for flatter minima (see sam.py);
+- cosine learning-rate decay (here per step, to 0 at the last step).
+
+Two recipes: `DomainShiftPix2PixRecipe` (style: pix2pix with SAM on the PatchGAN) and
+`DomainShiftPixelRecipe` (super-resolution: the paper's pixel-loss SRResNet/EDSR surrogate has no
+discriminator, so SAM goes on the generator, or off with sam_rho = 0; docs/attacks.md says why).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from imgsteal.attack.methods.sam import SharpnessAwareMinimization
+from imgsteal.attack.methods.wavelet import WaveletHighFrequencyLoss
+from imgsteal.train.cyclegan import l1_pm1, set_requires_grad
+from imgsteal.train.paired import pixel_loss
+from imgsteal.train.pix2pix import Pix2PixRecipe, _bce
+
+WAVELET_WEIGHT = 0.15
+SAM_RHO = 0.05
+
+
+class CosineSchedule:
+    """Per-step cosine decay of every learning rate of `optimizers`: base x (1 + cos(pi t / T)) / 2 at
+    step t of T (base at the first step, 0 after the last). Its position is part of the recipe state."""
+
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer], total_steps: int) -> None:
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        self.optimizers, self.total = optimizers, total_steps
+        self.base_lr = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizers.items()}
+        self.step = 0
+
+    def factor(self, step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total) / self.total))
+
+    def before_step(self) -> None:
+        """Set the learning rates of the coming step, then advance."""
+        f = self.factor(self.step)
+        for name, opt in self.optimizers.items():
+            for group, base in zip(opt.param_groups, self.base_lr[name]):
+                group["lr"] = base * f
+        self.step += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"base_lr": self.base_lr, "step": self.step, "total": self.total}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if "base_lr" in state:
+            self.base_lr = {name: list(values) for name, values in state["base_lr"].items()}
+            self.step = int(state["step"])
+
+
+class DomainShiftPixelRecipe:
+    """Super-resolution: pixel loss (MSE, as the paper's recipe) + wavelet_weight x wavelet loss, Adam,
+    cosine decay over total_steps, SAM with radius sam_rho on the generator (0 = plain steps).
+    Images in [0, 1]; the wavelet term is on that scale. train_step returns detached loss tensors."""
+
+    export_module = "generator"
+
+    def __init__(self, generator: nn.Module, device: torch.device, *, total_steps: int, lr: float = 1e-4,
+                 loss: Literal["l1", "mse"] = "mse", wavelet_weight: float = WAVELET_WEIGHT,
+                 sam_rho: float = SAM_RHO) -> None:
+        self.device, self.loss, self.wavelet_weight = device, loss, wavelet_weight
+        self.generator = generator.to(device).train()
+        self.modules = {"generator": self.generator}
+        self.optimizers = {"generator": torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.9, 0.999))}
+        self.schedule = CosineSchedule(self.optimizers, total_steps)
+        self.wavelet = WaveletHighFrequencyLoss()
+        self.sam = SharpnessAwareMinimization(self.generator.parameters(), sam_rho) if sam_rho > 0 else None
+
+    def begin_epoch(self, epoch: int) -> None:
+        pass
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x, y = (t.to(self.device, non_blocking=True) for t in batch)
+        optimizer = self.optimizers["generator"]
+        self.schedule.before_step()
+        parts: dict[str, torch.Tensor] = {}
+
+        def closure() -> torch.Tensor:
+            out = self.generator(x)
+            pixel = pixel_loss(self.loss, out, y)
+            wavelet = self.wavelet(out, y) if self.wavelet_weight else out.new_zeros(())
+            parts.setdefault("pixel", pixel.detach())
+            parts.setdefault("wavelet", wavelet.detach())
+            return pixel + self.wavelet_weight * wavelet
+
+        if self.sam is not None:
+            self.sam.step(optimizer, closure, module=self.generator)
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            closure().backward()
+            optimizer.step()
+        return parts
+
+    def state(self) -> dict[str, Any]:
+        return {"schedule": self.schedule.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.schedule.load_state(state.get("schedule", {}))
+
+
+class DomainShiftPix2PixRecipe(Pix2PixRecipe):
+    """Style: the pix2pix step (see train.pix2pix) with the discriminator updated by SAM (radius
+    sam_rho; 0 = plain), wavelet_weight x wavelet loss added to the generator's loss, and per-step
+    cosine decay of both learning rates over total_steps instead of pix2pix's linear decay."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, device: torch.device, *, total_steps: int,
+                 wavelet_weight: float = WAVELET_WEIGHT, sam_rho: float = SAM_RHO, **pix2pix: Any) -> None:
+        super().__init__(generator, discriminator, device, epochs=1, **pix2pix)
+        self.wavelet_weight = wavelet_weight
+        self.schedule = CosineSchedule(self.optimizers, total_steps)
+        self.wavelet = WaveletHighFrequencyLoss()
+        self.sam = SharpnessAwareMinimization(self.discriminator.parameters(), sam_rho) if sam_rho > 0 else None
+
+    def begin_epoch(self, epoch: int) -> None:
+        pass  # the schedule is per step
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        p = self.precision
+        x, y = (p.input(t) for t in batch)
+        opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
+        self.schedule.before_step()
+        with p.autocast():
+            fake = self.generator(x)
+        fake_detached = fake.detach()
+
+        def d_loss() -> torch.Tensor:
+            with p.autocast():
+                return 0.5 * (_bce(self.discriminator(torch.cat([x, y], 1)), True)
+                              + _bce(self.discriminator(torch.cat([x, fake_detached], 1)), False))
+
+        if self.sam is not None:
+            loss_d = self.sam.step(opt_d, d_loss, backward=p.backward, apply=p.step, module=self.discriminator)
+        else:
+            opt_d.zero_grad(set_to_none=True)
+            loss_d = d_loss()
+            p.backward(loss_d)
+            p.step(opt_d)
+
+        set_requires_grad([self.discriminator], False)
+        opt_g.zero_grad(set_to_none=True)
+        with p.autocast():
+            adversarial = _bce(self.discriminator(torch.cat([x, fake], 1)), True)
+        l1 = l1_pm1(fake.float(), y)
+        wavelet = self.wavelet(fake.float(), y) if self.wavelet_weight else fake.new_zeros((), dtype=torch.float32)
+        loss_g = adversarial + self.lambda_l1 * l1 + self.wavelet_weight * wavelet
+        p.backward(loss_g)
+        p.step(opt_g)
+        set_requires_grad([self.discriminator], True)
+        p.end_step()
+        return {"g_adv": adversarial.detach(), "l1": l1.detach(), "wavelet": wavelet.detach(), "d": loss_d.detach()}
+
+    def state(self) -> dict[str, Any]:
+        return {"schedule": self.schedule.state(), **self.precision.state()}
