@@ -79,8 +79,12 @@ class OnnxModule(nn.Module):
 
 
 def load_torchscript(path: str | Path) -> nn.Module:
+    import warnings
+
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but TorchScript files exist
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch.jit raises RuntimeError subclasses with long messages
         raise CheckpointError(f"{path}: not a loadable TorchScript model ({str(exc).splitlines()[0]})") from None
 
