@@ -94,6 +94,7 @@ def harvest(
     with user_errors():
         from imgsteal.attack.harvest import DEFAULT_PRICE_USD
         from imgsteal.attack.harvest import harvest as run_harvest
+        from imgsteal.data.images import counting_skipped
         from imgsteal.data.layouts import resolve_images
         from imgsteal.data.pairs import PairStore
 
@@ -106,11 +107,13 @@ def harvest(
             spec = load_api_spec(api_spec)
             if price is None:
                 cost = spec.price.cost
-        paths = [p for spec_ in inputs for p in resolve_images(spec_)]
+        with counting_skipped() as listed:
+            paths = [p for spec_ in inputs for p in resolve_images(spec_)]
         with open_oracle(oracle, key, concurrency or (spec.concurrency if spec else 8), spec) as orc, \
                 PairStore(out) as store:
             report = run_harvest(orc, paths, store, downscale=downscale or None, resize=resize or None, budget=budget,
                                  price=DEFAULT_PRICE_USD if price is None else price, cost=cost)
+        report.not_images = len(listed.not_images)
         typer.echo(json.dumps(report.as_dict(), indent=2))
 
 

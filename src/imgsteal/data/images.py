@@ -63,8 +63,12 @@ def counting_skipped() -> Iterator[SkippedFiles]:
 
 
 def notice(message: str) -> None:
-    """One plain line on stderr: no warning category, no source line."""
-    print(message, file=sys.stderr, flush=True)
+    """One plain line on stderr: no warning category, no source line; a progress bar on screen is
+    cleared first and redrawn below it."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+    sys.stderr.flush()
 
 
 def skip_unreadable(path: str | Path, error: ImageReadError) -> None:
