@@ -98,7 +98,8 @@ def test_cyclegan_steps_update_every_network_with_finite_losses():
 
 
 def test_ugatit_steps_with_cam_loss_and_rho_clipping():
-    cfg = StyleVictimConfig(arch="ugatit", domain_a="a", domain_b="b", size=32, epochs=2, ngf=4, ndf=4, n_blocks=1)
+    cfg = StyleVictimConfig(arch="ugatit", domain_a="a", domain_b="b", size=32, epochs=2, ngf=4, ndf=4, n_blocks=1,
+                            light=True)
     recipe = build_style_recipe(cfg, CPU)
     assert recipe.g_ab.light and set(recipe.optimizers) == {"generators", "discriminators"}
     assert recipe.optimizers["generators"].param_groups[0]["lr"] == 1e-4  # the U-GAT-IT default

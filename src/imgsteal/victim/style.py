@@ -1,6 +1,7 @@
 """Training the style-transfer victim F_V on unpaired domains: photos (A) -> the secret style set (B).
 
-CycleGAN (Monet-to-Photo setting) or U-GAT-IT light (Selfie-to-Anime setting). The exported model is
+CycleGAN (Monet-to-Photo setting) or U-GAT-IT, full by default as in the paper, or light
+(Selfie-to-Anime setting). The exported model is
 the A -> B generator; it is what the inference server runs. Both domains are decoded once into
 uint8 memory at the load size (size x 286/256, the references' resize-then-crop), and every batch is
 random `size` crops with random horizontal flips, determined by (seed, epoch, index) alone so that a
@@ -50,7 +51,8 @@ class StyleVictimConfig(BaseModel):
     lambda_cycle: float = 10.0
     lambda_identity: float = Field(0.5, description="[cyclegan] identity weight relative to lambda_cycle")
     pool_size: int = Field(50, ge=0, description="[cyclegan] image pool of past fakes")
-    light: bool = Field(True, description="[ugatit] the light variant (pooled features for the AdaLIN MLP)")
+    light: bool = Field(False, description="[ugatit] the light variant (pooled features for the AdaLIN MLP); default "
+                        "the full model, as the paper's Selfie2Anime victim (light: a fraction of the memory at 256 px)")
     init: Literal["reference", "pytorch"] = Field(
         "reference", description="[cyclegan] weight initialisation: reference = N(0, 0.02) as pytorch-CycleGAN-and-pix2pix, "
         "pytorch = PyTorch's defaults (U-GAT-IT always keeps PyTorch's, as its reference does)")
