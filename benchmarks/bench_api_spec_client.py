@@ -1,0 +1,182 @@
+"""The spec-driven oracle's own cost per query, against a mock third-party JSON/base64 API.
+
+The mock (a separate process, no model) takes `{"instances": [{"image": {"b64": ...}}], ...}` with a
+Bearer key and answers `{"predictions": [{"image_b64": ...}]}` holding the same image. Printed:
+
+  raw httpx        concurrent POSTs of ready JSON bodies (base64 done beforehand), nothing else
+  SpecOracle       the oracle alone on ready image bytes: builds the JSON, base64 both ways, parses
+                   the answer, retries logic, thread hand-off
+  harvest()        the whole harvest through SpecOracle: files -> PairStore
+
+as wall ms per query at --concurrency and client CPU ms per query (this process, all threads), and
+the ratio of each to the raw round trip. Goal: the harvest client's overhead below 5 ms per query.
+
+    python benchmarks/bench_api_spec_client.py [--queries 300] [--concurrency 8] [--size 64] [--torch-threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_harvest_client import timed, write_inputs  # noqa: E402  (same folder: one way to make inputs and time)
+
+KEY = "bench-key-0123456789"
+SPEC = {
+    "name": "mock json/base64",
+    "request": {"type": "json", "path": "/v1/predict", "image_path": "instances[0].image.b64",
+                "fields": {"instances": [{"format": "png"}], "parameters": {"scale": 1}}},
+    "response": {"type": "json_base64", "image_path": "predictions[0].image_b64"},
+    "auth": {"env": "BENCH_API_KEY"},
+    "price": {"usd": 0.002},
+}
+
+
+def serve_mock(port_file: Path) -> None:
+    """The mock third-party API: echoes the base64 image back at another JSON path."""
+    import socket
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def predict(request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {KEY}":
+            return JSONResponse({"error": "bad key"}, status_code=401)
+        body = json.loads(await request.body())
+        return JSONResponse({"predictions": [{"image_b64": body["instances"][0]["image"]["b64"]}]})
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    app = Starlette(routes=[Route("/v1/predict", predict, methods=["POST"]), Route("/healthz", healthz)])
+    sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    tmp = port_file.with_name(port_file.name + ".tmp")
+    tmp.write_text(str(sock.getsockname()[1]))
+    os.replace(tmp, port_file)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+
+
+def start_mock(work: Path) -> tuple[subprocess.Popen, str]:
+    port_file = work / "mock.port"
+    process = subprocess.Popen([sys.executable, __file__, "--serve-mock", str(port_file)])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if port_file.exists():
+            url = f"http://127.0.0.1:{int(port_file.read_text())}"
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    return process, url
+            except httpx.TransportError:
+                pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the mock API did not start")
+
+
+def raw_httpx(url: str, bodies: list[bytes], concurrency: int) -> None:
+    """POST ready JSON bodies with `concurrency` workers; read each answer, decode nothing."""
+    async def run() -> None:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        for body in bodies:
+            queue.put_nowait(body)
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
+
+        async def worker(client: httpx.AsyncClient) -> None:
+            while not queue.empty():
+                r = await client.post("/v1/predict", content=queue.get_nowait(), headers=headers)
+                r.raise_for_status()
+
+        async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=concurrency)) as client:
+            await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+
+    asyncio.run(run())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--size", type=int, default=64, help="input side, pixels")
+    parser.add_argument("--torch-threads", type=int, help="torch intra-op threads in this client (default: torch's)")
+    parser.add_argument("--serve-mock", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_mock:
+        serve_mock(args.serve_mock)
+        return 0
+    import torch
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+
+    from imgsteal.attack.api_spec import ApiSpec, SpecOracle
+    from imgsteal.attack.harvest import harvest, prepare_query
+    from imgsteal.data.pairs import PairStore
+
+    spec = ApiSpec.model_validate(SPEC)
+    environ = {"BENCH_API_KEY": KEY}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        paths = write_inputs(work / "inputs", args.queries, args.size)
+        images = [prepare_query(p, None)[0] for p in paths]
+        bodies = [json.dumps({"instances": [{"format": "png", "image": {"b64": base64.b64encode(i).decode()}}],
+                              "parameters": {"scale": 1}}).encode() for i in images]
+        process, url = start_mock(work)
+        try:
+            raw_httpx(url, bodies[: args.concurrency * 2], args.concurrency)  # warm-up
+            results = {}
+            results["raw httpx"] = timed(lambda: raw_httpx(url, bodies, args.concurrency))
+
+            def oracle_only() -> None:
+                with SpecOracle(url, spec, args.concurrency, environ=environ) as oracle:
+                    answers = list(oracle.stream(enumerate(images)))
+                assert all(a.image == images[a.key] for a in answers)
+
+            results["SpecOracle"] = timed(oracle_only)
+
+            def full_harvest() -> None:
+                with SpecOracle(url, spec, args.concurrency, environ=environ) as oracle, \
+                        PairStore(work / "pairs") as store:
+                    report = harvest(oracle, paths, store, progress=False, cost=spec.price.cost)
+                assert report.queried == len(paths), report
+
+            results["harvest()"] = timed(full_harvest)
+        finally:
+            process.terminate()
+            process.wait()
+
+    n = args.queries
+    print(f"{n} queries of {args.size}x{args.size} PNG ({sum(map(len, images)) / n / 1024:.1f} KiB each, "
+          f"{sum(map(len, bodies)) / n / 1024:.1f} KiB as JSON) to a mock JSON/base64 API, "
+          f"concurrency {args.concurrency}, torch threads {torch.get_num_threads()}")
+    ms = {name: (1000 * wall / n, 1000 * cpu / n) for name, (wall, cpu) in results.items()}
+    raw_wall = ms["raw httpx"][0]
+    print(f"{'':12} {'wall ms/query':>14} {'client CPU ms/query':>20} {'wall / raw':>11}")
+    for name, (wall, cpu) in ms.items():
+        print(f"{name:12} {wall:14.2f} {cpu:20.2f} {wall / raw_wall:10.2f}x")
+    verdicts = []
+    for name in ("SpecOracle", "harvest()"):
+        wall, cpu = ms[name]
+        extra = wall - raw_wall
+        met = cpu < 5 and extra < 5
+        verdicts.append(met)
+        print(f"{name} client overhead: {cpu:.2f} ms CPU/query, {extra:+.2f} ms wall/query over raw httpx"
+              f" (ratio {wall / raw_wall:.2f}; goal < 5 ms): {'met' if met else 'NOT met'}")
+    return 0 if all(verdicts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
