@@ -335,8 +335,9 @@ def test_wrong_weights_file_is_rejected(tmp_path):
         feat.load_inception(wrong, "cpu")
     pickled = tmp_path / "pickled.pth"
     torch.save({"model": object()}, pickled)  # needs unpickling of arbitrary objects: refused
-    with pytest.raises(WeightsUnavailableError, match="not a loadable state dict"):
+    with pytest.raises(WeightsUnavailableError, match="holds Python objects besides tensors") as refused:
         feat.load_inception(pickled, "cpu")
+    assert "weights_only" not in str(refused.value)  # imgsteal's message, never torch's advice
 
 
 # ----------------------------------------------------------------------------- KID

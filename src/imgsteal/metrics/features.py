@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from imgsteal.errors import WeightsUnavailableError
-from imgsteal.metrics.inception import FEATURE_DIM, INPUT_SIZE, RESIZE_SETTINGS, FIDInceptionV3
+from imgsteal.metrics.inception import FEATURE_DIM, INPUT_SIZE, RESIZE_SETTINGS, FIDInceptionV3, read_weights_file
 
 FID_WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
@@ -113,9 +113,9 @@ def weights_fingerprint(path: str | os.PathLike) -> str:
 def load_fid_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read and check a FID Inception state dict (tensors only: torch.load with weights_only=True)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise _unavailable(f"{path} is not a loadable state dict ({exc})") from exc
+        state = read_weights_file(path)
+    except ValueError as exc:
+        raise _unavailable(str(exc)) from None
     if not isinstance(state, dict):
         raise _unavailable(f"{path} holds a {type(state).__name__}, not a state dict")
     expected = {k: v.shape for k, v in FIDInceptionV3().state_dict().items() if not k.endswith("num_batches_tracked")}

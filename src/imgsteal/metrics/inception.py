@@ -279,3 +279,19 @@ def random_fid_inception_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
                 nn.init.normal_(module.weight, std=0.01, generator=generator)
                 nn.init.zeros_(module.bias)
     return model.state_dict()
+
+
+def read_weights_file(path) -> object:
+    """torch.load(path, weights_only=True) on the CPU: tensors and plain containers only, never
+    arbitrary unpickling. Raises ValueError with imgsteal's own message (torch's advice to load with
+    weights_only=False is never passed on: that would run code from the file)."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} holds Python objects besides tensors; imgsteal reads weights files as "
+                         "plain state dicts of tensors only and never unpickles objects from them") from None
+    except Exception as exc:  # truncated zip, another format, a legacy file torch cannot parse
+        raise ValueError(f"{path} is not a PyTorch weights file (truncated, or another format: "
+                         f"{type(exc).__name__})") from None
