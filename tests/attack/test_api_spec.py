@@ -251,6 +251,32 @@ def test_json_data_url_in_and_image_url_out_fetched_with_the_key_only_from_the_a
     assert len(api_gets) == 3 and len(cdn.requests) == 3
 
 
+def test_an_expired_image_link_on_another_host_fails_one_query_not_the_harvest(tmp_path):
+    files: dict[str, bytes] = {}
+    lock = threading.Lock()
+
+    def cdn_route(h):
+        if h.path == "/out/0.png":
+            return 403, {}, {"error": "link expired"}
+        return 200, {"Content-Type": "image/png"}, files[h.path]
+
+    with MockApi(cdn_route) as cdn:
+        def route(h):
+            with lock:
+                name = f"/out/{len(files)}.png"
+                files[name] = invert_png(base64.b64decode(json.loads(h.body)["image"]))
+            return 200, {}, {"url": cdn.url + name}
+
+        spec = spec_of(request={"type": "json", "image_path": "image"}, response={"type": "json_url", "url_path": "url"},
+                       auth={"env": "MOCK_API_KEY"})
+        inputs = write_inputs(tmp_path / "in", 3)
+        with MockApi(route) as api:
+            report, oracle, pairs = harvest_all(api.url, spec, inputs, tmp_path / "pairs")
+    assert report.queried == 2 and report.failed == 1
+    assert oracle.stats.refused == 1
+    assert_inverted(pairs, 2)
+
+
 def test_429_with_retry_after_pauses_every_request_and_costs_no_tries(tmp_path):
     state = {"limited": 0, "first_429": None, "after": []}
     lock = threading.Lock()

@@ -364,6 +364,7 @@ class SpecOracle(HttpOracleBase):
         request = spec.request
         endpoint = url if not request.path else url.rstrip("/") + "/" + request.path.lstrip("/")
         self.endpoint = endpoint
+        self._origin = _origin(httpx.URL(endpoint))
         self._secrets: tuple[str, ...] = ()
         auth = None
         if spec.auth is not None:
@@ -377,7 +378,7 @@ class SpecOracle(HttpOracleBase):
                                       " non-ASCII characters (not shown)")
             value = spec.auth.format.replace("{key}", key)
             self._secrets = (key, value)
-            auth = _HeaderAuth(spec.auth.header, value, _origin(httpx.URL(endpoint)))
+            auth = _HeaderAuth(spec.auth.header, value, self._origin)
         retry = RetryPolicy(max_attempts=spec.retry.max_attempts, backoff_base_s=spec.retry.backoff_base_s,
                             backoff_max_s=spec.retry.backoff_max_s, max_rate_limited=spec.rate_limit.max_rate_limited)
         super().__init__(
@@ -388,8 +389,9 @@ class SpecOracle(HttpOracleBase):
         )
         if isinstance(request, JsonRequest):
             self._template = request.template()
-        self._response_path = parse_json_path(getattr(spec.response, "image_path", None)
-                                              or getattr(spec.response, "url_path", None) or "_")
+        response = spec.response
+        self._response_path = (parse_json_path(response.image_path) if isinstance(response, JsonBase64Response)
+                               else parse_json_path(response.url_path) if isinstance(response, JsonUrlResponse) else [])
         self._matched = False  # some answer has matched the response spec
         self._mismatches = 0
 
@@ -477,7 +479,9 @@ class SpecOracle(HttpOracleBase):
         try:
             found = self._extract(done.response)
             if isinstance(found, httpx.URL):
-                fetched = await self._exchange(lambda: self._client.get(found, follow_redirects=True))
+                # A 401/403 from another host (an expired storage link) fails this query, not the harvest.
+                own = _origin(found) == self._origin
+                fetched = await self._exchange(lambda: self._client.get(found, follow_redirects=True), check_key=own)
                 if fetched.response is None:
                     return OracleAnswer(key=key, image=None, error=f"fetching the answer's image: {fetched.error}")
                 if not _is_image(fetched.response.content):
