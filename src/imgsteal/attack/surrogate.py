@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from imgsteal.attack.methods import arch_kind, build_recipe, build_source, natural_epoch_steps
 from imgsteal.attack.methods.few_shot import DEFAULT_ZOOMS
@@ -18,8 +18,22 @@ from imgsteal.errors import ImgstealError
 from imgsteal.train.loop import TrainingResult, run_training
 
 
+# Per-architecture defaults, from each architecture's reference recipe, filled in when a config leaves
+# them unset: SRResNet as Ledig et al. (Adam 1e-4, batch 16); pix2pix as Isola et al.'s reference
+# (Adam 2e-4 with beta1 0.5 - the recipe's own -, batch 1). docs/fidelity.md lists them.
+ARCH_DEFAULTS: dict[str, dict[str, float | int]] = {
+    "srresnet": {"lr": 1e-4, "batch_size": 16},
+    "edsr": {"lr": 1e-4, "batch_size": 16},
+    "pix2pix": {"lr": 2e-4, "batch_size": 1},
+    "pix2pix_resnet": {"lr": 2e-4, "batch_size": 1},
+}
+
+
 class SurrogateConfig(BaseModel):
-    """Everything that defines one surrogate training run (saved as config.json in the run folder)."""
+    """Everything that defines one surrogate training run (saved as config.json in the run folder).
+
+    lr and batch_size left unset (or None) take the architecture's reference values (ARCH_DEFAULTS).
+    """
 
     store: str
     arch: Literal["srresnet", "edsr", "pix2pix", "pix2pix_resnet"] = Field(
@@ -36,17 +50,25 @@ class SurrogateConfig(BaseModel):
     steps: int | None = Field(None, ge=1, description="optimisation steps, whatever the number of pairs "
                               "(compute-matched cells); overrides epochs. None = epochs x steps per epoch")
     augmentation: Augmentation = Augmentation.none
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(16, ge=1)
+    epochs: int = Field(20, ge=1, description="passes over the pairs; pix2pix's reference trains 100 + 100 epochs on "
+                        "sets of 400-3,000 pairs, harvests hold 10^4-10^5, so far fewer epochs give as many steps")
+    batch_size: int = Field(16, ge=1, description="default: 16 (srresnet, edsr), 1 (pix2pix, as its reference)")
     patch: int | None = Field(24, description="input-side crop size; None = whole images")
     repeat: int = Field(1, ge=1, description="passes over the pairs per epoch")
-    lr: float = 1e-4
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate; default: 1e-4 (srresnet, edsr), 2e-4 (pix2pix)")
     # srresnet
     n_blocks: int = 16
     channels: int = 64
     # pix2pix
     size: int = 256
     lambda_l1: float = 100.0
+    init: Literal["reference", "pytorch"] = Field(
+        "reference", description="[pix2pix] weight initialisation: reference = N(0, 0.02) as pytorch-CycleGAN-and-pix2pix, "
+        "pytorch = PyTorch's defaults")
+    test_mode: Literal["eval", "train"] = Field(
+        "eval", description="how the trained generator answers: eval = running batch-norm statistics, no dropout "
+        "(deterministic); train = batch statistics and dropout at test time, one image at a time, as pix2pix's "
+        "reference test script (no --eval). Stored in the model; docs/fidelity.md says why eval is the default")
     # domain-shift (Mi et al.)
     wavelet_weight: float = Field(0.15, ge=0, description="weight of the wavelet high-frequency L1 loss")
     sam_rho: float = Field(0.05, ge=0, description="SAM radius (discriminator; generator for SR); 0 = no SAM")
@@ -55,6 +77,16 @@ class SurrogateConfig(BaseModel):
                                           description="relative crop sizes, one drawn per batch (> 0)")
     device: str = "auto"
     checkpoint_every: int = 200
+
+    @model_validator(mode="before")
+    @classmethod
+    def _arch_defaults(cls, data):
+        """Fill lr and batch_size from ARCH_DEFAULTS when they are not given (or None)."""
+        if isinstance(data, dict):
+            arch = data.get("arch") or "srresnet"
+            defaults = ARCH_DEFAULTS.get(arch, {})
+            data = {**data, **{k: v for k, v in defaults.items() if data.get(k) is None}}
+        return data
 
 
 def select_budget(records: list[PairRecord], budget: int | None, seed: int,
@@ -145,7 +177,7 @@ def train_surrogate(cfg: SurrogateConfig, out_dir: str | Path, *, resume: bool =
     (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
     meta = {"role": "surrogate", "task": kind, "scale": scale, "size_multiple": size_multiple, "seed": cfg.seed,
             **({"size": cfg.size} if kind == "style" else {}), "attack": cfg.attack,
-            "fraction": cfg.fraction, "pairs": len(inputs), "config": cfg.model_dump(mode="json")}
+            "fraction": cfg.fraction, "pairs": len(inputs), "mode": cfg.test_mode, "config": cfg.model_dump(mode="json")}
     length = {"steps": total} if total != epochs * per_epoch else {}
     return run_training(recipe, source, run_dir=out_dir, epochs=epochs, meta=meta, resume=resume,
                         checkpoint_every=cfg.checkpoint_every, progress=progress,

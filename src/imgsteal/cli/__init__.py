@@ -21,6 +21,7 @@ app = typer.Typer(
     # Plain click help: help strings are text, not Rich markup, so "[sr]", "[style]" or "[paper: 20]"
     # print as written (Rich ate them), and flags show no "<bool>" type. Applies to every sub-command.
     rich_markup_mode=None,
+    context_settings={"max_content_width": 120},  # click's default wraps help at 80 columns even on wide terminals
 )
 
 

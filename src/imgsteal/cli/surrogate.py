@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -12,23 +13,42 @@ from imgsteal.cli._common import user_errors
 surrogate_app = typer.Typer(help="The adversary's surrogate F_A.", no_args_is_help=True)
 
 
+class Arch(str, Enum):
+    """SurrogateConfig.arch's choices (a test keeps them equal)."""
+
+    srresnet = "srresnet"
+    edsr = "edsr"
+    pix2pix = "pix2pix"
+    pix2pix_resnet = "pix2pix_resnet"
+
+
+class TestMode(str, Enum):
+    eval = "eval"
+    train = "train"
+
+
 @surrogate_app.command("train")
 def train(
     store: Path = typer.Option(..., help="pair store written by `imgsteal harvest`"),
     out: Path = typer.Option(..., "--out", "-o", help="run folder"),
-    arch: str = typer.Option("srresnet", help="srresnet (super-resolution) or pix2pix (style transfer)"),
+    arch: Arch = typer.Option(Arch.srresnet, help="super-resolution: srresnet (the paper's), edsr; style transfer: "
+                              "pix2pix (the paper's, UNet), pix2pix_resnet (ResNet generator)"),
     seed: int = typer.Option(0, help="seeds the data subset, the initialisation and the batches"),
     fraction: float = typer.Option(1.0, help="share of the stored pairs to train on (0.25, 0.5, 0.75, 1.0)"),
     augmentation: str = typer.Option("none", help="paired augmentation: none, flip, rotation, cutout or contrast"),
-    epochs: int = typer.Option(20),
-    batch_size: int = typer.Option(16),
+    epochs: int = typer.Option(20, help="passes over the pairs (pix2pix's reference: 100 + 100 epochs, but on sets of "
+                               "400-3,000 pairs; a harvest holds far more)"),
+    batch_size: Optional[int] = typer.Option(None, help="default: the architecture's reference, 16 (srresnet, edsr), 1 (pix2pix)"),
     patch: Optional[int] = typer.Option(24, help="input-side crop size (srresnet); pix2pix trains on --size crops"),
     repeat: int = typer.Option(1, help="passes over the pairs per epoch"),
-    lr: float = typer.Option(1e-4),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate; default: the architecture's reference, 1e-4 "
+                                       "(srresnet, edsr), 2e-4 with beta1 0.5 (pix2pix)"),
     n_blocks: int = typer.Option(16, help="[srresnet] residual blocks"),
-    channels: int = typer.Option(64, help="[srresnet] channels"),
+    channels: int = typer.Option(64, help="feature channels (srresnet, edsr; pix2pix: ngf and ndf)"),
     size: int = typer.Option(256, help="[pix2pix] training resolution"),
-    device: str = typer.Option("auto"),
+    test_mode: TestMode = typer.Option(TestMode.eval, help="how the model answers: eval (running statistics, no dropout; "
+                                       "deterministic) or train (batch statistics and dropout, as pix2pix's reference test)"),
+    device: str = typer.Option("auto", help="auto (cuda if present), cpu, cuda, cuda:1 ..."),
     resume: bool = typer.Option(False, help="continue a killed run from its last checkpoint"),
     checkpoint_every: int = typer.Option(200, help="steps between checkpoints"),
 ) -> None:
@@ -36,9 +56,9 @@ def train(
     with user_errors():
         from imgsteal.attack.surrogate import SurrogateConfig, train_surrogate
 
-        cfg = SurrogateConfig(store=str(store), arch=arch, seed=seed, fraction=fraction, augmentation=augmentation,
+        cfg = SurrogateConfig(store=str(store), arch=arch.value, seed=seed, fraction=fraction, augmentation=augmentation,
                               epochs=epochs, batch_size=batch_size, patch=patch, repeat=repeat, lr=lr,
-                              n_blocks=n_blocks, channels=channels, size=size, device=device,
+                              n_blocks=n_blocks, channels=channels, size=size, test_mode=test_mode.value, device=device,
                               checkpoint_every=checkpoint_every)
         result = train_surrogate(cfg, out, resume=resume)
         typer.echo(f"surrogate model: {result.model_path} ({result.steps} steps, {result.images_per_second:.1f} img/s)")

@@ -94,6 +94,8 @@ class Translator:
         h, w = batch.shape[-2:]
         if self.task == "sr" and self.input_size is None and self.tiling is not None and self.tiling.applies(h, w):
             return tiled_forward(self._run, batch.cpu(), self.scale, self.tile_side(), self.tiling.overlap)
+        if self.mode == "train" and len(batch) > 1:  # batch statistics of each image alone, as the reference's batch of 1
+            return torch.cat([self._run(image[None]).cpu() for image in batch])
         return self._run(batch).cpu()
 
     def translate(self, image: torch.Tensor) -> torch.Tensor:
