@@ -9,6 +9,7 @@ import email.parser
 import email.policy
 import io
 import json
+import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -148,7 +149,8 @@ def assert_key_not_on_disk(folder: Path) -> None:
 
 # -- each style, harvested ------------------------------------------------------------------------
 
-def test_multipart_with_extra_fields_and_a_key_header(tmp_path):
+def test_multipart_with_extra_fields_and_a_key_header(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)  # httpx and httpcore at their most talkative: still no key
     seen_fields = []
 
     def route(h):
@@ -171,6 +173,7 @@ def test_multipart_with_extra_fields_and_a_key_header(tmp_path):
     assert_inverted(pairs, 5)
     assert seen_fields == [{"mode": "negative", "scale": "1", "fast": "true"}] * 5
     assert_key_not_on_disk(tmp_path)
+    assert "HTTP Request: POST" in caplog.text and KEY not in caplog.text
 
 
 def test_raw_body_with_put_query_parameters_and_fixed_content_type(tmp_path):
@@ -325,6 +328,7 @@ def test_a_wrong_key_stops_the_harvest_and_is_never_repeated(tmp_path):
     with MockApi(route) as api:
         oracle = SpecOracle(api.url, spec, environ={"MOCK_API_KEY": wrong})
         assert wrong not in repr(oracle) and "MOCK_API_KEY" in repr(oracle)
+        assert wrong not in repr(vars(oracle)) and wrong not in repr(oracle._client.auth)
         with oracle, PairStore(tmp_path / "pairs") as store:
             with pytest.raises(HttpOracleError) as err:
                 harvest(oracle, inputs, store, progress=False)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Hashable, Literal, Mapping, Union
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from imgsteal.attack.http_oracle import HttpOracleBase, HttpOracleError, RetryPolicy, media_type_of
 from imgsteal.attack.oracle import OracleAnswer
@@ -312,12 +312,12 @@ def load_api_spec(path: str | Path) -> ApiSpec:
 class _HeaderAuth(httpx.Auth):
     """Adds the key header to requests for the API's origin only (not to third-party image URLs)."""
 
-    def __init__(self, header: str, value: str, origin: tuple[str, str, int]) -> None:
+    def __init__(self, header: str, value: SecretStr, origin: tuple[str, str, int]) -> None:
         self._header, self._value, self._origin = header, value, origin
 
     def auth_flow(self, request: httpx.Request):
         if _origin(request.url) == self._origin:
-            request.headers[self._header] = self._value
+            request.headers[self._header] = self._value.get_secret_value()
         yield request
 
     def __repr__(self) -> str:
@@ -365,7 +365,7 @@ class SpecOracle(HttpOracleBase):
         endpoint = url if not request.path else url.rstrip("/") + "/" + request.path.lstrip("/")
         self.endpoint = endpoint
         self._origin = _origin(httpx.URL(endpoint))
-        self._secrets: tuple[str, ...] = ()
+        self._secrets: tuple[SecretStr, ...] = ()  # SecretStr: shown as '**********' wherever printed
         auth = None
         if spec.auth is not None:
             key = api_key if api_key is not None else (os.environ if environ is None else environ).get(spec.auth.env)
@@ -374,10 +374,10 @@ class SpecOracle(HttpOracleBase):
                                       f" or empty: export {spec.auth.env}=... or pass a key file")
             key = key.strip()
             if not key or any(ord(c) < 0x21 or ord(c) > 0x7E for c in key):
-                raise HttpOracleError(f"the API key in ${spec.auth.env} is empty or has spaces or control or"
-                                      " non-ASCII characters (not shown)")
-            value = spec.auth.format.replace("{key}", key)
-            self._secrets = (key, value)
+                source = "the key given" if api_key is not None else f"the key in ${spec.auth.env}"
+                raise HttpOracleError(f"{source} is empty or has spaces, control or non-ASCII characters (not shown)")
+            value = SecretStr(spec.auth.format.replace("{key}", key))
+            self._secrets = (SecretStr(key), value)
             auth = _HeaderAuth(spec.auth.header, value, self._origin)
         retry = RetryPolicy(max_attempts=spec.retry.max_attempts, backoff_base_s=spec.retry.backoff_base_s,
                             backoff_max_s=spec.retry.backoff_max_s, max_rate_limited=spec.rate_limit.max_rate_limited)
@@ -401,7 +401,7 @@ class SpecOracle(HttpOracleBase):
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets:
-            text = text.replace(secret, "***")
+            text = text.replace(secret.get_secret_value(), "***")
         return text
 
     def _error_text(self, response: httpx.Response) -> str:
