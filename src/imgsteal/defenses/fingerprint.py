@@ -107,7 +107,7 @@ class FingerprintTrainConfig(BaseModel):
     size: int = Field(128, ge=16, multiple_of=4, description="training crop size, px")
     channels: int = Field(16, ge=1)
     depth: int = Field(2, ge=1)
-    steps: int = Field(3000, ge=1, description="optimisation steps (rounded up to whole epochs of ~100 steps)")
+    steps: int = Field(3000, ge=1, description="optimisation steps, exactly (the progress bar counts these)")
     batch_size: int = Field(16, ge=1)
     lr: float = 1e-3
     image_weight: float = Field(100.0, ge=0, description="weight of the L2 image loss against the BCE bit loss")
@@ -224,7 +224,7 @@ def train_fingerprint(cfg: FingerprintTrainConfig, out_dir: str | Path, *, resum
     epochs = max(1, math.ceil(cfg.steps / source.batches_per_epoch))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
-    training = run_training(recipe, source, run_dir=out_dir, epochs=epochs, resume=resume, progress=progress,
+    training = run_training(recipe, source, run_dir=out_dir, epochs=epochs, steps=cfg.steps, resume=resume, progress=progress,
                             meta={"role": "fingerprint", "bits": cfg.bits, "seed": cfg.seed, "config": cfg.model_dump(mode="json")},
                             checkpoint_every=cfg.checkpoint_every, description="fingerprint")
     meta = {"role": "fingerprint", "bits": cfg.bits, "size": cfg.size, "steps": training.steps,

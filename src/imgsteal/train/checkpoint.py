@@ -162,10 +162,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if found is None:
             raise CheckpointError(f"{path}: no model.safetensors or checkpoints/last.safetensors in this folder")
         path = found
+    given = path
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
     if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        also = f", nor {path}" if path != given else ""
+        raise CheckpointError(f"checkpoint not found: {given} (no such file or folder{also}; expected a run "
+                              "folder or a .safetensors file)")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             header = json.loads((f.metadata() or {}).get(META_KEY, "null"))
