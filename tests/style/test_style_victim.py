@@ -86,7 +86,7 @@ def test_victim_train_style_cli(tmp_path, domains):
     ugatit = runner.invoke(app, [*args[:5], "ugatit", *args[6:-1], str(tmp_path / "ugatit")])
     assert ugatit.exit_code == 0, ugatit.output
     spec = load_checkpoint(tmp_path / "ugatit" / "model.safetensors").meta["archs"]["generator"]
-    assert spec["arch"] == "ugatit" and spec["kwargs"]["light"] is True
+    assert spec["arch"] == "ugatit" and spec["kwargs"]["light"] is False  # the full model by default, as the paper
 
     missing = runner.invoke(app, ["victim", "train", "--task", "style", "--arch", "cyclegan", "--domain-a", domains[0],
                                   "--out", str(tmp_path / "x")])

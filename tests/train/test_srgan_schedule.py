@@ -120,3 +120,28 @@ def test_sr_victim_config_steps_take_precedence_and_are_validated():
         SRVictimConfig(hr=["x"], pretrain_steps=10, gan_steps=5, gan_lr_milestones=[5])
     with pytest.raises(ValidationError, match="increasing"):
         SRVictimConfig(hr=["x"], gan_lr_milestones=[3, 2])
+
+
+def test_victim_train_cli_takes_the_schedule_in_steps(tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from imgsteal.cli import app
+
+    (tmp_path / "hr").mkdir()
+    for i in range(2):
+        Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy()).save(tmp_path / "hr" / f"{i}.png")
+    result = CliRunner().invoke(app, [
+        "victim", "train", "--task", "sr", "--arch", "srgan", "--hr", str(tmp_path / "hr"), "--content-loss", "pixel",
+        "--n-blocks", "1", "--channels", "4", "--patch", "8", "--batch-size", "2", "--repeat", "2",
+        "--pretrain-steps", "2", "--gan-steps", "3", "--gan-lr-milestone", "2", "--device", "cpu", "--out", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    assert "(5 steps" in result.output
+    last = load_checkpoint(tmp_path / "v" / "checkpoints" / "last.safetensors")
+    assert last.meta["optimizers"]["generator"]["param_groups"][0]["lr"] == pytest.approx(1e-5)  # after the milestone
+    assert last.meta["extra_state"]["recipe"]["gan_start"] == 2
+    config = json.loads((tmp_path / "v" / "config.json").read_text())
+    assert config["gan_lr_milestones"] == [2] and config["pretrain_steps"] == 2
+    bad = CliRunner().invoke(app, ["victim", "train", "--task", "sr", "--arch", "srgan", "--hr", str(tmp_path / "hr"),
+                                   "--pretrain-steps", "2", "--out", str(tmp_path / "w")])
+    assert bad.exit_code == 2 and "both pretrain_steps and gan_steps" in bad.output

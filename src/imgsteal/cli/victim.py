@@ -18,6 +18,12 @@ class Task(str, Enum):
     style = "style"
 
 
+class VictimArch(str, Enum):
+    srgan = "srgan"
+    cyclegan = "cyclegan"
+    ugatit = "ugatit"
+
+
 class ContentLoss(str, Enum):
     vgg = "vgg"
     pixel = "pixel"
@@ -26,7 +32,7 @@ class ContentLoss(str, Enum):
 @victim_app.command("train")
 def train(
     task: Task = typer.Option(..., help="sr (super-resolution) or style (unpaired style transfer)"),
-    arch: str = typer.Option(..., help="sr: srgan; style: cyclegan or ugatit"),
+    arch: VictimArch = typer.Option(..., help="sr: srgan; style: cyclegan (Monet-to-Photo) or ugatit (Selfie-to-Anime)"),
     out: Path = typer.Option(..., "--out", "-o", help="run folder (checkpoints, model.safetensors, metrics)"),
     hr: list[str] = typer.Option([], help="[sr] HR training images: a folder or a dataset spec (e.g. div2k:PATH:train); repeatable"),
     scale: int = typer.Option(4, help="[sr] upscaling factor"),
@@ -35,8 +41,14 @@ def train(
     patch: int = typer.Option(24, help="[sr] LR training patch size (HR patch = patch x scale)"),
     batch_size: Optional[int] = typer.Option(None, help="default 16 (sr), 1 (style, as CycleGAN and U-GAT-IT)"),
     repeat: int = typer.Option(1, help="passes over the images per epoch"),
-    pretrain_epochs: int = typer.Option(10, help="[sr] pixel-loss (MSE) pre-training epochs"),
-    gan_epochs: int = typer.Option(10, help="[sr] adversarial epochs"),
+    pretrain_epochs: int = typer.Option(10, help="[sr] pixel-loss (MSE) pre-training epochs (demo scale; the paper's "
+                                        "SRGAN: --pretrain-steps 1000000)"),
+    gan_epochs: int = typer.Option(10, help="[sr] adversarial epochs (demo scale; SRGAN: --gan-steps 200000)"),
+    pretrain_steps: Optional[int] = typer.Option(None, help="[sr] pre-training length in steps; with --gan-steps replaces the epochs"),
+    gan_steps: Optional[int] = typer.Option(None, help="[sr] adversarial length in steps; with --pretrain-steps replaces the epochs"),
+    gan_lr_milestone: list[int] = typer.Option([], help="[sr] steps into the adversarial phase at which the lr is multiplied "
+                                               "by --lr-gamma; repeatable (SRGAN: 100000)"),
+    lr_gamma: float = typer.Option(0.1, help="[sr] learning-rate factor at each milestone"),
     lr: Optional[float] = typer.Option(None, help="default 1e-4 (srgan, ugatit), 2e-4 (cyclegan)"),
     content_loss: ContentLoss = typer.Option(ContentLoss.vgg, help="[sr] vgg (VGG19 relu5_4, needs ImageNet weights) or pixel (offline)"),
     vgg_weights: Optional[Path] = typer.Option(None, help="[sr] VGG19 weights file instead of the torch hub cache"),
@@ -45,7 +57,8 @@ def train(
     size: int = typer.Option(256, help="[style] working resolution"),
     epochs: int = typer.Option(200, help="[style] epochs (constant lr, then linear decay over --decay-epochs)"),
     decay_epochs: Optional[int] = typer.Option(None, help="[style] epochs of linear lr decay at the end (default: half of --epochs)"),
-    light: bool = typer.Option(True, "--ugatit-light/--ugatit-full", help="[style] U-GAT-IT light (default) or full variant"),
+    light: bool = typer.Option(False, "--ugatit-light/--ugatit-full",
+                               help="[style] U-GAT-IT light, or full (the default: the paper's Selfie2Anime victim)"),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto (cuda if present), cpu, cuda, cuda:1 ..."),
     resume: bool = typer.Option(False, help="continue a killed run from its last checkpoint"),
@@ -54,26 +67,28 @@ def train(
     """Train a victim model F_V."""
     with user_errors():
         if task is Task.sr:
-            if arch != "srgan":
-                raise UserError(f"--task sr trains --arch srgan, not {arch!r}")
+            if arch is not VictimArch.srgan:
+                raise UserError(f"--task sr trains --arch srgan, not {arch.value!r}")
             if not hr:
                 raise UserError("--task sr needs --hr DIR (high-resolution training images)")
             from imgsteal.victim.train import SRVictimConfig, train_sr_victim
 
             cfg = SRVictimConfig(hr=hr, scale=scale, n_blocks=16 if n_blocks is None else n_blocks, channels=channels,
                                  patch=patch, batch_size=batch_size or 16, repeat=repeat, pretrain_epochs=pretrain_epochs,
-                                 gan_epochs=gan_epochs, lr=lr or 1e-4, content_loss=content_loss.value,
+                                 gan_epochs=gan_epochs, pretrain_steps=pretrain_steps, gan_steps=gan_steps,
+                                 gan_lr_milestones=gan_lr_milestone, lr_gamma=lr_gamma, lr=lr or 1e-4,
+                                 content_loss=content_loss.value,
                                  vgg_weights=str(vgg_weights) if vgg_weights else None, seed=seed, device=device,
                                  checkpoint_every=checkpoint_every)
             result = train_sr_victim(cfg, out, resume=resume)
         else:
-            if arch not in ("cyclegan", "ugatit"):
-                raise UserError(f"--task style trains --arch cyclegan or ugatit, not {arch!r}")
+            if arch not in (VictimArch.cyclegan, VictimArch.ugatit):
+                raise UserError(f"--task style trains --arch cyclegan or ugatit, not {arch.value!r}")
             if not domain_a or not domain_b:
                 raise UserError("--task style needs --domain-a DIR and --domain-b DIR")
             from imgsteal.victim.style import StyleVictimConfig, train_style_victim
 
-            cfg = StyleVictimConfig(arch=arch, domain_a=domain_a, domain_b=domain_b, size=size, epochs=epochs,
+            cfg = StyleVictimConfig(arch=arch.value, domain_a=domain_a, domain_b=domain_b, size=size, epochs=epochs,
                                     decay_epochs=decay_epochs, batch_size=batch_size or 1, repeat=repeat, lr=lr,
                                     ngf=channels, ndf=channels, n_blocks=n_blocks, light=light, seed=seed, device=device,
                                     checkpoint_every=checkpoint_every)
