@@ -51,7 +51,7 @@ def train(
     lr_gamma: float = typer.Option(0.1, help="[sr] learning-rate factor at each milestone"),
     lr: Optional[float] = typer.Option(None, help="default 1e-4 (srgan, ugatit), 2e-4 (cyclegan)"),
     content_loss: ContentLoss = typer.Option(ContentLoss.vgg, help="[sr] vgg (VGG19 relu5_4, needs ImageNet weights) or pixel (offline)"),
-    vgg_weights: Optional[Path] = typer.Option(None, help="[sr] VGG19 weights file instead of the torch hub cache"),
+    vgg_weights: Optional[Path] = typer.Option(None, help="[sr] VGG19 weights file (a torchvision vgg19 state dict, whole or features.* only) instead of the torch hub cache"),
     domain_a: Optional[str] = typer.Option(None, help="[style] domain A images (photos): folder or dataset spec"),
     domain_b: Optional[str] = typer.Option(None, help="[style] domain B images (the secret style set)"),
     size: int = typer.Option(256, help="[style] working resolution"),
