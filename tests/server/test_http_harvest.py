@@ -208,3 +208,12 @@ def test_an_empty_key_file_is_a_clear_error(tmp_path):
     assert result.exit_code == 2 and "one line" in result.stderr
     assert missing.exit_code == 2 and "no such file" in missing.stderr
     assert seen == []
+
+
+def test_a_key_no_header_can_carry_is_refused_without_showing_it(tmp_path):
+    with keyed_echo_api() as (url, seen):
+        padded = run_harvest_cli(tmp_path, url, env={"IMGSTEAL_API_KEY": f"  {KEY}\n"})
+        broken = run_harvest_cli(tmp_path, url, env={"IMGSTEAL_API_KEY": "isk_1_secret part"})
+    assert padded.exit_code == 0, padded.output  # surrounding whitespace is dropped
+    assert broken.exit_code == 2 and "not shown" in broken.stderr and "secret" not in broken.output
+    assert set(seen) == {f"Bearer {KEY}"}

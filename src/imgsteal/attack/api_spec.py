@@ -29,7 +29,7 @@ from typing import Annotated, Any, Hashable, Literal, Mapping, Union
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from imgsteal.attack.http_oracle import HttpOracleBase, HttpOracleError, RetryPolicy, media_type_of
+from imgsteal.attack.http_oracle import HttpOracleBase, HttpOracleError, RetryPolicy, check_api_key, media_type_of
 from imgsteal.attack.oracle import OracleAnswer
 from imgsteal.errors import ImgstealError
 
@@ -372,10 +372,7 @@ class SpecOracle(HttpOracleBase):
             if not key:
                 raise HttpOracleError(f"the API key is read from ${spec.auth.env} (the spec's auth.env), which is not set"
                                       f" or empty: export {spec.auth.env}=... or pass a key file")
-            key = key.strip()
-            if not key or any(ord(c) < 0x21 or ord(c) > 0x7E for c in key):
-                source = "the key given" if api_key is not None else f"the key in ${spec.auth.env}"
-                raise HttpOracleError(f"{source} is empty or has spaces, control or non-ASCII characters (not shown)")
+            key = check_api_key(key, "the key given" if api_key is not None else f"the key in ${spec.auth.env}")
             value = SecretStr(spec.auth.format.replace("{key}", key))
             self._secrets = (SecretStr(key), value)
             auth = _HeaderAuth(spec.auth.header, value, self._origin)

@@ -98,6 +98,15 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, seconds)
 
 
+def check_api_key(key: str, source: str = "the API key") -> str:
+    """`key` without surrounding whitespace; HttpOracleError (never showing it) if what is left is
+    empty or not printable ASCII, which no HTTP header could carry."""
+    key = key.strip()
+    if not key or any(ord(c) < 0x21 or ord(c) > 0x7E for c in key):
+        raise HttpOracleError(f"{source} is empty or has spaces, control or non-ASCII characters (not shown)")
+    return key
+
+
 def _error_text(response: httpx.Response) -> str:
     """`HTTP <status>: <detail>`, the detail from a JSON error body ({"error"|"detail"|"message": ...})."""
     detail = None
@@ -340,7 +349,7 @@ class HttpOracle(HttpOracleBase):
                 base = base[: -len(suffix)]
         headers = {"User-Agent": "imgsteal-harvest"}
         if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
+            headers["Authorization"] = f"Bearer {check_api_key(api_key)}"
         super().__init__(base, concurrency, timeout_s=timeout_s, retry=retry, transport=transport,
                          client_options={"base_url": base, "headers": headers})
         self._check = check
