@@ -280,6 +280,36 @@ def test_an_expired_image_link_on_another_host_fails_one_query_not_the_harvest(t
     assert_inverted(pairs, 2)
 
 
+def test_a_redirect_to_another_host_does_not_carry_a_custom_key_header(tmp_path):
+    files: dict[str, bytes] = {}
+    lock = threading.Lock()
+
+    def cdn_route(h):
+        assert "X-Api-Key" not in h.headers, "the key followed a redirect to another host"
+        return 200, {"Content-Type": "image/png"}, files[urlsplit(h.path).path]
+
+    with MockApi(cdn_route) as cdn:
+        def route(h):
+            if (refused := unauthorised(h, "X-Api-Key", KEY)):
+                return refused
+            if h.command == "GET":  # /result/N on the API redirects to the CDN
+                return 302, {"Location": f"{cdn.url}/out/{h.path.rsplit('/', 1)[1]}.png"}, b""
+            with lock:
+                number = len(files)
+                files[f"/out/{number}.png"] = invert_png(base64.b64decode(json.loads(h.body)["image"]))
+            return 200, {}, {"result": f"/result/{number}"}
+
+        spec = spec_of(request={"type": "json", "image_path": "image"},
+                       response={"type": "json_url", "url_path": "result"},
+                       auth={"env": "MOCK_API_KEY", "header": "X-Api-Key", "format": "{key}"})
+        inputs = write_inputs(tmp_path / "in", 4)
+        with MockApi(route) as api:
+            report, _, pairs = harvest_all(api.url, spec, inputs, tmp_path / "pairs")
+    assert report.queried == 4 and report.failed == 0
+    assert len(cdn.requests) == 4
+    assert_inverted(pairs, 4)
+
+
 def test_429_with_retry_after_pauses_every_request_and_costs_no_tries(tmp_path):
     state = {"limited": 0, "first_429": None, "after": []}
     lock = threading.Lock()

@@ -38,6 +38,7 @@ SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x
 # Answers with no successful parse yet: after this many that do not match the spec, the spec (not the
 # images) is taken to be wrong and the harvest stops instead of paying for more.
 MISMATCHES_BEFORE_STOP = 3
+MAX_REDIRECTS = 5  # hops followed when fetching a json_url answer
 
 
 class ApiSpecError(ImgstealError):
@@ -318,6 +319,8 @@ class _HeaderAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request):
         if _origin(request.url) == self._origin:
             request.headers[self._header] = self._value.get_secret_value()
+        else:
+            request.headers.pop(self._header, None)
         yield request
 
     def __repr__(self) -> str:
@@ -405,7 +408,9 @@ class SpecOracle(HttpOracleBase):
         return self._redact(super()._error_text(response))
 
     def _refuse_key(self, response: httpx.Response) -> None:
-        if response.status_code in (401, 403):
+        # Only the API's own origin judges the key; a 401/403 from another host (an expired storage
+        # link) fails that query, not the harvest.
+        if response.status_code in (401, 403) and _origin(response.request.url) == self._origin:
             where = f"${self.spec.auth.env}" if self.spec.auth else "none: the spec has no auth section"
             raise HttpOracleError(f"{self.endpoint} refused the request as unauthorised ({self._error_text(response)});"
                                   f" the key comes from {where}")
@@ -429,6 +434,19 @@ class SpecOracle(HttpOracleBase):
             options["content"] = prefix + encoded + suffix
             options["headers"] = {"Content-Type": "application/json"}
         return lambda: self._client.request(request.method, self.endpoint, **options)
+
+    async def _fetch(self, url: httpx.URL) -> httpx.Response:
+        """GET `url`, following redirects here, one request per hop, so the auth hook decides per hop
+        whether the key goes with it (httpx's own redirects would carry a custom key header along)."""
+        for _ in range(MAX_REDIRECTS + 1):
+            response = await self._client.get(url)
+            location = response.headers.get("location")
+            if not (response.is_redirect and location):
+                break
+            url = response.url.join(location)
+            if url.scheme not in ("http", "https"):
+                break
+        return response  # a 3xx left after MAX_REDIRECTS hops fails the query like any other refusal
 
     def _extract(self, response: httpx.Response) -> bytes | httpx.URL:
         """The image bytes, or the URL to fetch them from; AnswerMismatch when the answer does not fit the spec."""
@@ -476,9 +494,7 @@ class SpecOracle(HttpOracleBase):
         try:
             found = self._extract(done.response)
             if isinstance(found, httpx.URL):
-                # A 401/403 from another host (an expired storage link) fails this query, not the harvest.
-                own = _origin(found) == self._origin
-                fetched = await self._exchange(lambda: self._client.get(found, follow_redirects=True), check_key=own)
+                fetched = await self._exchange(lambda: self._fetch(found))
                 if fetched.response is None:
                     return OracleAnswer(key=key, image=None, error=f"fetching the answer's image: {fetched.error}")
                 if not _is_image(fetched.response.content):

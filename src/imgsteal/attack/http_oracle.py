@@ -232,9 +232,8 @@ class HttpOracleBase:
             if slot > now:
                 await asyncio.sleep(slot - now)
 
-    async def _exchange(self, send: Callable[[], Awaitable[httpx.Response]], *, check_key: bool = True) -> Exchange:
-        """Call `send()` until it answers 2xx or fails for good; raises HttpOracleError on a refused key
-        (`_refuse_key`; with check_key=False a 401/403 fails this request only).
+    async def _exchange(self, send: Callable[[], Awaitable[httpx.Response]]) -> Exchange:
+        """Call `send()` until it answers 2xx or fails for good; raises HttpOracleError on a refused key.
 
         Time-outs, connection errors and `transient_status` are retried with backoff (at most
         `retry.max_attempts` tries); `rate_limit_status` pauses every request of this oracle for
@@ -257,8 +256,7 @@ class HttpOracleBase:
                 status = response.status_code
                 if 200 <= status < 300:
                     return Exchange(response, latency_s=time.perf_counter() - started)
-                if check_key:
-                    self._refuse_key(response)
+                self._refuse_key(response)
                 retry_after = parse_retry_after(response.headers.get(self.retry_after_header))
                 if status in self.rate_limit_status:
                     self.stats.rate_limited += 1
