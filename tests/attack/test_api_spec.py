@@ -441,6 +441,19 @@ def test_cli_harvest_with_an_api_spec_reads_the_key_from_the_spec_variable(tmp_p
     assert KEY not in result.output
     assert_key_not_on_disk(tmp_path)
 
+    # The key from an owner-only file instead of the spec's variable; --price replaces the spec's price.
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(KEY + "\n")
+    key_file.chmod(0o600)
+    with MockApi(route) as api:
+        result = CliRunner().invoke(app, ["harvest", "--oracle", api.url, "--api-spec", str(spec_file),
+                                          "--api-key-file", str(key_file), "--price", "0.5",
+                                          "--inputs", str(tmp_path / "in"), "--out", str(tmp_path / "pairs-file")],
+                                    env={"MOCK_API_KEY": None})
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["queried"] == 3 and report["spent_usd"] == pytest.approx(3 * 0.5 * 12 * 12 / 65536)
+
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"request": {"type": "json", "imagepath": "image"},
                                    "response": {"type": "image"}, "price": {"usd": 0.04}}))
