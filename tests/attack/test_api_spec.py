@@ -205,7 +205,8 @@ def test_json_base64_in_and_out_at_nested_paths(tmp_path):
         assert h.headers["Content-Type"] == "application/json"
         assert body["parameters"] == {"scale": 1} and body["instances"][0]["prompt"] == "neg"
         image = base64.b64decode(body["instances"][0]["image"]["b64"], validate=True)
-        return 200, {}, {"predictions": [{"id": 1, "output": base64.b64encode(invert_png(image)).decode()}]}
+        wrapped = base64.encodebytes(invert_png(image)).decode()  # MIME line-wrapped, 76 characters a line
+        return 200, {}, {"predictions": [{"id": 1, "output": wrapped}]}
 
     spec = spec_of(request={"type": "json", "path": "/v1/predict", "image_path": "instances[0].image.b64",
                             "fields": {"instances": [{"prompt": "neg"}], "parameters": {"scale": 1}}},

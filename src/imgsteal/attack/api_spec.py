@@ -478,6 +478,8 @@ class SpecOracle(HttpOracleBase):
             return target
         if value.startswith("data:"):
             value = value.partition(",")[2]
+        if "\n" in value or "\r" in value:  # MIME-style line-wrapped base64
+            value = "".join(value.split())
         try:
             image = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
