@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -72,6 +71,16 @@ def test_large_inputs_are_tiled_by_default_small_ones_are_not():
     assert translator.tiling is None
     default = TilingConfig()
     assert not default.applies(510, 339) and default.applies(1356, 2040)
+
+
+def test_tiling_recorded_on_import_reaches_the_translator(tmp_path: Path):
+    torch.save({"params_ema": ref.msrresnet_state(nf=8, nb=1)}, tmp_path / "net_g.pth")
+    result = runner.invoke(app, ["victim", "import", str(tmp_path / "net_g.pth"), "--out", str(tmp_path / "run"),
+                                 "--tile", "64", "--tile-above", "4096"])
+    assert result.exit_code == 0, result.output
+    translator = load_translator(tmp_path / "run", "cpu")
+    assert translator.tiling == TilingConfig(tile=64, above_pixels=4096)
+    assert translator.tiling.applies(65, 64) and not translator.tiling.applies(64, 64)
 
 
 def test_translate_cli_is_resumable_and_names_outputs_by_stem(tmp_path: Path):

@@ -120,6 +120,10 @@ def import_(
     input_size: Optional[int] = typer.Option(None, help="[onnx/torchscript] square side the network needs; inputs are resized to it and back"),
     size_multiple: Optional[int] = typer.Option(None, help="pad inputs to a multiple of this (reflect), output cropped back"),
     train_mode: bool = typer.Option(False, "--train-mode", help="answer with batch statistics and dropout (the reference test scripts without --eval); default: eval mode"),
+    tile: Optional[int] = typer.Option(None, help="[sr] tile side in input px for large inputs (0: never tile; default 512)"),
+    tile_overlap: Optional[int] = typer.Option(None, help="[sr] context px around each tile (default 16)"),
+    tile_above: Optional[int] = typer.Option(None, help="[sr] tile only inputs above this many pixels (default 1048576)"),
+    tile_memory_mb: Optional[float] = typer.Option(None, help="[sr] activation memory bound in MiB; the tile side is chosen to fit it"),
     overwrite: bool = typer.Option(False, help="replace a model already in --out"),
 ) -> None:
     """Import a public checkpoint (CycleGAN, U-GAT-IT, BasicSR, ESRGAN, SRGAN-PyTorch, ONNX, TorchScript) as a victim run folder."""
@@ -135,7 +139,9 @@ def import_(
                                     input_size=input_size, size_multiple=size_multiple, train_mode=train_mode)
         except ValidationError as exc:
             raise UserError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())) from None
-        result = import_model(file, out, options, overwrite=overwrite)
+        given = dict(tile=tile, overlap=tile_overlap, above_pixels=tile_above, memory_mb=tile_memory_mb)
+        tiling = {k: v for k, v in given.items() if v is not None} or None
+        result = import_model(file, out, options, overwrite=overwrite, tiling=tiling)
         d = result.info["detected"]
         variant = d.get("variant") or d.get("arch") or d["format"]
         typer.echo(f"imported {file} as {d['format']} {variant} ({result.info['task']}, x{result.info['scale']}) "

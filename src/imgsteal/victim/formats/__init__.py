@@ -133,8 +133,11 @@ def _sha256(path: Path) -> str:
 
 
 def import_model(path: str | Path, out: str | Path, options: ImportOptions | None = None,
-                 overwrite: bool = False) -> ImportResult:
-    """Import `path` into the run folder `out` (created; an existing import is replaced only with overwrite)."""
+                 overwrite: bool = False, tiling: dict | None = None) -> ImportResult:
+    """Import `path` into the run folder `out` (created; an existing import is replaced only with overwrite).
+
+    tiling: TilingConfig fields recorded for the run (super-resolution: used by serve, translate, experiments).
+    """
     from imgsteal.train.checkpoint import save_checkpoint
 
     options = options or ImportOptions()
@@ -156,12 +159,17 @@ def import_model(path: str | Path, out: str | Path, options: ImportOptions | Non
         "size_multiple": imported.size_multiple, "input_size": imported.input_size, "contract": imported.contract,
         "mode": "train" if options.train_mode else "eval",
     }
+    if tiling:
+        from imgsteal.victim.tiling import TilingConfig
+
+        info["tiling"] = TilingConfig(**tiling).model_dump()
     if runtime == "torch":
         info["model_file"] = "model.safetensors"
         meta = {"role": "victim", "task": imported.task, "scale": imported.scale,
                 "size_multiple": imported.size_multiple, "export": "generator",
                 "archs": {"generator": {"arch": imported.arch, "kwargs": imported.kwargs}},
                 "contract": imported.contract, "input_size": imported.input_size, "mode": info["mode"],
+                **({"tiling": info["tiling"]} if "tiling" in info else {}),
                 "imported": {"format": imported.format, "sha256": source["sha256"], "source": source["path"]}}
         save_checkpoint(out / "model.safetensors", meta, {"generator": imported.module})
     else:

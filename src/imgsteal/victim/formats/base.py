@@ -96,8 +96,16 @@ def preview(keys: Any, n: int = 6) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
 
 
+def build_empty(arch: str, **kwargs: Any) -> nn.Module:
+    """The registered architecture with weights on the meta device (no random init: load_exact fills it)."""
+    from imgsteal.models import build_model
+
+    with torch.device("meta"):
+        return build_model(arch, **kwargs)
+
+
 def load_exact(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """load_state_dict(strict) with shapes checked first; FormatMismatch naming the keys that differ."""
+    """Load `state` into `module` (built by build_empty) exactly: FormatMismatch naming the keys that differ."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -112,7 +120,17 @@ def load_exact(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> 
         if wrong:
             parts.append(f"wrong shape {preview(wrong, 3)}")
         raise FormatMismatch(f"{what}: the weights do not fit the architecture: " + "; ".join(parts))
-    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    seen: set[int] = set()
+    owned = {}
+    for key, value in state.items():
+        value = value.detach().to(expected[key].dtype).contiguous()
+        if value.data_ptr() in seen:  # a tensor shared by two entries: each parameter gets its own
+            value = value.clone()
+        seen.add(value.data_ptr())
+        owned[key] = value
+    module.load_state_dict(owned, assign=True)
+    for p in module.parameters():
+        p.requires_grad_(True)
 
 
 def count_indices(state: dict[str, torch.Tensor], prefix: str) -> int:

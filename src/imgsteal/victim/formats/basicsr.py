@@ -13,9 +13,8 @@ import re
 
 import torch
 
-from imgsteal.models import build_model
-from imgsteal.victim.formats.base import (DiscriminatorFileError, FormatMismatch, Imported, count_indices, load_exact,
-                                          tensor_dict)
+from imgsteal.victim.formats.base import (DiscriminatorFileError, FormatMismatch, Imported, build_empty,
+                                          count_indices, load_exact, tensor_dict)
 
 _SR_CONTRACT = {"input_range": [0.0, 1.0], "output_range": [0.0, 1.0], "channel_order": "rgb"}
 
@@ -46,7 +45,7 @@ def _rrdb(state: dict[str, torch.Tensor], fmt: str, details: dict) -> Imported:
         raise FormatMismatch(f"{fmt}: conv_first takes {state['conv_first.weight'].shape[1]} channels, not 3 x 1, 4 or 16")
     kwargs = dict(in_channels=out_ch, out_channels=out_ch, scale=4 // fold, channels=channels,
                   n_blocks=count_indices(state, "body."), growth=int(state["body.0.rdb1.conv1.weight"].shape[0]))
-    module = build_model("rrdbnet", **kwargs)
+    module = build_empty("rrdbnet", **kwargs)
     load_exact(module, state, f"{fmt} RRDBNet")
     details = {"arch": "RRDBNet", "n_blocks": kwargs["n_blocks"], **details}
     return Imported(module, fmt, "sr", 4 // fold, fold, "rrdbnet", kwargs, contract=dict(_SR_CONTRACT), details=details)
@@ -63,7 +62,7 @@ def _msrresnet(state: dict[str, torch.Tensor], details: dict) -> Imported:
                                  f"not {channels} x 4 or x 9")
     kwargs = dict(in_channels=int(state["conv_first.weight"].shape[1]), out_channels=int(state["conv_last.weight"].shape[0]),
                   channels=channels, n_blocks=count_indices(state, "body."), scale=scale)
-    module = build_model("msrresnet", **kwargs)
+    module = build_empty("msrresnet", **kwargs)
     load_exact(module, state, "basicsr MSRResNet")
     return Imported(module, "basicsr", "sr", scale, 1, "msrresnet", kwargs, contract=dict(_SR_CONTRACT),
                     details={"arch": "MSRResNet", "n_blocks": kwargs["n_blocks"], **details})

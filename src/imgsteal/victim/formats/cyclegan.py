@@ -15,9 +15,8 @@ import re
 
 import torch
 
-from imgsteal.models import build_model
-from imgsteal.victim.formats.base import (DiscriminatorFileError, FormatMismatch, Imported, count_indices, load_exact,
-                                          tensor_dict)
+from imgsteal.victim.formats.base import (DiscriminatorFileError, FormatMismatch, Imported, build_empty,
+                                          count_indices, load_exact, tensor_dict)
 
 NAME = "cyclegan"
 _STATS = ("running_mean", "running_var", "num_batches_tracked")
@@ -61,7 +60,7 @@ def _resnet(state: dict[str, torch.Tensor]) -> Imported:
     out_ch = state[f"model.{last}.weight"].shape[0]
     kwargs = dict(in_channels=int(in_ch), out_channels=int(out_ch), ngf=int(ngf), n_blocks=len(blocks), norm=norm,
                   use_dropout=dropout)
-    module = build_model("resnet_generator", **kwargs)
+    module = build_empty("resnet_generator", **kwargs)
     load_exact(module, state, f"cyclegan resnet_{len(blocks)}blocks")
     return Imported(module, NAME, "style", 1, 1, "resnet_generator", kwargs,
                     contract=_unit_contract(), details={"variant": f"resnet_{len(blocks)}blocks", "norm": norm,
@@ -84,7 +83,7 @@ def _unet(state: dict[str, torch.Tensor]) -> Imported:
         mapped[_unet_key(key, depth)] = value
     kwargs = dict(in_channels=int(in_ch), out_channels=int(out_ch), ngf=int(ngf), depth=depth, norm=norm,
                   use_dropout=True)
-    module = build_model("unet", **kwargs)
+    module = build_empty("unet", **kwargs)
     load_exact(module, mapped, f"pix2pix unet (depth {depth})")
     return Imported(module, NAME, "style", 1, 2**depth, "unet", kwargs, contract=_unit_contract(),
                     details={"variant": f"unet_{2**depth}", "norm": norm, "dropped_keys": dropped})

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from imgsteal.models import build_model
-from imgsteal.victim.formats.base import DiscriminatorFileError, FormatMismatch, Imported, count_indices, load_exact, tensor_dict
+from imgsteal.victim.formats.base import (DiscriminatorFileError, FormatMismatch, Imported, build_empty,
+                                          count_indices, load_exact, tensor_dict)
 
 NAME = "srgan-pytorch"
 _ALIASES = {"head": ("conv_block1", "conv1"), "mid": ("conv_block2", "conv2"), "tail": ("conv_block3", "conv3")}
@@ -42,11 +42,10 @@ def convert(obj, options) -> Imported:
         "head.1.weight": state[f"{head}.1.weight"],
         "tail.weight": state[f"{tail}.weight"], "tail.bias": state[f"{tail}.bias"],
     }
-    zeros = torch.zeros(channels)
 
     def conv_bn(src_conv: str, src_bn: str, dst_conv: str, dst_bn: str) -> None:
         mapped[f"{dst_conv}.weight"] = state[f"{src_conv}.weight"]
-        mapped[f"{dst_conv}.bias"] = state.get(f"{src_conv}.bias", zeros)
+        mapped[f"{dst_conv}.bias"] = state.get(f"{src_conv}.bias", torch.zeros(channels))
         for leaf in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
             if f"{src_bn}.{leaf}" in state:
                 mapped[f"{dst_bn}.{leaf}"] = state[f"{src_bn}.{leaf}"]
@@ -61,7 +60,7 @@ def convert(obj, options) -> Imported:
         mapped[f"upsample.{3 * k}.bias"] = state[f"upsampling.{k}.upsample_block.0.bias"]
         mapped[f"upsample.{3 * k + 2}.weight"] = state[f"upsampling.{k}.upsample_block.2.weight"]
     kwargs = dict(scale=scale, n_blocks=n_blocks, channels=channels)
-    module = build_model("srresnet", **kwargs)
+    module = build_empty("srresnet", **kwargs)
     load_exact(module, mapped, "srgan-pytorch SRResNet")
     return Imported(module, NAME, "sr", scale, 1, "srresnet", kwargs,
                     contract={"input_range": [0.0, 1.0], "output_range": [0.0, 1.0], "channel_order": "rgb"},

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import re
 
-from imgsteal.models import build_model
-from imgsteal.victim.formats.base import DiscriminatorFileError, FormatMismatch, Imported, load_exact, strip_prefixes
+from imgsteal.victim.formats.base import (DiscriminatorFileError, FormatMismatch, Imported, build_empty,
+                                          load_exact, strip_prefixes)
 
 NAME = "ugatit"
 GENERATORS = {"a2b": "genA2B", "b2a": "genB2A"}
@@ -52,7 +52,7 @@ def convert(obj, options) -> Imported:
             raise FormatMismatch(f"ugatit: FC.0 input width {mlp_in} fits neither light ({c}) nor full ((size/4)^2 x {c})")
         light, size = False, side * 4
     kwargs = dict(in_channels=in_ch, out_channels=out_ch, ngf=ngf, n_blocks=n_blocks, image_size=size, light=light)
-    module = build_model("ugatit", **kwargs)
+    module = build_empty("ugatit", **kwargs)
     load_exact(module, state, f"ugatit {key}")
     return Imported(module, NAME, "style", 1, 1, "ugatit", kwargs,
                     contract={"input_range": [0.0, 1.0], "output_range": [0.0, 1.0], "channel_order": "rgb",
