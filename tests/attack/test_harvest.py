@@ -77,6 +77,7 @@ def _harvest_cmd(victim, inputs, store):
     return [sys.executable, "-c", code, "harvest", "--oracle", str(victim), "--inputs", str(inputs), "--out", str(store)]
 
 
+@pytest.mark.slow  # over 10 s on the busy 2-core box (subprocesses / served model / reference features)
 def test_harvest_killed_at_any_moment_loses_no_answered_pair(tmp_path, sr_victim):
     write_images(tmp_path / "x", 400, size=(32, 32), seed=3)
     store = tmp_path / "store"

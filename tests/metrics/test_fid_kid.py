@@ -136,6 +136,7 @@ def count_forwards(monkeypatch) -> list[int]:
 # ----------------------------------------------------------------------------- agreement with pytorch-fid
 
 
+@pytest.mark.slow  # over 10 s on the busy 2-core box (subprocesses / served model / reference features)
 def test_features_equal_pytorch_fid(pytorch_fid_features, our_features):
     for ours, theirs in zip(our_features, pytorch_fid_features):
         assert ours.shape == theirs.shape == (4, 2048)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import imgsteal.attack
 
 ATTACK_DIR = Path(imgsteal.attack.__file__).parent
@@ -40,6 +42,7 @@ def test_no_attack_source_file_imports_the_victim():
         assert not bad, f"{path} imports {bad}"
 
 
+@pytest.mark.slow  # over 10 s on the busy 2-core box (subprocesses / served model / reference features)
 def test_importing_every_attack_module_loads_nothing_of_the_victim():
     code = """
 import importlib, json, pkgutil, sys

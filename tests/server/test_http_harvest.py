@@ -48,6 +48,7 @@ def stored_count(store: Path) -> int:
         return 0
 
 
+@pytest.mark.slow  # over 10 s on the busy 2-core box (subprocesses / served model / reference features)
 def test_served_oracle_harvests_over_http_and_stops_the_server(tiny_victim, tmp_path):
     from imgsteal.victim.launch import served_oracle
 
@@ -64,6 +65,7 @@ def test_served_oracle_harvests_over_http_and_stops_the_server(tiny_victim, tmp_
         httpx.get(f"{url}/healthz", timeout=2)
 
 
+@pytest.mark.slow  # over 10 s on the busy 2-core box (subprocesses / served model / reference features)
 def test_killed_harvest_resumes_with_every_input_answered_once(live_server, tmp_path):
     count, concurrency = 60, 4
     inputs = write_inputs(tmp_path / "adversary", count)

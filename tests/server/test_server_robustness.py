@@ -8,6 +8,7 @@ import io
 import os
 
 import httpx
+import pytest
 from PIL import Image
 
 from imgsteal.data.images import sha256_bytes
@@ -51,6 +52,7 @@ def malformed_corpus(kit) -> list[tuple[str, dict, int]]:
     ]
 
 
+@pytest.mark.slow  # over 10 s on the busy 2-core box (subprocesses / served model / reference features)
 def test_malformed_requests_get_their_4xx_and_the_server_stays_up(live_server, kit):
     key = live_server.create_key("malformed")
     with httpx.Client(base_url=live_server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
@@ -68,6 +70,7 @@ def test_malformed_requests_get_their_4xx_and_the_server_stays_up(live_server, k
 CLIENTS, REQUESTS = 16, 50
 
 
+@pytest.mark.slow  # over 10 s on the busy 2-core box (subprocesses / served model / reference features)
 def test_16_concurrent_clients_get_no_5xx_and_the_log_holds_exactly_the_answers(live_server, kit):
     key = live_server.create_key("load")
     inputs = [kit.png_bytes(16, 16, seed=1000 + i) for i in range(CLIENTS * 4)]
