@@ -132,3 +132,39 @@ def test_imported_style_victim_answers_through_local_oracle(tmp_path: Path):
     query = decode_image(encode_png(image))[None]
     expected = ((ref.cyclegan_resnet_forward(state, query * 2 - 1, 1, "instance") + 1) / 2).clamp(0, 1)[0]
     assert (decode_image(answers[0].image) - expected).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_server_answers_large_inputs_of_an_imported_victim_in_tiles(tmp_path: Path):
+    """The HTTP API serves an imported SR run; inputs above the run's tiling threshold go through tiles."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from imgsteal.data.images import decode_image, encode_png
+    from imgsteal.victim.accounts import AccountsDB
+    from imgsteal.victim.server import ServerSettings, create_app
+
+    state = ref.rrdbnet_state(nf=8, nb=1, gc=4)
+    torch.save({"params_ema": state}, tmp_path / "net_g.pth")
+    result = runner.invoke(app, ["victim", "import", str(tmp_path / "net_g.pth"), "--out", str(tmp_path / "run"),
+                                 "--tile", "24", "--tile-overlap", "12", "--tile-above", "1024"])
+    assert result.exit_code == 0, result.output
+    translator = load_translator(tmp_path / "run", "cpu")
+    calls = []
+    run = translator._run
+    translator._run = lambda x: calls.append(tuple(x.shape[-2:])) or run(x)
+    image = _smooth(40, 56)[0]
+    with AccountsDB(tmp_path / "api.sqlite") as accounts:
+        key = accounts.create_key("owner")[1]
+    with TestClient(create_app(translator, tmp_path / "api.sqlite", ServerSettings(rate_per_s=0))) as client:
+        calls.clear()  # the server's start-up memory probes also run the model
+        r = client.post("/v1/translate", content=encode_png(image), headers={"Authorization": f"Bearer {key}",
+                                                                               "Content-Type": "image/png"})
+    assert r.status_code == 200, r.text
+    answer = decode_image(r.content)
+    assert answer.shape == (3, 160, 224) and len(calls) == 6 and max(calls) <= (48, 48)  # 2 x 3 tiles with context
+    query = decode_image(encode_png(image))[None]
+    expected = ref.rrdbnet_forward(state, query, 1).clamp(0, 1)[0]
+    assert (answer - expected).abs().max() <= 1 / 255 + 1e-6
