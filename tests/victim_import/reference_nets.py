@@ -307,6 +307,22 @@ def to_esrgan_old_keys(s: dict) -> dict:
     return out
 
 
+def to_esrgan_first_release_keys(s: dict, nb: int) -> dict:
+    """BasicSR RRDBNet names -> ESRGAN's first release (`model.0`, `model.1.sub.<i>.RDBk.convJ.0`, `model.1.sub.<nb>`,
+    `model.3`, `model.6`, `model.8`, `model.10`)."""
+    out = {}
+    top = {"conv_first": "model.0", "conv_body": f"model.1.sub.{nb}", "conv_up1": "model.3", "conv_up2": "model.6",
+           "conv_hr": "model.8", "conv_last": "model.10"}
+    for key, value in s.items():
+        parts = key.split(".")
+        if parts[0] == "body":
+            key = f"model.1.sub.{parts[1]}.RDB{parts[2][-1]}.{parts[3]}.0.{parts[4]}"
+        else:
+            key = f"{top[parts[0]]}.{parts[1]}"
+        out[key] = value
+    return out
+
+
 def msrresnet_state(nf=8, nb=2, scale=4, seed=0) -> dict:
     b = Builder(seed)
     b.conv("conv_first", 3, nf, 3)

@@ -92,10 +92,12 @@ def test_basicsr_rrdbnet_prefers_params_ema(tmp_path, scale):
     assert (translator(x) - expected).abs().max() < TOL
 
 
-def test_esrgan_old_key_scheme(tmp_path):
+@pytest.mark.parametrize("scheme", ["RRDB_trunk", "model.1.sub"])
+def test_esrgan_old_key_schemes(tmp_path, scheme):
     state = ref.rrdbnet_state(nf=8, nb=2, gc=4)
-    result, translator = _imported(tmp_path, ref.to_esrgan_old_keys(state), "RRDB_ESRGAN_x4.pth", legacy=True)
-    assert result.info["detected"]["format"] == "esrgan-old"
+    old = ref.to_esrgan_old_keys(state) if scheme == "RRDB_trunk" else ref.to_esrgan_first_release_keys(state, 2)
+    result, translator = _imported(tmp_path, old, "RRDB_ESRGAN_x4.pth", legacy=True)
+    assert result.info["detected"]["format"] == "esrgan-old" and result.info["detected"]["scheme"].startswith(scheme)
     x = _image(12, 12)
     assert (translator(x) - ref.rrdbnet_forward(state, x, 2).clamp(0, 1)).abs().max() < TOL
 
