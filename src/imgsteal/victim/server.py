@@ -6,9 +6,18 @@
 
 A request goes: key check (401/403) -> per-key token bucket (429 + Retry-After) -> body read with a
 byte limit (413) -> image header check, pixel limit before any decoding (413; decompression bombs)
--> decode in a codec thread (400 broken, 415 unsupported) -> micro-batched model call -> output
-defences -> PNG -> query-log row committed -> response. Unexpected failures answer 500 and the
-service keeps serving.
+-> decode in a codec thread (400 broken, 415 unsupported) -> fair micro-batched model call (429 when
+the key has its share of output pixels in flight, 503 when the server is full) -> output defences
+-> PNG -> query-log row committed -> response. Unexpected failures answer 500 and the service
+keeps serving.
+
+A client that hangs up costs nothing more: from the end of its body on, the request watches for
+the disconnect; its queued image is dropped before the model runs, and an answer computed for a
+client that has gone is not logged (the check runs right before the log row is written, so only a
+client leaving within the last milliseconds, between that check and the send, is still counted).
+
+Memory and slow clients: see `imgsteal.victim.memory` (the bound stated at start-up, from
+`max_memory_mb`) and `imgsteal.victim.slow_clients` (header and body deadlines, connection cap).
 """
 
 from __future__ import annotations
@@ -34,7 +43,8 @@ from starlette.requests import ClientDisconnect
 
 from imgsteal.data.images import ImageReadError, decode_image, encode_png, sha256_bytes
 from imgsteal.victim.accounts import AccountsDB, ApiKey, QueryLogWriter, QueryRecord
-from imgsteal.victim.batching import BatcherBusy, MicroBatcher
+from imgsteal.victim.batching import BatcherBusy, KeyBusy, MicroBatcher, lower_priority
+from imgsteal.victim.memory import MB, MemoryPlan, activation_bytes_per_output_pixel, plan_memory, rss_bytes
 from imgsteal.victim.inference import Translator
 
 log = logging.getLogger(__name__)
@@ -58,6 +68,15 @@ class ServerSettings(BaseModel):
     max_queue: int = Field(256, ge=1, description="images waiting for the model at most (503 above)")
     max_batch_pixels: int = Field(2 * 1024 * 1024, ge=1, description="input pixels per model call at most")
     codec_threads: int = Field(min(4, os.cpu_count() or 1), ge=1, description="threads decoding and encoding images")
+    # Fair sharing and memory (see imgsteal.victim.batching and imgsteal.victim.memory).
+    model_workers: int = Field(2, ge=1, le=16, description="model calls running at once; a key leads at most one")
+    max_key_pixels: int | None = Field(None, ge=1, description="output pixels queued or running per key (429 above); default 2 max-size answers")
+    max_memory_mb: float | None = Field(None, gt=0, description="memory budget of the process, MB; batch and in-flight limits are derived from it (None: derived from the other limits, stated at start-up)")
+    # Slow clients (see imgsteal.victim.slow_clients).
+    header_timeout_s: float = Field(10.0, gt=0, description="seconds from a request's first byte to its complete headers (408 after)")
+    body_timeout_s: float = Field(30.0, gt=0, description="seconds from the headers to the complete body (408 after)")
+    keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this many seconds")
+    max_connections: int = Field(64, ge=1, description="open connections at most; more are closed at accept")
 
 
 class Defense(Protocol):
@@ -194,6 +213,19 @@ def _decode(data: bytes) -> torch.Tensor:
         raise ApiError(400, f"the image cannot be decoded (truncated or corrupt): {exc}") from None
 
 
+def _key_busy() -> ApiError:
+    return ApiError(429, "this key already has its share of work in flight; retry when an answer arrives",
+                    {"Retry-After": "1"})
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client has disconnected (call only after the body has been read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
 # -- the app ---------------------------------------------------------------------------------------
 class _Service:
     """Everything one app instance holds: model batcher, codec threads, key store, query log, limiter."""
@@ -205,20 +237,49 @@ class _Service:
         self.db_path = db_path
         self.accounts = AccountsDB(db_path)
         self.limiter = TokenBucketLimiter(settings.rate_per_s, settings.burst)
-        self.batcher = MicroBatcher(translator, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-                                    max_queue=settings.max_queue, max_batch_pixels=settings.max_batch_pixels)
+        self.memory = self._plan_memory()
+        scale = int(translator.info().get("scale", 1))
+        self.batcher = MicroBatcher(
+            translator, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
+            max_batch_pixels=settings.max_batch_pixels, max_batch_output_pixels=self.memory.max_batch_output_pixels,
+            scale=scale, max_key_pixels=settings.max_key_pixels or 2 * settings.max_pixels * scale * scale,
+            workers=settings.model_workers, max_inflight_bytes=self.memory.max_inflight_bytes)
+        self.abandoned = 0  # requests whose client left before the answer (not logged)
         self.codec: ThreadPoolExecutor | None = None
+        self.codec_large: ThreadPoolExecutor | None = None  # large images, at low priority (like their model calls)
         self.log_writer: QueryLogWriter | None = None
+
+    def _plan_memory(self) -> MemoryPlan:
+        """Measure the model's activation cost and derive the memory limits (ImgstealError if too small)."""
+        from imgsteal.errors import ImgstealError
+
+        s = self.settings
+        scale = int(self.translator.info().get("scale", 1))
+        try:
+            per_px = activation_bytes_per_output_pixel(self.translator, scale, getattr(self.translator, "device", None))
+        except Exception as exc:  # a model that fails here fails its requests later (500), the service starts
+            log.warning("could not measure the model's memory per output pixel (%s); assuming 4096 bytes", exc)
+            per_px = 4096.0
+        try:
+            return plan_memory(baseline=rss_bytes(), activation_per_px=per_px, workers=s.model_workers,
+                               max_pixels=s.max_pixels, scale=scale, max_body_bytes=s.max_body_bytes,
+                               max_connections=s.max_connections,
+                               max_memory_bytes=None if s.max_memory_mb is None else int(s.max_memory_mb * MB))
+        except ValueError as exc:
+            raise ImgstealError(str(exc)) from None
 
     async def start(self) -> None:
         self.codec = ThreadPoolExecutor(max_workers=self.settings.codec_threads, thread_name_prefix="imgsteal-codec")
+        self.codec_large = ThreadPoolExecutor(max_workers=self.settings.codec_threads, thread_name_prefix="imgsteal-codec-large",
+                                              initializer=lower_priority)
         self.log_writer = QueryLogWriter(self.db_path)
         await self.batcher.start()
 
     async def stop(self) -> None:
         await self.batcher.stop()
-        if self.codec is not None:
-            self.codec.shutdown(wait=True)
+        for pool in (self.codec, self.codec_large):
+            if pool is not None:
+                pool.shutdown(wait=True)
         if self.log_writer is not None:
             self.log_writer.close()
         self.accounts.close()
@@ -248,23 +309,52 @@ class _Service:
         if wait_s > 0:
             raise ApiError(429, f"rate limit of {self.settings.rate_per_s:g} requests/s exceeded",
                            {"Retry-After": str(max(1, math.ceil(wait_s)))})
+        if not self.batcher.admits(key.key_id):  # before reading the body: a refused flood costs little
+            raise _key_busy()
         body = await read_body(request, self.settings.max_body_bytes)
         data = await image_bytes_of(request, body)
-        check_image_header(data, self.settings.max_pixels)
+        width, height = check_image_header(data, self.settings.max_pixels)
+        if not self.batcher.admits(key.key_id, width * height):  # before decoding
+            raise _key_busy()
+        codec = self.codec_large if self.batcher.is_large(width * height) else self.codec
         loop = asyncio.get_running_loop()
-        image = await loop.run_in_executor(self.codec, _decode, data)
-        input_sha = sha256_bytes(data)
+        gone = asyncio.ensure_future(_client_gone(request))  # the body is read: the next message is the hang-up
         try:
-            output = await self.batcher.submit(image)
+            image = await loop.run_in_executor(codec, _decode, data)
+            input_sha = sha256_bytes(data)
+            output = await self._model_answer(image, key, gone)
+            png, label = await loop.run_in_executor(codec, self.finish, key.name, image, output, input_sha)
+            if gone.done():  # computed, but nobody is left to send it to: not an answered query
+                self.abandoned += 1
+                raise ClientDisconnect()
+            assert self.log_writer is not None
+            record = QueryRecord(key_id=key.key_id, queried_at=queried_at, input_sha256=input_sha, input_bytes=len(data),
+                                 input_width=image.shape[-1], input_height=image.shape[-2], output_sha256=sha256_bytes(png),
+                                 latency_ms=(time.perf_counter() - started) * 1000.0, defense=label)
+            query_id = await asyncio.wrap_future(self.log_writer.submit(record))
+        finally:
+            gone.cancel()
+        return Response(png, media_type="image/png", headers={"X-Query-Id": str(query_id)})
+
+    async def _model_answer(self, image: torch.Tensor, key: ApiKey, gone: asyncio.Future) -> torch.Tensor:
+        """The model's output for `image`, or ClientDisconnect (image dropped unrun) when the client leaves first."""
+        if gone.done():
+            self.abandoned += 1
+            raise ClientDisconnect()
+        answer = asyncio.ensure_future(self.batcher.submit(image, key.key_id))
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done():
+            answer.cancel()  # removes the image from the queue if its batch has not started
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await answer
+            self.abandoned += 1
+            raise ClientDisconnect()
+        try:
+            return answer.result()
+        except KeyBusy:
+            raise _key_busy() from None
         except BatcherBusy:
             raise ApiError(503, "the service is busy; retry shortly", {"Retry-After": "1"}) from None
-        png, label = await loop.run_in_executor(self.codec, self.finish, key.name, image, output, input_sha)
-        assert self.log_writer is not None
-        record = QueryRecord(key_id=key.key_id, queried_at=queried_at, input_sha256=input_sha, input_bytes=len(data),
-                             input_width=image.shape[-1], input_height=image.shape[-2], output_sha256=sha256_bytes(png),
-                             latency_ms=(time.perf_counter() - started) * 1000.0, defense=label)
-        query_id = await asyncio.wrap_future(self.log_writer.submit(record))
-        return Response(png, media_type="image/png", headers={"X-Query-Id": str(query_id)})
 
     def info(self, request: Request) -> dict:
         key = self.authorize(request)
@@ -341,6 +431,20 @@ def create_app(
     return app
 
 
+def uvicorn_config(app: FastAPI, settings: ServerSettings, log_level: str = "warning"):
+    """uvicorn's Config for `app` with the slow-client guards of `settings`: header and body
+    deadlines (408), idle keep-alive time-out, and a cap on open connections."""
+    import uvicorn
+
+    from imgsteal.victim.slow_clients import BodyDeadline, guarded_h11
+
+    return uvicorn.Config(BodyDeadline(app, settings.body_timeout_s), log_level=log_level,
+                          access_log=log_level in ("info", "debug"), backlog=1024, lifespan="on",
+                          http=guarded_h11(settings.header_timeout_s, settings.max_connections),
+                          timeout_keep_alive=settings.keep_alive_s, limit_concurrency=settings.max_connections + 1,
+                          h11_max_incomplete_event_size=64 * 1024)
+
+
 def serve(
     model_path: str | Path | Translator,
     db_path: str | Path,
@@ -361,14 +465,17 @@ def serve(
     to `on_ready(url)` before the first request is accepted.
     """
     import socket
+    import sys
 
     import uvicorn
 
     from imgsteal.errors import ImgstealError
     from imgsteal.victim.inference import load_translator
 
+    settings = settings or ServerSettings()
     translator = model_path if isinstance(model_path, Translator) else load_translator(model_path, device)
     app = create_app(translator, db_path, settings, defenses)
+    sys.stderr.write(app.state.service.memory.describe() + "\n")
     try:
         sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=1024)
     except OSError as exc:
@@ -382,8 +489,7 @@ def serve(
         os.replace(tmp, port_file)
     if on_ready is not None:
         on_ready(url)
-    config = uvicorn.Config(app, log_level=log_level, access_log=log_level in ("info", "debug"),
-                            timeout_keep_alive=30, backlog=1024)
+    config = uvicorn_config(app, settings, log_level)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
