@@ -88,8 +88,12 @@ def serve_study(
     actual_port = sock.getsockname()[1]
     if on_ready is not None:
         on_ready(*study_urls(study_dir, host, actual_port, root_path))
-    config = uvicorn.Config(app, root_path=root_path, log_level=log_level, access_log=log_level in ("info", "debug"),
-                            timeout_keep_alive=5, limit_concurrency=256)
+    from imgsteal.victim.slow_clients import BodyDeadline, guarded_h11
+
+    # Slow clients: headers within 10 s, bodies (small forms) within 30 s, idle keep-alive 5 s, 256 connections.
+    config = uvicorn.Config(BodyDeadline(app, 30.0), root_path=root_path, log_level=log_level,
+                            access_log=log_level in ("info", "debug"), lifespan="on", http=guarded_h11(10.0, 256),
+                            timeout_keep_alive=5, limit_concurrency=257)
     install_log_redaction()  # after Config, which (re)configures uvicorn's loggers
     try:
         uvicorn.Server(config).run(sockets=[sock])
