@@ -112,7 +112,7 @@ def main() -> None:
 
         # Rounds alternate the two measurements so that load from other processes hits both alike.
         rows = []
-        with running_server(model, Path(tmp) / "api.sqlite", rate=0, max_batch=args.max_batch,
+        with running_server(model, Path(tmp) / "api.sqlite", rate_per_s=0, max_batch=args.max_batch,
                             max_wait_ms=args.max_wait_ms, max_queue=max(256, args.requests)) as server:
             key = server.create_key("bench")
             asyncio.run(hammer(server.url, key, inputs[: args.clients], args.clients))  # warm-up

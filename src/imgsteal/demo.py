@@ -1,186 +1,186 @@
-"""`imgsteal demo`: the whole attack on the bundled images, on CPU, with no network.
+"""`imgsteal demo`: the whole attack on the bundled images, on CPU, offline.
 
-victim training -> harvest through the oracle -> surrogates (2 seeds) -> A/B/C evaluation -> report.
-Every stage resumes: re-running the demo after an interruption continues where it stopped.
+The demo is the experiment preset `preset:demo` (src/imgsteal/presets/demo.yaml) run by the same
+pipeline as any experiment (victim -> harvest through the victim's HTTP API -> surrogates -> A/B/C),
+into OUT/experiment; this module only reads the finished cells back and writes the demo's own
+summary: OUT/report.html and OUT/results.json, with a headline per kind that says whether the stolen
+copy beats doing nothing. Every stage resumes: re-running the demo continues where it stopped.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass
+import math
 from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
 
 from imgsteal.report.html import Report
 
-# Settings the demo can run; `imgsteal demo` without --task runs them all.
-DEMO_TASKS: tuple[str, ...] = ("sr", "style")
+DEMO_PRESET = "preset:demo"
+EXPERIMENT_FOLDER = "experiment"
+Log = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class SRDemoPreset:
-    """Small enough for ~5 minutes on 2 idle CPU cores; the paper-scale settings are the CLI defaults.
-
-    At this size the victim's PSNR stays below bicubic upscaling, as SRGAN's often does (the
-    adversarial phase trades PSNR for texture); what the demo measures is how closely F_A copies F_V.
-    """
-
-    n_blocks: int = 4
-    channels: int = 32
-    victim_pretrain_epochs: int = 10
-    victim_gan_epochs: int = 2
-    victim_repeat: int = 5
-    surrogate_epochs: int = 10
-    surrogate_repeat: int = 5
-    patch: int = 24
-    batch_size: int = 16
-    lr: float = 1e-3
-    seeds: tuple[int, ...] = (0, 1)
+def _print(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
 
 
-def _log(msg: str) -> None:
-    print(f"[demo] {msg}", flush=True)
+def demo_config(tasks: tuple[str, ...] | None = None, overrides: dict | None = None):
+    """The demo's experiment config, restricted to `tasks` (default: all), with `overrides` merged in
+    (same rules as a config's `base`, e.g. {"tasks": {"sr": {"surrogate": {"epochs": 1}}}})."""
+    from imgsteal.config import merge_config, read_raw_config, validate_config
+    from imgsteal.errors import ImgstealError
+    from imgsteal.experiments.config import ConfigError, ExperimentConfig
+
+    raw = read_raw_config(DEMO_PRESET, "demo preset", ConfigError)
+    names = [t["name"] for t in raw["tasks"]]
+    unknown = [t for t in tasks or () if t not in names]
+    if unknown:
+        raise ImgstealError(f"unknown demo setting {', '.join(unknown)}; choose from {', '.join(names)}")
+    selection = {"tasks": {name: {} for name in (tasks or names)}}
+    raw = merge_config(merge_config(raw, selection, ConfigError), overrides or {}, ConfigError)
+    return validate_config(raw, ExperimentConfig, "experiment config", DEMO_PRESET, ConfigError)
 
 
-def _trained(run_dir: Path) -> bool:
-    return (run_dir / "model.safetensors").exists()
+def _mean_std(values: list[float]) -> dict[str, float]:
+    finite = [v for v in values if math.isfinite(v)]
+    mean = float(np.mean(finite)) if finite else float("nan")
+    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+    return {"mean": mean, "std": std, "runs": values}
 
 
-def _resumable(run_dir: Path) -> bool:
-    return (run_dir / "checkpoints" / "last.safetensors").exists()
+def task_results(cfg, task, out: Path) -> dict[str, Any]:
+    """The demo's results for one task, read from the experiment's finished cells and stages."""
+    from imgsteal.experiments.grid import is_done, read_result, task_cells
+    from imgsteal.pipeline.stage import stage_facts
+
+    folder = out / "tasks" / task.name
+    results = [read_result(c, out) for c in task_cells(cfg, task) if is_done(c, out)]
+    test_sets: dict[str, Any] = {}
+    for name in task.test_sets:
+        recs = [r for res in results for r in res["records"] if r["test_set"] == name]
+        if not recs:
+            continue
+        metrics = {m: {k: _mean_std([r["metrics"][m][k] for r in recs]) for k in recs[0]["metrics"][m]}
+                   for m in recs[0]["metrics"]}
+        test_sets[name] = {"n_images": recs[0]["n_images"], **metrics}
+    harvest = stage_facts(folder / "pairs")
+    timings = {"victim_s": _stage_seconds(folder / "victim"), "harvest_s": _stage_seconds(folder / "pairs"),
+               "surrogates_s": sum(float(r.get("train_seconds", 0)) for r in results),
+               "evaluate_s": sum(float(r.get("eval_seconds", 0)) for r in results)}
+    return {"kind": task.kind, "title": task.display_title, "seeds": [r["cell"]["seed"] for r in results],
+            "test_sets": test_sets, "harvest": harvest, "timings": timings,
+            "headline": headline(task.kind_spec, test_sets)}
 
 
-def harvest_stage(victim_dir: Path, images: list[Path], store_dir: Path, oracle_factory, progress: bool, **options):
-    """Harvest `images` from the victim in victim_dir into store_dir (resumes); returns the HarvestReport.
-
-    oracle_factory(victim_model_path) -> Oracle context manager; default: the victim served over HTTP on
-    127.0.0.1 (a subprocess with its own API key), so the adversary sees only the API.
-    """
-    from imgsteal.attack.harvest import harvest
-    from imgsteal.data.pairs import PairStore
-
-    if oracle_factory is None:
-        from imgsteal.victim.launch import served_oracle as oracle_factory
-    with oracle_factory(victim_dir / "model.safetensors") as oracle, PairStore(store_dir) as store:
-        return harvest(oracle, images, store, progress=progress, **options)
+def _stage_seconds(folder: Path) -> float:
+    """Seconds of the run that computed a stage (kept when a later run reuses it)."""
+    path = folder / "stage.json"
+    return float(json.loads(path.read_text()).get("seconds", 0.0)) if path.is_file() else 0.0
 
 
-def surrogate_stage(work: Path, seeds, make_config, progress: bool) -> list[Path]:
-    """Train one surrogate per seed into work/surrogate-seed<N> (skipping finished ones, resuming
-    interrupted ones); make_config(seed) -> SurrogateConfig. Returns the run folders."""
-    from imgsteal.attack.surrogate import train_surrogate
-
-    run_dirs = []
-    for seed in seeds:
-        run_dir = work / f"surrogate-seed{seed}"
-        run_dirs.append(run_dir)
-        if not _trained(run_dir):
-            train_surrogate(make_config(seed), run_dir, resume=_resumable(run_dir), progress=progress)
-    return run_dirs
-
-
-def run_sr_demo(out: Path, preset: SRDemoPreset = SRDemoPreset(), progress: bool = True, oracle_factory=None) -> dict:
-    """Run the super-resolution demo into out/sr; returns the results dict (also in out/sr/eval).
-
-    oracle_factory: see `harvest_stage`.
-    """
-    from imgsteal.attack.surrogate import SurrogateConfig
-    from imgsteal.data.demo import demo_data
-    from imgsteal.data.images import list_images
-    from imgsteal.evaluate.sr import evaluate_sr
-    from imgsteal.victim.inference import load_translator
-    from imgsteal.victim.train import SRVictimConfig, train_sr_victim
-
-    data = demo_data()
-    work = out / "sr"
-    timings: dict[str, float] = {}
-
-    t = time.perf_counter()
-    victim_dir = work / "victim"
-    if not _trained(victim_dir):
-        _log("1/4 training the victim F_V (SRGAN, pixel content loss: no VGG19 weights offline)")
-        cfg = SRVictimConfig(hr=[str(data.victim_photos)], n_blocks=preset.n_blocks, channels=preset.channels,
-                             disc_channels=16, patch=preset.patch, batch_size=preset.batch_size, repeat=preset.victim_repeat,
-                             pretrain_epochs=preset.victim_pretrain_epochs, gan_epochs=preset.victim_gan_epochs,
-                             lr=preset.lr, content_loss="pixel", device="cpu")
-        train_sr_victim(cfg, victim_dir, resume=_resumable(victim_dir), progress=progress)
-    timings["victim_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    _log("2/4 harvesting: adversary photos, 4x bicubic downscaled, sent to the victim as a black box")
-    harvest_report = harvest_stage(victim_dir, list_images(data.attacker_photos), work / "pairs", oracle_factory,
-                                   progress, downscale=4)
-    timings["harvest_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-
-    def sr_surrogate(seed: int) -> SurrogateConfig:
-        _log(f"3/4 training surrogate F_A (SRResNet) seed {seed} on the harvested pairs")
-        return SurrogateConfig(store=str(work / "pairs"), arch="srresnet", seed=seed, epochs=preset.surrogate_epochs,
-                               batch_size=preset.batch_size, patch=preset.patch, repeat=preset.surrogate_repeat,
-                               lr=preset.lr, n_blocks=preset.n_blocks, channels=preset.channels, device="cpu")
-
-    surrogate_dirs = surrogate_stage(work, preset.seeds, sr_surrogate, progress)
-    timings["surrogates_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    _log("4/4 evaluating A/B/C on the held-out benchmark photos and the SR benchmark images")
-    victim = load_translator(victim_dir, "cpu")
-    surrogates = [load_translator(d, "cpu") for d in surrogate_dirs]
-    test_sets = {"benchmark photos": list_images(data.benchmark_photos), "SR benchmark": list_images(data.sr_benchmark)}
-    results, payload = evaluate_sr(victim, surrogates, test_sets, work / "eval", scale=4, progress=progress,
-                                   extra={"harvest": harvest_report.as_dict()})
-    timings["evaluate_s"] = time.perf_counter() - t
-    payload["timings"] = timings
-    payload["results_objects"] = results  # for the report; dropped before JSON
-    return payload
-
-
-def sr_headline(payload: dict) -> dict:
-    """The demo's success criterion: PSNR(F_A, F_V) above PSNR(bicubic, F_V) on every test set."""
+def headline(kind, test_sets: dict[str, Any]) -> dict[str, Any]:
+    """Per test set: PSNR/SSIM of the surrogate vs the victim next to the do-nothing baseline (bicubic
+    upscaling, or the unstyled input), and whether the copy beats it; for super-resolution also the
+    victim vs the truth next to bicubic vs the truth."""
+    baseline = "bicubic_vs_victim" if kind.baseline == "bicubic" else "input_vs_victim"
     rows = {}
-    for name, cells in payload["test_sets"].items():
-        fa = cells["psnr"]["B"]["mean"]
-        bic = cells["psnr"]["bicubic_vs_victim"]["mean"]
-        rows[name] = {"psnr_surrogate_vs_victim": fa, "psnr_bicubic_vs_victim": bic, "surrogate_beats_bicubic": fa > bic}
+    for name, cells in test_sets.items():
+        row = {
+            "psnr_surrogate_vs_victim": cells["psnr"]["B"]["mean"],
+            f"psnr_{kind.baseline}_vs_victim": cells["psnr"][baseline]["mean"],
+            "ssim_surrogate_vs_victim": cells["ssim"]["B"]["mean"],
+            f"ssim_{kind.baseline}_vs_victim": cells["ssim"][baseline]["mean"],
+            f"surrogate_beats_{kind.baseline}": cells["psnr"]["B"]["mean"] > cells["psnr"][baseline]["mean"],
+        }
+        if "bicubic_vs_hr" in cells["psnr"]:
+            row.update(psnr_victim_vs_truth=cells["psnr"]["A"]["mean"], psnr_bicubic_vs_truth=cells["psnr"]["bicubic_vs_hr"]["mean"],
+                       victim_beats_bicubic=cells["psnr"]["A"]["mean"] >= cells["psnr"]["bicubic_vs_hr"]["mean"])
+        rows[name] = row
     return rows
 
 
-def run_demo(out: str | Path = "runs/demo", tasks: tuple[str, ...] = DEMO_TASKS, progress: bool = True,
-             sr_preset: SRDemoPreset = SRDemoPreset()) -> dict:
-    """Run the demo for `tasks` and write out/report.html and out/results.json."""
-    from imgsteal.evaluate.sr import sr_report_blocks
+def _headline_text(kind, name: str, row: dict[str, Any]) -> list[str]:
+    base = kind.baseline
+    verdict = ("closer to the victim than" if row[f"surrogate_beats_{base}"] else "NOT closer to the victim than")
+    what = "bicubic upscaling" if base == "bicubic" else "the unstyled input"
+    lines = [f"{name}: PSNR(F_A, F_V) = {row['psnr_surrogate_vs_victim']:.2f} dB vs PSNR({base}, F_V) = "
+             f"{row[f'psnr_{base}_vs_victim']:.2f} dB; SSIM {row['ssim_surrogate_vs_victim']:.3f} vs "
+             f"{row[f'ssim_{base}_vs_victim']:.3f}: the surrogate is {verdict} {what}."]
+    if "victim_beats_bicubic" in row:
+        if row["victim_beats_bicubic"]:
+            lines.append(f"{name}: the victim itself scores {row['psnr_victim_vs_truth']:.2f} dB against the truth, "
+                         f"bicubic upscaling {row['psnr_bicubic_vs_truth']:.2f} dB.")
+        else:
+            lines.append(f"{name}: warning: the victim scores {row['psnr_victim_vs_truth']:.2f} dB against the truth, "
+                         f"worse than bicubic upscaling ({row['psnr_bicubic_vs_truth']:.2f} dB): the demo copies a "
+                         "model that is worse than doing nothing.")
+    return lines
+
+
+def _add_task(report: Report, cfg, task, payload: dict[str, Any], out: Path) -> None:
+    from imgsteal.experiments.aggregate import aggregate, records_from_results, summarize_task
+    from imgsteal.experiments.grid import is_done, read_result, task_cells
+    from imgsteal.experiments.report import gallery_rows
+
+    kind = task.kind_spec
+    report.heading(f"{task.display_title}: {task.victim.train['arch'] if task.victim.train else 'given'} victim, "
+                   f"{task.surrogate_settings()['arch']} surrogate")
+    for name, row in payload["headline"].items():
+        for line in _headline_text(kind, name, row):
+            report.text(line)
+    h = payload["harvest"]
+    if h:
+        report.text(f"Harvest: {h.get('stored_pairs')} pairs in the store, {h.get('queried')} queried by the run that "
+                    f"made it, cost ${h.get('total_usd', 0):.3f} at ${cfg.price_usd:g} per 256x256 answer.")
+    header = ["Test set", "Images", "(A) F_V vs truth", "(B) F_A vs F_V", "(C) F_A vs truth", "baseline vs F_V"]
+    for metric, label, digits in (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3)):
+        rows = []
+        for name, cells in payload["test_sets"].items():
+            base = cells[metric].get("bicubic_vs_victim") or cells[metric].get("input_vs_victim")
+            fmt = lambda c: "-" if c is None else f"{c['mean']:.{digits}f} ± {c['std']:.{digits}f}"  # noqa: E731
+            rows.append([name, str(cells["n_images"]), fmt(cells[metric].get("A")), fmt(cells[metric].get("B")),
+                         fmt(cells[metric].get("C")), fmt(base)])
+        report.table(header, rows, caption=f"{label}: mean ± std over {len(payload['seeds'])} surrogate seeds "
+                                           "(each seed's value is the mean over the test images)")
+    records = records_from_results(read_result(c, out) for c in task_cells(cfg, task) if is_done(c, out))
+    columns, images, captions = gallery_rows(cfg, summarize_task(cfg, task, aggregate(records), records), out)
+    if images:
+        prefix = f"{EXPERIMENT_FOLDER}/"
+        report.gallery(columns, [[prefix + p for p in row] for row in images], captions, title=f"{task.display_title}: outputs")
+    t = payload["timings"]
+    report.text("Time per stage (of the run that computed it): " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in t.items()) + ".")
+
+
+def run_demo(out: str | Path = "runs/demo", tasks: tuple[str, ...] | None = None, progress: bool = True,
+             overrides: dict | None = None, log: Log = _print) -> dict:
+    """Run the demo for `tasks` (sr, style; default both) into `out`; writes out/report.html and
+    out/results.json and returns the results. Re-running resumes and reuses every finished stage."""
+    from imgsteal.experiments.runner import run_experiment
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = demo_config(tasks, overrides)
+    experiment = out / EXPERIMENT_FOLDER
+    before = {t.name: _stage_seconds(experiment / "tasks" / t.name / "victim") > 0 for t in cfg.tasks}
+    run = run_experiment(cfg, experiment, progress=progress, log=log)
     report = Report("imgsteal demo: model extraction of image-to-image translation")
     report.text("Everything below ran on the bundled images (see imgsteal/demo_data/MANIFEST.csv for sources and "
-                "licenses). The victim is reachable only as a black box: images in, images out.")
-    results: dict = {}
-    for task in tasks:
-        if task == "sr":
-            payload = run_sr_demo(out, sr_preset, progress=progress)
-            objects = payload.pop("results_objects")
-            payload["headline"] = sr_headline(payload)
-            results["sr"] = payload
-            report.heading("Super-resolution (4x): SRGAN victim, SRResNet surrogate")
-            for name, row in payload["headline"].items():
-                verdict = "closer to the victim than bicubic upscaling" if row["surrogate_beats_bicubic"] else "NOT closer to the victim than bicubic upscaling"
-                report.text(f"{name}: PSNR(F_A, F_V) = {row['psnr_surrogate_vs_victim']:.2f} dB vs "
-                            f"PSNR(bicubic, F_V) = {row['psnr_bicubic_vs_victim']:.2f} dB: the surrogate is {verdict}.")
-            h = payload["harvest"]
-            report.text(f"Harvest: {h['stored_pairs']} pairs in the store, {h['queried']} queried in this run, "
-                        f"cost ${h['total_usd']:.3f} at $0.016 per 256x256 answer.")
-            report.text(f"Scores use {payload['convention']['color']} with crop_border = {payload['convention']['crop_border']}; "
-                        "mean ± std over surrogate seeds (victim cells: std over images).")
-            sr_report_blocks(report, objects, prefix="sr/eval/")
-        elif task == "style":
-            from imgsteal.demo_style import run_style_demo
-
-            results["style"] = run_style_demo(out, report, progress=progress)
-        else:
-            raise ValueError(f"unknown demo task {task!r} (sr, style)")
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+                "licenses). The victim is reachable only as a black box: images in, images out. The full experiment "
+                f"report, with every table, is {EXPERIMENT_FOLDER}/report.html.")
+    results: dict[str, Any] = {}
+    for task in cfg.tasks:
+        results[task.name] = task_results(cfg, task, experiment)
+        _add_task(report, cfg, task, results[task.name], experiment)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
     report.write(out / "report.html")
-    _log(f"report: {out / 'report.html'}  results: {out / 'results.json'}")
+    reused = [t for t, was in before.items() if was]
+    if reused or run.already_done:
+        log(f"reused: the victims of {', '.join(reused) or 'none'} and {run.already_done} finished surrogate cell(s); "
+            "their timings are those of the run that computed them")
+    for name, payload in results.items():
+        for test_set, row in payload["headline"].items():
+            log(f"{name} / {test_set}: " + _headline_text(cfg.task(name).kind_spec, test_set, row)[0].split(": ", 1)[1])
+    log(f"report: {out / 'report.html'}  results: {out / 'results.json'}")
     return results

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -91,3 +92,8 @@ def private_dir(path: str | Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
     os.chmod(path, PRIVATE_DIR_MODE)
     return path
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of a display name (letters, digits, - and _; others become _)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "unnamed"

@@ -1,27 +1,57 @@
-"""The demo's whole chain (victim -> HTTP harvest -> 2 surrogates -> A/B/C -> report) with a tiny preset."""
+"""The demo's whole chain (victim -> HTTP harvest -> 2 surrogates -> A/B/C -> report) on tiny networks.
+
+The demo is the packaged experiment preset; the tests shrink its networks with overrides, as any
+config can (no demo-only presets in code).
+"""
 
 import json
 
 import pytest
 
-from imgsteal.demo import SRDemoPreset, run_demo
+from imgsteal.demo import demo_config, run_demo
 
-TINY = SRDemoPreset(n_blocks=1, channels=8, victim_pretrain_epochs=1, victim_gan_epochs=1, victim_repeat=1,
-                    surrogate_epochs=1, surrogate_repeat=1, patch=16, batch_size=8)
+TINY_SR = {"tasks": {"sr": {
+    "victim": {"train": {"n_blocks": 1, "channels": 8, "pretrain_epochs": 1, "gan_epochs": 1, "repeat": 1, "patch": 16,
+                         "batch_size": 8}},
+    "surrogate": {"n_blocks": 1, "channels": 8, "epochs": 1, "repeat": 1, "patch": 16, "batch_size": 8},
+}}}
+
+
+def test_demo_is_the_packaged_preset_and_validates_its_selection():
+    cfg = demo_config()
+    assert [t.name for t in cfg.tasks] == ["sr", "style"]
+    assert [t.name for t in demo_config(("style",)).tasks] == ["style"]
+    with pytest.raises(Exception, match="unknown demo setting"):
+        demo_config(("nosuch",))
+    # The configs under configs/demo start from the same preset: one source of the demo's sizes.
+    from imgsteal.experiments.config import load_config
+
+    sr = load_config("configs/demo/super_resolution.yaml").tasks[0]
+    assert sr.surrogate == cfg.task("sr").surrogate and sr.victim == cfg.task("sr").victim
 
 
 @pytest.mark.slow
-def test_sr_demo_writes_report_and_results(tmp_path):
-    results = run_demo(tmp_path, tasks=("sr",), progress=False, sr_preset=TINY)
+def test_sr_demo_writes_report_and_results(tmp_path, capsys):
+    results = run_demo(tmp_path, tasks=("sr",), progress=False, overrides=TINY_SR)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["sr"]["headline"] == results["sr"]["headline"]
     assert set(saved["sr"]["test_sets"]) == {"benchmark photos", "SR benchmark"}
     assert saved["sr"]["harvest"]["stored_pairs"] == 59  # every bundled adversary photo answered once
+    assert len(saved["sr"]["test_sets"]["SR benchmark"]["psnr"]["B"]["runs"]) == 2  # two surrogate seeds
     html = (tmp_path / "report.html").read_text()
     for name in ("benchmark photos", "SR benchmark"):
         row = saved["sr"]["headline"][name]
         assert f"{row['psnr_surrogate_vs_victim']:.2f} dB" in html and f"{row['psnr_bicubic_vs_victim']:.2f} dB" in html
-    assert html.count("<img") >= 5 * 4  # LR | bicubic | F_V | F_A | HR rows
-    # A second run resumes every stage: nothing is retrained or re-queried.
-    again = run_demo(tmp_path, tasks=("sr",), progress=False, sr_preset=TINY)
-    assert again["sr"]["harvest"]["queried"] == 0
+        assert f"{row['psnr_bicubic_vs_truth']:.2f} dB" in html  # the victim is shown next to bicubic upscaling
+    assert html.count("<img") >= 4 * 4  # LR | F_V | F_A | HR rows
+    assert (tmp_path / "experiment" / "report.html").is_file()
+    timings = saved["sr"]["timings"]
+    assert timings["victim_s"] > 0 and timings["surrogates_s"] > 0
+    printed = capsys.readouterr().out
+    assert "report:" in printed and "PSNR(F_A, F_V)" in printed
+    # A second run resumes every stage: nothing is retrained or re-queried, and the timings of the run
+    # that computed each stage are kept.
+    again = run_demo(tmp_path, tasks=("sr",), progress=False, overrides=TINY_SR)
+    assert again["sr"]["harvest"] == saved["sr"]["harvest"]
+    assert again["sr"]["timings"] == pytest.approx(timings)
+    assert "reused" in capsys.readouterr().out

@@ -53,6 +53,9 @@ def tiny_config(root: Path, oracle: str = "local", runs: dict | None = None) -> 
     }
 
 
+TASK = "experiment/tasks/sr"  # where the evaluation's experiment keeps the task's stages
+
+
 def _write(tmp_path: Path, cfg: dict) -> Path:
     path = tmp_path / "defense.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -61,8 +64,8 @@ def _write(tmp_path: Path, cfg: dict) -> Path:
 
 def _secrets(out: Path) -> list[str]:
     """The HMAC secrets of every watermark database and the fingerprint bits, as text."""
-    found = [(out / "fingerprint" / "fingerprint.secret").read_text()]
-    for db in out.glob("runs/*/owner/watermark.sqlite"):
+    found = [(out / TASK / "fingerprint" / "fingerprint.secret").read_text()]
+    for db in out.glob(f"{TASK}/defended/*/service/watermark.sqlite"):
         with TriggerStore(db, create=False) as store:
             found.append(store.secret().hex())
     return found
@@ -107,16 +110,18 @@ def test_evaluate_end_to_end_in_process(tmp_path):
     assert "not reproduced by F_A" in html or "REPRODUCED" in html
 
     # Secrets: owner-only files, and never in the report, the results or the config copy.
-    for db in out.glob("runs/*/owner/watermark.sqlite"):
+    dbs = list(out.glob(f"{TASK}/defended/*/service/watermark.sqlite"))
+    assert len(dbs) == 2  # the runs `watermark` and `all`
+    for db in dbs:
         assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
         assert stat.S_IMODE(os.stat(db.parent).st_mode) == 0o700
-    assert stat.S_IMODE(os.stat(out / "fingerprint" / "fingerprint.secret").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(out / TASK / "fingerprint" / "fingerprint.secret").st_mode) == 0o600
     texts = [(out / name).read_text() for name in ("report.html", "results.json", "config.yaml")]
     for secret in _secrets(out):
         assert all(secret not in text for text in texts)
 
     # Running again resumes: nothing is trained or harvested twice.
-    model = out / "cells" / "pgd" / "f100-none-s0" / "surrogate" / "model.safetensors"
+    model = out / "experiment" / "cells" / "sr" / "f100-none-s0-dpgd" / "surrogate" / "model.safetensors"
     before = model.stat().st_mtime_ns
     again = run_defense_evaluation(cfg, out, progress=False)
     assert model.stat().st_mtime_ns == before
@@ -135,10 +140,10 @@ def test_evaluate_through_the_http_api(tmp_path):
     wm = results["runs"]["watermark"]
     assert wm["labels"]["watermark:blur"] == wm["watermark"]["triggers"] > 0
     assert wm["labels"]["watermark:blur"] + wm["labels"].get("(none)", 0) == 8
-    logs = [p.read_text() for p in out.glob("runs/*/server/server.log")]
-    assert len(logs) == 2
+    logs = [p.read_text() for p in out.glob("experiment/tasks/sr/**/server/server.log")]
+    assert len(logs) == 2  # the clean run's server and the watermarked one's
     texts = logs + [(out / "report.html").read_text(), result.output]
-    for db in out.glob("runs/*/owner/watermark.sqlite"):
+    for db in out.glob(f"{TASK}/defended/*/service/watermark.sqlite"):
         with TriggerStore(db, create=False) as store:
             assert all(store.secret().hex() not in text for text in texts)
 

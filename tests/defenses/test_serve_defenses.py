@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import stat
 
@@ -12,37 +11,47 @@ import torch
 from typer.testing import CliRunner
 
 from imgsteal.cli import app
-from imgsteal.defenses.registry import SERVE_FLAGS, build_defenses, option_flags, split_flags
+from imgsteal.defenses.registry import DEFENSES, DefenseContext, DefenseSetup, build_defenses, setup_from_options
 from imgsteal.defenses.watermark import TriggerStore
 from imgsteal.errors import ImgstealError
 from imgsteal.victim.accounts import AccountsDB
 
 
-def test_every_serve_flag_is_a_defence_option_and_an_imgsteal_serve_option():
-    from imgsteal.cli.serve import serve
+def test_serve_flags_are_generated_from_the_option_models():
+    """Every field of every defence's options model, and of ServerSettings, is an `imgsteal serve` flag."""
+    from imgsteal.victim.server import ServerSettings
 
-    params = inspect.signature(serve).parameters
-    assert "defense" in params
-    for flag in SERVE_FLAGS:
-        assert flag in params and flag in option_flags()
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    for name, spec in DEFENSES.items():
+        for field in spec.options_model().model_fields:
+            assert f"--{name}-{field.replace('_', '-')}" in result.output
+    for field in ServerSettings.model_fields:
+        flag = "--rate" if field == "rate_per_s" else f"--{field.replace('_', '-')}"
+        assert flag in result.output
+    assert "(default 0.005)" in result.output  # the watermark fraction's default, from WatermarkOptions
 
 
-def test_flags_are_split_per_defence_with_defaults(tmp_path):
-    per = split_flags(["watermark", "pgd"], {"watermark_fraction": 0.1, "pgd_epsilon": 0.1, "pgd_steps": None},
-                      {"watermark_db": tmp_path / "wm.sqlite", "pgd_device": "cpu", "fingerprint_device": "cpu"})
-    assert per == {"watermark": {"fraction": 0.1, "db": tmp_path / "wm.sqlite"}, "pgd": {"epsilon": 0.1, "device": "cpu"}}
-    with pytest.raises(ImgstealError, match="--watermark-fraction is set but --defense watermark is not"):
-        split_flags(["pgd"], {"watermark_fraction": 0.1})
+def test_options_are_grouped_per_defence_and_context_fills_the_rest(tmp_path):
+    setup = setup_from_options(["watermark", "pgd"], {"watermark": {"fraction": 0.1}, "pgd": {"epsilon": 0.1}})
+    assert setup.options("watermark").fraction == 0.1 and setup.options("pgd").epsilon == 0.1
+    assert setup.options("pgd").steps == 10  # the options model's default
+    with pytest.raises(ImgstealError, match="--watermark-fraction given, but --defense watermark is not"):
+        setup_from_options(["pgd"], {"watermark": {"fraction": 0.1}})
     with pytest.raises(ImgstealError, match="unknown defence 'nope'"):
-        split_flags(["nope"], {})
+        setup_from_options(["nope"], {})
     with pytest.raises(ImgstealError, match="--pgd-discriminator"):
-        build_defenses(["pgd"], {})  # the discriminator is required
+        build_defenses(DefenseSetup(defenses=["pgd"]))  # no discriminator given and no victim to take it from
+    # The watermark database goes next to the API database, unless one is given.
+    (wm,) = build_defenses(DefenseSetup(defenses=["watermark"]), DefenseContext(api_db=tmp_path / "api.sqlite"))
+    assert wm.store.path == tmp_path / "api-watermark.sqlite"
+    wm.close()
 
 
 def test_combined_defences_apply_in_order_and_log_every_label(api, victim, victim_run, kit, tmp_path):
-    defenses = build_defenses(["watermark", "pgd"], {"watermark_fraction": 1.0, "watermark_alteration": "monochrome",
-                                                     "pgd_discriminator": victim_run, "pgd_epsilon": 0.02, "pgd_steps": 1},
-                              {"watermark_db": tmp_path / "wm.sqlite"})
+    setup = DefenseSetup(defenses=["watermark", "pgd"], watermark={"fraction": 1.0, "alteration": "monochrome"},
+                         pgd={"epsilon": 0.02, "steps": 1})
+    defenses = build_defenses(setup, DefenseContext(api_db=tmp_path / "api.sqlite", victim_model=victim_run))
     client, db, headers = api(victim, defenses)
     assert client.post("/v1/translate", content=kit.png_bytes(seed=1), headers=headers).status_code == 200
     with AccountsDB(db) as accounts:
@@ -68,9 +77,12 @@ def test_served_watermark_logs_labels_keeps_triggers_private_and_verifies_a_url(
     from imgsteal.victim.launch import running_server
 
     wm_db = tmp_path / "owner" / "watermark.sqlite"
-    with running_server(victim_run, tmp_path / "api.sqlite", workdir=tmp_path / "server", rate=0,
-                        defense=["watermark"], watermark_db=wm_db, watermark_fraction=1.0,
-                        watermark_alteration="blur", watermark_blur_sigma=1.5) as server:
+    from imgsteal.victim.launch import ServiceConfig
+
+    config = ServiceConfig(defenses=DefenseSetup(defenses=["watermark"], watermark={
+        "db": str(wm_db), "fraction": 1.0, "alteration": "blur", "blur_sigma": 1.5}))
+    with running_server(victim_run, tmp_path / "api.sqlite", workdir=tmp_path / "server", rate_per_s=0,
+                        config=config) as server:
         key = server.create_key("mallory")
         for seed in range(8):
             r = httpx.post(f"{server.url}/v1/translate", content=kit.png_bytes(seed=seed),

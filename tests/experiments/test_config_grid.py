@@ -113,25 +113,42 @@ def test_done_marker_and_stale_settings(tiny_sr, tmp_path):
     cfg = ExperimentConfig.model_validate(tiny_sr())
     cells = expand_grid(cfg)
     out = tmp_path / "exp"
-    prints = {"sr": task_fingerprints(cfg, cfg.tasks[0])}
+    prints = task_fingerprints(cfg, cfg.tasks[0])
     assert [cell_state(c, out) for c in cells] == ["pending", "pending"]
-    mark_done(cells[0], out, {"cell": cells[0].as_dict(), "records": []}, prints["sr"])
+    mark_done(cfg, cells[0], out, {"cell": cells[0].as_dict(), "records": []})
     assert [cell_state(c, out) for c in cells] == ["done", "pending"]
     assert not list(out.rglob("*.tmp"))
-    check_not_stale(cells, out, prints)
+    check_not_stale(cfg, cells, out)
     # Speed-only settings do not change the fingerprints; training settings do.
     faster = tiny_sr()
     faster["tasks"][0].update(device="cuda")
     faster["tasks"][0]["surrogate"]["checkpoint_every"] = 5
     cfg_fast = ExperimentConfig.model_validate(faster)
-    assert task_fingerprints(cfg_fast, cfg_fast.tasks[0]) == prints["sr"]
+    assert task_fingerprints(cfg_fast, cfg_fast.tasks[0]) == prints
+    check_not_stale(cfg_fast, cells, out)
     longer = tiny_sr()
     longer["tasks"][0]["surrogate"]["epochs"] = 9
     cfg2 = ExperimentConfig.model_validate(longer)
-    changed = {"sr": task_fingerprints(cfg2, cfg2.tasks[0])}
-    assert stale_cells(cells, out, changed) == ["sr/f050-none-s0 (changed: surrogate)"]
+    assert task_fingerprints(cfg2, cfg2.tasks[0])["surrogate"] != prints["surrogate"]
+    assert stale_cells(cfg2, cells, out) == ["sr/f050-none-s0 (changed: surrogate.epochs)"]
     with pytest.raises(Exception, match="other settings"):
-        check_not_stale(cells, out, changed)
+        check_not_stale(cfg2, cells, out)
+
+
+def test_defense_axis_expands_cells_with_their_own_folders(tiny_sr):
+    raw = tiny_sr()
+    raw["grid"]["defenses"] = ["none", "watermark", "strong"]
+    raw["defense_setups"] = {"strong": {"defenses": ["watermark", "pgd"], "watermark": {"fraction": 0.5}}}
+    cfg = ExperimentConfig.model_validate(raw)
+    cells = expand_grid(cfg)
+    assert {c.defense for c in cells} == {"none", "watermark", "strong"}
+    keys = {c.key for c in cells}
+    assert "f050-none-s0" in keys and "f050-none-s0-dwatermark" in keys and "f050-none-s0-dstrong" in keys
+    assert cfg.defense_setup("strong").defenses == ["watermark", "pgd"]
+    assert cfg.defense_setup("watermark").options("watermark").fraction == 0.005  # the option model's default
+    raw["grid"]["defenses"] = ["none", "nosuch"]
+    with pytest.raises(Exception, match="nosuch"):
+        ExperimentConfig.model_validate(raw)
 
 
 def test_time_left_follows_the_pace_so_far():

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from imgsteal.pipeline.stage import stage_state
+
 from imgsteal.experiments.config import ExperimentConfig
 from imgsteal.experiments.executors import LocalExecutor, ProcessPoolCellExecutor, make_executor
 from imgsteal.experiments.runner import run_experiment
@@ -62,7 +64,7 @@ def test_two_tiny_cells_on_a_local_ray_instance(tiny_sr, tmp_path):
     assert sorted(int(r["queries"]) for r in rows) == [4, 8]
     for cell in ("f050-none-s0", "f100-none-s0"):
         folder = out / "cells" / "sr" / cell
-        assert (folder / "DONE").is_file() and (folder / "surrogate" / "model.safetensors").is_file()
+        assert stage_state(folder) == "done" and (folder / "surrogate" / "model.safetensors").is_file()
         assert json.loads((folder / "result.json").read_text())["records"][0]["test_set"] == "tiny test"
 
 

@@ -6,8 +6,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-import imgsteal.experiments.cell as cell_module
+import imgsteal.pipeline.stages as cell_module
 from imgsteal.cli import app
+from imgsteal.pipeline.stage import stage_state
 
 runner = CliRunner()
 
@@ -40,7 +41,7 @@ def test_tiny_grid_outputs_resume_and_status(tiny_sr, write_config, training_spy
     result = runner.invoke(app, ["experiment", "run", str(config), "--out", str(out), "--quiet"])
     assert result.exit_code == 2 and "1 of 2 cells failed" in result.output, result.output
     assert (out / "cells" / "sr" / "f050-none-s0" / "error.txt").read_text().count("simulated crash")
-    assert (out / "cells" / "sr" / "f100-none-s0" / "DONE").is_file()
+    assert stage_state(out / "cells" / "sr" / "f100-none-s0") == "done"
     status = runner.invoke(app, ["experiment", "status", "--out", str(out)])
     assert status.exit_code == 0 and "1/2 cells done" in status.output and "failed last time: sr/f050-none-s0" in status.output
     assert runner.invoke(app, ["experiment", "status", str(out)]).output == status.output  # the folder alone will do
@@ -82,6 +83,11 @@ def test_tiny_grid_outputs_resume_and_status(tiny_sr, write_config, training_spy
     # Figure 7 carries the no-surrogate line that (B) has to beat.
     assert "tiny test baseline: bicubic vs F_V" in (out / "plots" / "fraction_curves.svg").read_text()
     html = (out / "report.html").read_text()
+    # Table 5's two metrics, the victim next to bicubic upscaling, and how long each cell trained.
+    assert "SSIM, mean ± std over seeds" in html and "PSNR (dB), mean ± std over seeds" in html
+    assert "bicubic upscaling vs ground truth" in html
+    assert "epochs over its own pairs" in html
+    assert "bicubic upscaling vs ground truth" in table  # the Markdown is the same report
     assert "plots/fraction_curves.png" in html and "F_A 50%" in html and "F_A 100%" in html
     assert "tasks/sr/gallery/00_victim.png" in html and "cells/sr/f050-none-s0/gallery/00_surrogate.png" in html
     assert (out / "cells" / "sr" / "f100-none-s0" / "gallery" / "01_surrogate.png").is_file()
@@ -89,12 +95,12 @@ def test_tiny_grid_outputs_resume_and_status(tiny_sr, write_config, training_spy
     done = json.loads((out / "cells" / "sr" / "f050-none-s0" / "result.json").read_text())
     assert done["victim_cache"]["misses"] == 0 and done["victim_cache"]["hits"] >= 2
 
-    # A finished cell whose DONE marker is lost is re-scored, not re-trained.
-    (out / "cells" / "sr" / "f100-none-s0" / "DONE").unlink()
+    # A finished cell whose scores are lost is re-scored, not re-trained.
+    (out / "cells" / "sr" / "f100-none-s0" / "result.json").unlink()
     before = len(training_spy.calls)
     assert runner.invoke(app, ["experiment", "run", str(config), "--out", str(out), "--quiet"]).exit_code == 0
     assert training_spy.calls[before:] == []
-    assert (out / "cells" / "sr" / "f100-none-s0" / "DONE").is_file()
+    assert stage_state(out / "cells" / "sr" / "f100-none-s0") == "done"
 
     # The same folder with different training settings is refused.
     changed = tiny_sr()

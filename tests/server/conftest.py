@@ -63,6 +63,6 @@ def live_server(tiny_victim, tmp_path_factory) -> Iterator:
     from imgsteal.victim.launch import running_server
 
     work = tmp_path_factory.mktemp("live-server")
-    with running_server(tiny_victim, work / "api.sqlite", workdir=work, rate=0, max_body_bytes=200_000,
+    with running_server(tiny_victim, work / "api.sqlite", workdir=work, rate_per_s=0, max_body_bytes=200_000,
                         max_pixels=128 * 128, max_batch=8, max_wait_ms=5) as server:
         yield server

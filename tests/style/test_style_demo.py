@@ -1,38 +1,36 @@
-"""The style demo end to end with a tiny preset (32 px, one epoch each, in-process oracle)."""
+"""The style demo end to end on tiny networks (32 px, one epoch each, in-process oracle)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
 
-from imgsteal.demo_style import StyleDemoPreset, run_style_demo
-from imgsteal.report.html import Report
-from imgsteal.victim.inference import load_translator
-from imgsteal.victim.oracle import LocalOracle
+from imgsteal.demo import run_demo
 
-
-def local_oracle(model_path):
-    return contextlib.closing(LocalOracle(load_translator(model_path, "cpu")))
+TINY_STYLE = {"tasks": {"style": {
+    "victim": {"train": {"size": 32, "ngf": 4, "ndf": 4, "n_blocks": 1, "epochs": 1, "repeat": 1}},
+    "harvest": {"resize": 32, "oracle": "local"},
+    "surrogate": {"size": 32, "channels": 4, "epochs": 1, "repeat": 1},
+}}}
 
 
 @pytest.mark.slow
 def test_style_demo_reports_paired_scores_and_why_fid_was_skipped(tmp_path, monkeypatch):
     monkeypatch.setenv("IMGSTEAL_INCEPTION_WEIGHTS", str(tmp_path / "no_weights_here.pth"))
-    preset = StyleDemoPreset(size=32, victim_ngf=4, victim_blocks=1, victim_epochs=1, victim_repeat=1,
-                             surrogate_channels=4, surrogate_epochs=1, surrogate_repeat=1, seeds=(0, 1))
-    report = Report("demo")
-    payload = run_style_demo(tmp_path, report, preset, progress=False, oracle_factory=local_oracle)
+    out = tmp_path / "demo"
+    payload = run_demo(out, tasks=("style",), progress=False, overrides=TINY_STYLE)["style"]
     json.dumps(payload)  # JSON-able, as run_demo writes it
-    assert payload["harvest"]["queried"] == 59 and payload["size"] == 32
-    assert payload["fid_kid"]["computed"] is False and "no_weights_here.pth" in payload["fid_kid"]["reason"]
+    assert payload["harvest"]["queried"] == 59
     assert set(payload["headline"]) == {"victim test photos", "benchmark photos"}
     assert payload["test_sets"]["victim test photos"]["n_images"] == 10  # every 6th of the 62 victim photos
-    assert set(payload["timings"]) == {"victim_s", "harvest_s", "surrogates_s", "evaluate_s", "total_s"}
-    html = report.render()
-    assert "FID and KID were skipped" in html and "style/eval/gallery/benchmark_photos_00_surrogate.png" in html
-    assert (tmp_path / "style" / "eval" / "gallery" / "benchmark_photos_00_surrogate.png").exists()
-    # A second run finds every stage done and only re-evaluates.
-    again = run_style_demo(tmp_path, Report("again"), preset, progress=False, oracle_factory=local_oracle)
-    assert again["harvest"]["queried"] == 0 and again["harvest"]["already_stored"] == 59
+    assert set(payload["timings"]) == {"victim_s", "harvest_s", "surrogates_s", "evaluate_s"}
+    assert "fid" not in payload["test_sets"]["benchmark photos"]  # skipped without the Inception weights
+    html = (out / "report.html").read_text()
+    assert "PSNR(input, F_V)" in html and "experiment/cells/style/f100-flip-s0/gallery/00_surrogate.png" in html
+    assert (out / "experiment" / "cells" / "style" / "f100-flip-s0" / "gallery" / "00_surrogate.png").exists()
+    cell = json.loads((out / "experiment" / "cells" / "style" / "f100-flip-s0" / "result.json").read_text())
+    assert cell["records"][0]["metrics"]["ssim"]["B"] > 0
+    # A second run finds every stage done and only rebuilds the report.
+    again = run_demo(out, tasks=("style",), progress=False, overrides=TINY_STYLE)["style"]
+    assert again["harvest"] == payload["harvest"] and again["headline"] == payload["headline"]

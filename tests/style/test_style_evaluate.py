@@ -49,7 +49,7 @@ def test_without_inception_weights_fid_is_skipped_and_paired_scores_remain(setup
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "eval")])
     assert result.exit_code == 0, result.output
     payload = json.loads((tmp_path / "eval" / "results.json").read_text())
-    assert payload["task"] == "style" and payload["size"] == 32  # the size the surrogates were built for
+    assert payload["kind"] == "style" and payload["size"] == 32  # the size the surrogates were built for
     assert payload["fid_kid"]["computed"] is False and "Inception weights unavailable" in payload["fid_kid"]["reason"]
     for name, n in (("victim_test", 3), ("benchmark", 4)):
         cells = payload["test_sets"][name]
@@ -57,7 +57,7 @@ def test_without_inception_weights_fid_is_skipped_and_paired_scores_remain(setup
         assert len(cells["psnr"]["B"]["runs"]) == 2 and len(cells["ssim"]["input_vs_victim"]["runs"]) == 1
         assert 0 < cells["ssim"]["B"]["mean"] < 1
     table = (tmp_path / "eval" / "table.md").read_text()
-    assert "FID/KID skipped" in table and "PSNR F_A vs F_V" in table
+    assert "FID and KID were skipped" in table and "PSNR F_A vs F_V" in table
     report = (tmp_path / "eval" / "report.html").read_text()
     assert "FID and KID were skipped" in report and "surrogate F_A" in report
     assert len(list((tmp_path / "eval" / "gallery").glob("benchmark_*_victim.png"))) == 4
@@ -79,7 +79,7 @@ def test_with_inception_weights_tables_3_and_4_hold_fid_and_kid(setup, monkeypat
         assert all(cells["fid"][k]["mean"] > 0 for k in "ABC")
         assert cells["fid"]["B"]["std"] > 0  # two different surrogates
     table = (tmp_path / "eval" / "table.md").read_text()
-    assert "**FID**" in table and "**KID**" in table and "(A)" in table and "(C)" in table and "vs style set" in table
+    assert "**FID (lower = closer)" in table and "**KID (lower = closer)" in table and "(A)" in table and "(C)" in table and "vs style set" in table
     assert "FID/KID skipped" not in table
 
     missing = runner.invoke(app, [*args[:-4], "--device", "cpu", "--out", str(tmp_path / "e2")])  # no --style-set

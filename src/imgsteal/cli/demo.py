@@ -7,20 +7,22 @@ from typing import Optional
 
 import typer
 
-from imgsteal.cli._common import UserError, user_errors
+from imgsteal.cli._common import user_errors
 
 
 def demo(
-    task: Optional[str] = typer.Option(None, help="sr or style; default: every setting"),
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="where the runs, report.html and results.json go"),
+    task: Optional[str] = typer.Option(None, help="sr or style; default: both"),
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="where the experiment, report.html and results.json go"),
+    quiet: bool = typer.Option(False, help="no progress bars"),
 ) -> None:
-    """Train a victim, steal it through its black-box interface, and report how close the copy is."""
-    with user_errors():
-        from imgsteal.demo import DEMO_TASKS, run_demo
+    """Train a victim, steal it through its black-box interface, and report how close the copy is.
 
-        if task is not None and task not in DEMO_TASKS:
-            raise UserError(f"--task must be one of {', '.join(DEMO_TASKS)}")
-        run_demo(out, tasks=(task,) if task else DEMO_TASKS)
+    The demo is the experiment preset `preset:demo` (see `imgsteal experiment run preset:demo`).
+    """
+    with user_errors():
+        from imgsteal.demo import run_demo
+
+        run_demo(out, tasks=(task,) if task else None, progress=not quiet)
 
 
 def register(app: typer.Typer) -> None:

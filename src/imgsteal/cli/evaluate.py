@@ -17,7 +17,9 @@ def parse_test_sets(specs: list[str]) -> dict[str, list[Path]]:
     for item in specs:
         name, sep, spec = item.partition("=")
         if not sep or not name or not spec:
-            raise UserError(f"--test expects NAME=DIR, got {item!r}")
+            example = f"--test mine={item}" if item and not sep else "--test DIV2K=div2k:/data/DIV2K:valid"
+            raise UserError(f"--test takes NAME=DIR (or NAME=DATASET_SPEC): the name labels the test set in the "
+                            f"tables, e.g. {example}; got {item!r}")
         sets[name] = resolve_images(spec)
     return sets
 
@@ -37,29 +39,45 @@ def evaluate(
 ) -> None:
     """Compare victim and surrogates: (A) F_V vs truth, (B) F_A vs F_V, (C) F_A vs truth."""
     with user_errors():
-        from imgsteal.report.html import Report
-        from imgsteal.victim.inference import load_translator
+        from imgsteal.data.images import counting_skipped
 
-        test_sets = parse_test_sets(test)
-        fv = load_translator(victim, device)
-        fas = [load_translator(s, device) for s in surrogate]
-        report = Report(f"imgsteal evaluation ({task})")
-        if task == "sr":
-            from imgsteal.evaluate.sr import SRConvention, evaluate_sr, sr_report_blocks, sr_tables
+        with counting_skipped() as skipped:
+            _evaluate(task, victim, surrogate, test, out, crop_border, y_channel, style_set, inception_weights, size,
+                      device)
+        counts = skipped.counts()
+        if any(counts.values()):
+            typer.echo(f"input files skipped: {counts['unreadable']} unreadable, {counts['not_images']} not images "
+                       "by extension (each named above)")
 
-            convention = SRConvention(crop_border=fv.scale if crop_border < 0 else crop_border, y_channel=y_channel)
-            results, _ = evaluate_sr(fv, fas, test_sets, out, scale=fv.scale, convention=convention)
-            sr_report_blocks(report, results)
-            typer.echo(sr_tables(results))
-        elif task == "style":
-            from imgsteal.evaluate.style import evaluate_style_cli
 
-            evaluate_style_cli(fv, fas, test_sets, style_set, out, report, inception_weights or None, size=size or None,
-                               device=device)
-        else:
-            raise UserError(f"--task must be sr or style, not {task!r}")
-        report.write(out / "report.html")
-        typer.echo(f"written: {out}/table.md, results.csv, results.json, report.html")
+def _evaluate(task, victim, surrogate, test, out, crop_border, y_channel, style_set, inception_weights, size,
+              device) -> None:
+    """The evaluation itself (see `evaluate`), with the command's options."""
+    from imgsteal.report.html import Report
+    from imgsteal.victim.inference import load_translator
+
+    if task not in ("sr", "style"):
+        raise UserError(f"--task must be sr or style, not {task!r}")
+    test_sets = parse_test_sets(test)
+    fv = load_translator(victim, device)
+    fas = [load_translator(s, device) for s in surrogate]
+    report = Report(f"imgsteal evaluation ({task})")
+    if task == "sr":
+        from imgsteal.evaluate.sr import SRConvention, evaluate_sr, sr_report_blocks, sr_tables
+
+        convention = SRConvention(crop_border=fv.scale if crop_border < 0 else crop_border, y_channel=y_channel)
+        results, _ = evaluate_sr(fv, fas, test_sets, out, scale=fv.scale, convention=convention)
+        sr_report_blocks(report, results)
+        typer.echo(sr_tables(results).markdown(title=False))
+    elif task == "style":
+        from imgsteal.evaluate.style import evaluate_style_cli
+
+        evaluate_style_cli(fv, fas, test_sets, style_set, out, report, inception_weights or None, size=size or None,
+                           device=device)
+    else:
+        raise UserError(f"--task must be sr or style, not {task!r}")
+    report.write(out / "report.html")
+    typer.echo(f"written: {out}/table.md, results.csv, results.json, report.html")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Optional
 
 import typer
 
@@ -42,35 +41,6 @@ def explicit_api_key(api_key: Optional[str], api_key_file: Optional[Path]) -> Op
         typer.secho(ARGV_KEY_WARNING, fg=typer.colors.YELLOW, err=True)
         return api_key
     return None
-
-
-def open_oracle(target: str, api_key: Optional[str], concurrency: int, api_spec=None,
-                environ: Mapping[str, str] | None = None) -> contextlib.AbstractContextManager:
-    """An http(s):// URL -> the HTTP oracle (imgsteal's API, or the API `api_spec` describes);
-    anything else -> a local victim checkpoint (for experiments).
-
-    api_key: the key given explicitly; None reads $IMGSTEAL_API_KEY (imgsteal's API) or the
-    variable the spec's auth.env names.
-    """
-    environ = os.environ if environ is None else environ
-    if api_spec is not None:
-        from imgsteal.attack.api_spec import SpecOracle
-
-        if not target.startswith(("http://", "https://")):
-            raise UserError(f"--api-spec needs an http(s):// --oracle URL, got {target!r}")
-        if api_key and api_spec.auth is None:
-            raise UserError("a key was given but the API spec has no auth section to send it with")
-        return contextlib.closing(SpecOracle(target, api_spec, concurrency, api_key=api_key, environ=environ))
-    if target.startswith(("http://", "https://")):
-        from imgsteal.attack.http_oracle import HttpOracle
-
-        key = api_key or environ.get(API_KEY_ENV) or None
-        return contextlib.closing(HttpOracle(target, api_key=key, concurrency=concurrency))
-    # The CLI, not the attack package, wires a local checkpoint in: attack/ never loads victim weights.
-    from imgsteal.victim.inference import load_translator
-    from imgsteal.victim.oracle import LocalOracle
-
-    return contextlib.closing(LocalOracle(load_translator(target)))
 
 
 def harvest(
@@ -109,7 +79,11 @@ def harvest(
                 cost = spec.price.cost
         with counting_skipped() as listed:
             paths = [p for spec_ in inputs for p in resolve_images(spec_)]
-        with open_oracle(oracle, key, concurrency or (spec.concurrency if spec else 8), spec) as orc, \
+        from imgsteal.pipeline.oracle import open_oracle
+
+        # A model file is answered in process (for experiments); a URL is the black box, over HTTP.
+        with open_oracle(oracle, transport="local", api_key=key, api_spec=spec,
+                         concurrency=concurrency or (spec.concurrency if spec else 8)) as orc, \
                 PairStore(out) as store:
             report = run_harvest(orc, paths, store, downscale=downscale or None, resize=resize or None, budget=budget,
                                  price=DEFAULT_PRICE_USD if price is None else price, cost=cost)

@@ -237,10 +237,22 @@ def lfw_images(root: str | Path, split: str = "all") -> list[Path]:
     return _require_images(list_images(folder), folder)
 
 
+# The style demo holds every DEMO_VICTIM_TEST_EVERY-th victim photo (in sorted order) out of the
+# victim's training, as the victim's own test split.
+DEMO_VICTIM_TEST_EVERY = 6
+
+
 def demo_images(root: str | Path | None = None, split: str = "attacker_photos") -> list[Path]:
-    """Images of one split of the bundled demo set (see imgsteal.data.demo); `root` is unused."""
+    """Images of one split of the bundled demo set (see imgsteal.data.demo); `root` is unused.
+
+    victim_train / victim_test: the victim's photos without / with only every 6th one (sorted by name).
+    """
     from imgsteal.data.demo import demo_data
 
+    if split in ("victim_train", "victim_test"):
+        photos = sorted(demo_images(root, "victim_photos"))
+        held_out = [i % DEMO_VICTIM_TEST_EVERY == DEMO_VICTIM_TEST_EVERY - 1 for i in range(len(photos))]
+        return [p for p, test in zip(photos, held_out) if test == (split == "victim_test")]
     folder = demo_data().split(split)
     return _require_images(list_images(folder), folder)
 
@@ -306,7 +318,8 @@ LAYOUTS: dict[str, Layout] = {
         Layout("lfw", lfw_images, ("all",), center_crop=True,
                description="LFW lfw/<person>/*.jpg (also deep-funneled / funneled)"),
         Layout("demo", demo_images,
-               ("attacker_photos", "victim_photos", "benchmark_photos", "paintings", "sr_benchmark"),
+               ("attacker_photos", "victim_photos", "benchmark_photos", "paintings", "sr_benchmark", "victim_train",
+                "victim_test"),
                aliases={"attacker": "attacker_photos", "victim": "victim_photos",
                         "benchmark": "benchmark_photos", "sr": "sr_benchmark"},
                needs_root=False, description="the demo set bundled with imgsteal"),

@@ -1,9 +1,10 @@
 """`imgsteal defense evaluate CONFIG.yaml`: does each output defence survive the extraction attack?
 
-For one task (the same `task:` block as an experiment config), this trains or loads the victim, then
-for a clean run and for each defended run harvests the adversary's queries through the victim's API
-with those defences on, trains a surrogate on the answers and scores it (A/B/C), and measures what
-each defence was meant to achieve:
+A defence evaluation is an experiment whose grid has one axis, the defences: a clean run `none`
+and one run per defended setup, each harvesting the adversary's queries through the victim's API with
+those defences on, training a surrogate on the answers and scoring it (A/B/C) - all through the
+experiment pipeline (imgsteal.experiments, imgsteal.pipeline), into OUT/experiment. This module
+converts its config into that experiment and then measures what each defence was meant to achieve:
 
     watermark    verdict on the surrogate, and on the clean run's surrogate (negative control)
     fingerprint  bit accuracy on the answers the API gave (positive control), on the surrogate's
@@ -13,43 +14,37 @@ each defence was meant to achieve:
     every run    the surrogate's quality with and without it, and what it costs honest clients
                  (PSNR of the defended answers against the clean ones)
 
-    OUT/victim/                      the victim's run (when the config trains it)
-    OUT/fingerprint/                 the fingerprint encoder/decoder and the secret fingerprint (0600)
-    OUT/runs/<run>/pairs/            the adversary's pair store for that run
-    OUT/runs/<run>/owner/            the watermark database (HMAC secret, trigger sets; 0600)
-    OUT/runs/<run>/api-session-N.sqlite, server/   the API's keys (hashed) and query log, server log
-    OUT/cells/<run>/f100-none-s<seed>/  the run's surrogate (and its evaluation)
-    OUT/figures/                     image panels (Figures 8 and 9, previews)
-    OUT/results.json, OUT/report.html
+    OUT/experiment/            the experiment (victim, fingerprint, harvests, cells; see imgsteal.pipeline.stages)
+    OUT/figures/               image panels (Figures 8 and 9, previews)
+    OUT/config.yaml, OUT/results.json, OUT/report.html
 
-Secrets (HMAC secret, trigger sets, fingerprint bits, API keys) stay in their owner-only files: the
-report and results hold counts, accuracies and p-values only; the previews show the defences applied
-to test images, never a trigger. Every stage resumes after an interruption.
+The defences' settings are their option models' fields (imgsteal.defenses.registry), the same as
+`imgsteal serve --defense ...` flags. Secrets (HMAC secret, trigger sets, fingerprint bits, API keys)
+stay in their owner-only files: the report and results hold counts, accuracies and p-values only;
+the previews show the defences applied to test images, never a trigger. Every stage resumes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from imgsteal.defenses.watermark import Alteration
 from imgsteal.config import load_yaml_config
+from imgsteal.defenses.registry import DEFENSES, DefenseSetup
 from imgsteal.errors import ImgstealError
-from imgsteal.experiments.config import TaskConfig
+from imgsteal.experiments.config import NO_DEFENSE, TaskConfig
 
-CLEAN_RUN = "none"
+CLEAN_RUN = NO_DEFENSE
 Log = Callable[[str], None]
 
 
@@ -61,29 +56,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class WatermarkSection(_Strict):
-    """Watermark settings of the defended runs (the trigger database is made per run)."""
-
-    fraction: float = Field(0.005, gt=0, le=1, description="share of the client's queries made triggers (paper: 0.5%)")
-    alteration: Alteration = Alteration.blur
-    blur_sigma: float = Field(3.0, gt=0)
-    text: str = "imgsteal"
-
-
 class FingerprintSection(_Strict):
     """Either `model` (a trained fingerprint run folder) or `train` (FingerprintTrainConfig settings)."""
 
     model: str | None = None
     train: dict[str, Any] = Field(default_factory=dict)
-
-
-class PGDSection(_Strict):
-    discriminator: str | None = Field(None, description="victim training checkpoint or run folder (default: the victim's run)")
-    module: str | None = None
-    epsilon: float = Field(0.25, ge=0, le=1)
-    steps: int = Field(10, ge=0)
-    step_size: float | None = Field(None, gt=0)
-    target: str = "fake"
 
 
 class TransferSection(_Strict):
@@ -106,7 +83,12 @@ class RunSpec(_Strict):
 
 
 class DefenseEvalConfig(_Strict):
-    """A defence evaluation: one task, the defences' settings, and the defended runs to compare."""
+    """A defence evaluation: one task, the defences' settings, and the defended runs to compare.
+
+    `watermark` and `pgd` hold the fields of the defences' option models (WatermarkOptions, PGDOptions:
+    the same as `imgsteal serve --watermark-*/--pgd-*`); `fingerprint` names a trained fingerprint or
+    how to train one.
+    """
 
     name: str = "defenses"
     description: str = ""
@@ -118,9 +100,9 @@ class DefenseEvalConfig(_Strict):
     runs: dict[str, RunSpec] = Field(
         default_factory=lambda: {n: RunSpec(defenses=[n]) for n in ("watermark", "fingerprint", "pgd")},
         description="run name -> defences applied (in order) or a RunSpec; a clean run 'none' is always added")
-    watermark: WatermarkSection = Field(default_factory=WatermarkSection)
+    watermark: dict[str, Any] = Field(default_factory=dict, description="WatermarkOptions fields")
     fingerprint: FingerprintSection = Field(default_factory=FingerprintSection)
-    pgd: PGDSection = Field(default_factory=PGDSection)
+    pgd: dict[str, Any] = Field(default_factory=dict, description="PGDOptions fields")
     transfer: TransferSection = Field(default_factory=TransferSection)
     alpha: float = Field(0.01, gt=0, lt=1, description="significance level of the watermark verdict")
     detect_images: int = Field(16, ge=1, description="test images whose outputs are checked for the fingerprint")
@@ -130,8 +112,6 @@ class DefenseEvalConfig(_Strict):
     @field_validator("runs", mode="before")
     @classmethod
     def _runs(cls, value: Any) -> Any:
-        from imgsteal.defenses.registry import DEFENSES
-
         if not isinstance(value, dict) or not value:
             raise ValueError("needs at least one defended run (name: [defences])")
         specs = {}
@@ -151,46 +131,73 @@ class DefenseEvalConfig(_Strict):
     def _consistent(self) -> "DefenseEvalConfig":
         if self.uses("fingerprint") and self.fingerprint.model is None and not self.fingerprint.train.get("images"):
             raise ValueError("fingerprint: give `model` (a trained run folder) or `train.images` (images to train it on)")
-        for run in self.runs:  # the per-run settings must be valid too
+        for run in self.runs:  # every run's settings must be valid, now rather than after the harvests
             try:
-                self.run_watermark(run), self.run_pgd(run)
-            except ValidationError as exc:
+                self.setup(run)
+            except (ImgstealError, ValueError) as exc:
                 raise ValueError(f"run {run!r}: {exc}") from None
         return self
 
     def uses(self, defense: str) -> bool:
         return any(defense in spec.defenses for spec in self.runs.values())
 
-    def run_watermark(self, run: str) -> WatermarkSection:
-        """The watermark settings of `run` (the top-level section with the run's overrides)."""
-        extra = self.runs[run].watermark if run in self.runs else {}
-        return WatermarkSection.model_validate({**self.watermark.model_dump(), **extra})
-
-    def run_pgd(self, run: str) -> PGDSection:
-        extra = self.runs[run].pgd if run in self.runs else {}
-        return PGDSection.model_validate({**self.pgd.model_dump(), **extra})
+    def setup(self, run: str) -> DefenseSetup:
+        """The defences of `run` with their options: the top-level sections with the run's overrides."""
+        if run == CLEAN_RUN:
+            return DefenseSetup()
+        spec = self.runs[run]
+        sections: dict[str, dict[str, Any]] = {}
+        if "watermark" in spec.defenses:
+            sections["watermark"] = {**self.watermark, **spec.watermark}
+        if "pgd" in spec.defenses:
+            sections["pgd"] = {**self.pgd, **spec.pgd}
+            if sections["pgd"].get("discriminator"):
+                sections["pgd"]["discriminator"] = self.expand(str(sections["pgd"]["discriminator"]))
+        if "fingerprint" in spec.defenses and self.fingerprint.model:
+            sections["fingerprint"] = {"model": self.expand(self.fingerprint.model)}
+        return DefenseSetup(defenses=spec.defenses, **sections)
 
     def expand(self, text: str) -> str:
         return text.replace("{data_root}", self.data_root)
 
     def experiment(self):
-        """The task as a one-cell experiment config, to reuse the experiment stages (victim, datasets)."""
+        """The evaluation as an experiment: its task over the defences axis (none + every run), one cell each."""
         from imgsteal.experiments.config import ExperimentConfig, GridConfig
 
-        return ExperimentConfig(name=self.name, data_root=self.data_root, price_usd=self.price_usd,
-                                grid=GridConfig(fractions=[1.0], augmentations=["none"], seeds=[self.seed]),
-                                tasks=[self.task])
+        fingerprint_training = None
+        if self.uses("fingerprint") and self.fingerprint.model is None:
+            fingerprint_training = dict(self.fingerprint.train)
+        return ExperimentConfig(
+            name=self.name, description=self.description, data_root=self.data_root, price_usd=self.price_usd,
+            grid=GridConfig(fractions=[1.0], augmentations=["none"], seeds=[self.seed], defenses=[CLEAN_RUN, *self.runs]),
+            tasks=[self.task], defense_setups={run: self.setup(run) for run in self.runs},
+            fingerprint_training=fingerprint_training, client=self.client)
 
 
 def load_defense_config(path: str | Path, data_root: str | None = None) -> DefenseEvalConfig:
-    """Read and validate a defence-evaluation YAML; ImgstealError naming the field for anything malformed."""
-    return load_yaml_config(path, DefenseEvalConfig, "defence evaluation config", overrides={"data_root": data_root})
+    """Read and validate a defence-evaluation YAML; ImgstealError naming the field for anything malformed.
+
+    With `base: preset:NAME` (or another experiment config), `task: NAME` picks that task of the base.
+    """
+    from imgsteal.config import read_raw_config, validate_config
+
+    raw = read_raw_config(path, "defence evaluation config")
+    if isinstance(raw.get("task"), str):
+        tasks = {t.get("name"): t for t in raw.get("tasks", []) if isinstance(t, dict)}
+        if raw["task"] not in tasks:
+            raise ImgstealError(f"{path}: task {raw['task']!r} is not among the base's tasks ({', '.join(map(str, tasks))})")
+        raw["task"] = tasks[raw["task"]]
+    for key in ("tasks", "grid", "defense_setups", "fingerprint_training"):  # experiment keys a base may bring
+        raw.pop(key, None)
+    if data_root is not None:
+        raw["data_root"] = data_root
+    return validate_config(raw, DefenseEvalConfig, "defence evaluation config", str(path))
 
 
-# -- stages ------------------------------------------------------------------------------------
+# -- where the experiment put things -----------------------------------------------------------
 @dataclass
 class Context:
-    """Paths and loaded things shared by the stages."""
+    """Paths and loaded things shared by the measurements."""
 
     cfg: DefenseEvalConfig
     out: Path
@@ -201,95 +208,67 @@ class Context:
     progress: bool = True
     log: Log = _print
 
+    @property
+    def experiment(self) -> Path:
+        return self.out / "experiment"
+
+    @property
+    def task_folder(self) -> Path:
+        return self.experiment / "tasks" / self.cfg.task.name
+
     def run_dir(self, run: str) -> Path:
-        return self.out / "runs" / run
+        """The run's harvest folder (pairs/, and service/ for a defended run)."""
+        from imgsteal.experiments.runner import defended_folder
+
+        return defended_folder(self.task_folder, run)
+
+    def store(self, run: str) -> Path:
+        return self.run_dir(run) / "pairs"
+
+    def service_dir(self, run: str) -> Path:
+        return self.run_dir(run) / "service"
 
     def watermark_db(self, run: str) -> Path:
-        return self.run_dir(run) / "owner" / "watermark.sqlite"
+        from imgsteal.pipeline.oracle import watermark_db
+
+        configured = self.cfg.setup(run).options("watermark").db if "watermark" in self.defenses(run) else None
+        return Path(configured) if configured else watermark_db(self.service_dir(run))
+
+    def surrogate_dir(self, run: str) -> Path:
+        from imgsteal.experiments.grid import GridCell
+
+        return GridCell(self.cfg.task.name, 1.0, "none", self.cfg.seed, run).folder(self.experiment) / "surrogate"
+
+    def cell_result(self, run: str) -> dict:
+        return json.loads((self.surrogate_dir(run).parent / "result.json").read_text())
 
     def defenses(self, run: str) -> list[str]:
-        return [] if run == CLEAN_RUN else self.cfg.runs[run].defenses
+        return self.cfg.setup(run).defenses
 
-    def discriminator_path(self, run: str | None = None) -> Path:
-        pgd = self.cfg.run_pgd(run) if run else self.cfg.pgd
-        if pgd.discriminator:
-            return Path(self.cfg.expand(pgd.discriminator))
-        return self.victim_model.parent  # the victim's run folder: checkpoints/last.safetensors
+    def pgd_options(self, run: str):
+        return self.cfg.setup(run).options("pgd")
+
+    def discriminator_path(self, run: str) -> Path:
+        configured = self.pgd_options(run).discriminator
+        return Path(configured) if configured else self.victim_model.parent  # the victim's run folder
 
     def test_queries(self, count: int) -> list[tuple[Path, torch.Tensor]]:
         """(path, the query the evaluation sends) for the first `count` images of the first test set."""
-        from imgsteal.experiments.cell import gallery_input
-        from imgsteal.experiments.stages import work_size
+        from imgsteal.experiments.runner import work_size
 
         first = next(iter(self.cfg.task.test_sets))
         paths = self.resolved[f"test:{first}"][:count]
-        return [(p, gallery_input(self.cfg.task.kind, p, self.scale, work_size(self.cfg.task))[0]) for p in paths]
+        return [(p, self.cfg.task.kind_spec.test_query(p, self.scale, work_size(self.cfg.task))[0]) for p in paths]
 
     @property
     def scale(self) -> int:
         return self.cfg.task.harvest.downscale or 1
 
 
-def server_flags(ctx: Context, run: str) -> dict[str, Any]:
-    """The `imgsteal serve` defence flags of a run (names of imgsteal.defenses.registry.SERVE_FLAGS)."""
-    cfg, names = ctx.cfg, ctx.defenses(run)
-    flags: dict[str, Any] = {}
-    if "watermark" in names:
-        wm = cfg.run_watermark(run)
-        flags.update(watermark_db=str(ctx.watermark_db(run)), watermark_fraction=wm.fraction,
-                     watermark_alteration=wm.alteration.value, watermark_blur_sigma=wm.blur_sigma, watermark_text=wm.text)
-    if "fingerprint" in names:
-        flags["fingerprint_model"] = str(ctx.fingerprint_dir)
-    if "pgd" in names:
-        p = cfg.run_pgd(run)
-        flags.update(pgd_discriminator=str(ctx.discriminator_path(run)), pgd_module=p.module, pgd_epsilon=p.epsilon,
-                     pgd_steps=p.steps, pgd_step_size=p.step_size, pgd_target=p.target)
-    return flags
-
-
-@contextlib.contextmanager
-def defended_oracle(ctx: Context, run: str) -> Iterator[Any]:
-    """The victim as the adversary sees it in `run`: over HTTP (a server with `--defense ...`, a fresh
-    API key named after the client) or in process (LocalOracle with the same Defense objects)."""
-    task, names, flags = ctx.cfg.task, ctx.defenses(run), server_flags(ctx, run)
-    run_dir = ctx.run_dir(run)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ctx.watermark_db(run).parent.mkdir(mode=0o700, exist_ok=True)  # the owner's secrets: owner-only folder
-    if task.harvest.oracle == "http":
-        from imgsteal.victim.launch import served_oracle
-
-        # A new key database per session: key names cannot be reused, and the watermark's client
-        # is the key's name, so a resumed harvest must come back under the same name.
-        session = len(list(run_dir.glob("api-session-*.sqlite"))) + 1
-        with served_oracle(ctx.victim_model, concurrency=task.harvest.concurrency, key_name=ctx.cfg.client,
-                           device=task.device, db_path=run_dir / f"api-session-{session}.sqlite",
-                           workdir=run_dir / "server", rate=0, defense=names, **flags) as oracle:
-            yield oracle
-        return
-    from imgsteal.defenses.registry import build_defenses
-    from imgsteal.victim.inference import load_translator
-    from imgsteal.victim.oracle import LocalOracle
-
-    defenses = build_defenses(names, flags, {"pgd_device": task.device, "fingerprint_device": task.device})
-    oracle = LocalOracle(load_translator(ctx.victim_model, task.device), defenses=defenses, key_name=ctx.cfg.client)
-    try:
-        yield oracle
-    finally:
-        _add_local_labels(run_dir, oracle.defense_labels)
-        for defense in defenses:
-            if hasattr(defense, "close"):
-                defense.close()
-
-
-def _add_local_labels(run_dir: Path, labels: Counter) -> None:
-    path = run_dir / "local-labels.json"
-    total = Counter(json.loads(path.read_text())) if path.exists() else Counter()
-    total.update(labels)
-    path.write_text(json.dumps(dict(total)))
-
-
 def logged_labels(run_dir: Path) -> dict[str, int]:
     """How many answers each defence label marked, from the API's query logs (or the local oracle's counts)."""
+    from collections import Counter
+
     from imgsteal.victim.accounts import AccountsDB
 
     counts: Counter = Counter()
@@ -302,76 +281,6 @@ def logged_labels(run_dir: Path) -> dict[str, int]:
     if local.exists():
         counts.update(json.loads(local.read_text()))
     return dict(counts)
-
-
-def ensure_fingerprint(ctx: Context) -> Path | None:
-    """The fingerprint run folder: the configured one, or one trained (or resumed) into OUT/fingerprint."""
-    from imgsteal.defenses.fingerprint import MODEL_FILE, FingerprintTrainConfig, train_fingerprint
-
-    cfg = ctx.cfg
-    if not cfg.uses("fingerprint"):
-        return None
-    if cfg.fingerprint.model is not None:
-        return Path(cfg.expand(cfg.fingerprint.model))
-    folder = ctx.out / "fingerprint"
-    if (folder / MODEL_FILE).exists():
-        return folder
-    settings = dict(cfg.fingerprint.train)
-    settings["images"] = [cfg.expand(s) for s in settings["images"]]
-    if settings.get("eval_images"):
-        settings["eval_images"] = [cfg.expand(s) for s in settings["eval_images"]]
-    settings.setdefault("device", cfg.task.device)
-    try:
-        train_cfg = FingerprintTrainConfig(**settings)
-    except ValidationError as exc:
-        raise ImgstealError(f"fingerprint.train: {exc}") from None
-    ctx.log(f"training the fingerprint encoder/decoder ({train_cfg.bits} bits at {train_cfg.size} px, {train_cfg.steps} steps)")
-    train_fingerprint(train_cfg, folder, resume=(folder / "checkpoints" / "last.safetensors").exists(), progress=ctx.progress)
-    return folder
-
-
-def harvest_run(ctx: Context, run: str) -> dict:
-    """Harvest the adversary's queries for `run` through its defended oracle (resumable)."""
-    from imgsteal.attack.harvest import harvest
-    from imgsteal.data.pairs import PairStore
-    from imgsteal.experiments.stages import harvest_options
-
-    inputs = ctx.resolved["harvest"]
-    store_dir = ctx.run_dir(run) / "pairs"
-    with PairStore(store_dir) as store:
-        missing = len(store) < len(inputs)
-    if missing:
-        shown = ", ".join(ctx.defenses(run)) or "no defence"
-        ctx.log(f"run {run}: harvesting {len(inputs)} queries through the {ctx.cfg.task.harvest.oracle} oracle ({shown})")
-        with defended_oracle(ctx, run) as oracle, PairStore(store_dir) as store:
-            report = harvest(oracle, inputs, store, progress=ctx.progress, **harvest_options(ctx.cfg.task, ctx.cfg.price_usd))
-        if report.failed:
-            raise ImgstealError(f"run {run}: {report.failed} queries failed; run the evaluation again to retry them")
-    with PairStore(store_dir, create=False) as store:
-        return {"pairs": len(store), "cost_usd": store.total_cost()}
-
-
-def train_and_score(ctx: Context, run: str) -> tuple[Path, list[dict]]:
-    """Train (or resume) the run's surrogate and score it (A/B/C) with the experiment cell code."""
-    from imgsteal.experiments.cell import CellJob, run_cell
-    from imgsteal.experiments.grid import GridCell
-    from imgsteal.experiments.stages import work_size
-
-    task = ctx.cfg.task
-    job = CellJob(cell=GridCell(run, 1.0, "none", ctx.cfg.seed), kind=task.kind, out=str(ctx.out),
-                  store=str(ctx.run_dir(run) / "pairs"), victim_model=str(ctx.victim_model),
-                  surrogate=task.surrogate_settings(),
-                  test_sets={name: [str(p) for p in ctx.resolved[f"test:{name}"]] for name in task.test_sets},
-                  victim_cache=str(ctx.out / "victim_cache"),
-                  style_set=ctx.cfg.expand(task.style_set) if task.style_set else None, work_size=work_size(task),
-                  evaluation=task.evaluation.model_dump(), device=task.device, progress=ctx.progress)
-    result_path = job.folder / "result.json"
-    if result_path.exists() and (job.folder / "surrogate" / "model.safetensors").exists():
-        return job.folder / "surrogate", json.loads(result_path.read_text())["records"]
-    ctx.log(f"run {run}: training and scoring the surrogate")
-    result = run_cell(job)
-    result_path.write_text(json.dumps(result, indent=2))
-    return job.folder / "surrogate", result["records"]
 
 
 # -- measurements ------------------------------------------------------------------------------
@@ -394,7 +303,7 @@ def matched_answers(store_a: Path, store_b: Path) -> list[tuple[torch.Tensor, to
 
 def answer_cost(ctx: Context, run: str) -> dict:
     """What the run's defences cost honest clients: the defended answers against the clean answers."""
-    pairs = matched_answers(ctx.run_dir(run) / "pairs", ctx.run_dir(CLEAN_RUN) / "pairs")
+    pairs = matched_answers(ctx.store(run), ctx.store(CLEAN_RUN))
     if not pairs:
         return {"answers": 0}
     mses = [float(F.mse_loss(d, c)) for d, c in pairs]
@@ -415,8 +324,8 @@ def watermark_results(ctx: Context, run: str, surrogate_dir: Path, clean_dir: Pa
     with TriggerStore(db, create=False) as store:
         count = store.count(ctx.cfg.client)
     if count == 0:
-        return {"triggers": 0, "note": f"no query was selected at fraction {ctx.cfg.run_watermark(run).fraction:g}"}
-    wm = ctx.cfg.run_watermark(run)
+        return {"triggers": 0, "note": f"no query was selected at fraction {ctx.cfg.setup(run).options('watermark').fraction:g}"}
+    wm = ctx.cfg.setup(run).options("watermark")
     out = {"triggers": count, "fraction": wm.fraction, "alteration": wm.alteration.value}
     for label, folder in (("surrogate", surrogate_dir), ("negative_control", clean_dir)):
         verdict = verify_watermark(db, ctx.cfg.client, checkpoint_suspect(folder, ctx.cfg.task.device),
@@ -431,7 +340,7 @@ def fingerprint_results(ctx: Context, run: str, surrogate, clean_surrogate, vict
     from imgsteal.defenses.fingerprint import FingerprintModel, detect_fingerprint
 
     fp = FingerprintModel.load(ctx.fingerprint_dir, "cpu")
-    with PairStore(ctx.run_dir(run) / "pairs", create=False) as store:
+    with PairStore(ctx.store(run), create=False) as store:
         answers = [store.load_pair(r)[1] for r in store.records()]
     outputs = {
         "api_answers": answers,  # positive control: what the defended API returned
@@ -447,10 +356,10 @@ def pgd_results(ctx: Context, run: str) -> dict:
     measured perturbation size (bounded by epsilon, plus 8-bit rounding)."""
     from imgsteal.defenses.perturbation import DISCRIMINATOR_LOSSES, discriminator_loss, load_discriminator_named
 
-    p = ctx.cfg.run_pgd(run)
+    p = ctx.pgd_options(run)
     disc, name = load_discriminator_named(ctx.discriminator_path(run), p.module)
     loss = DISCRIMINATOR_LOSSES.get(name, "bce")
-    pairs = matched_answers(ctx.run_dir(run) / "pairs", ctx.run_dir(CLEAN_RUN) / "pairs")
+    pairs = matched_answers(ctx.store(run), ctx.store(CLEAN_RUN))
     with torch.no_grad():
         clean = [float(discriminator_loss(disc, c[None], p.target, loss)) for _, c in pairs]
         pert = [float(discriminator_loss(disc, d[None], p.target, loss)) for d, _ in pairs]
@@ -483,14 +392,12 @@ def panel(rows: list[list[torch.Tensor]], height: int = 160, gap: int = 4) -> to
 def _preview(ctx: Context, run: str, answer: torch.Tensor, cache: dict) -> torch.Tensor:
     """The answer as the run's defences would change it, computed here (no trigger is recorded)."""
     from imgsteal.data.images import quantize
-    from imgsteal.defenses.watermark import WatermarkOptions, alter
+    from imgsteal.defenses.watermark import alter
 
     out = answer
     for name in ctx.defenses(run):
         if name == "watermark":
-            wm = ctx.cfg.run_watermark(run)
-            out = alter(out, WatermarkOptions(fraction=wm.fraction, alteration=wm.alteration, blur_sigma=wm.blur_sigma,
-                                              text=wm.text))
+            out = alter(out, ctx.cfg.setup(run).options("watermark"))
         elif name == "fingerprint":
             if "fingerprint" not in cache:
                 from imgsteal.defenses.fingerprint import FingerprintModel
@@ -499,12 +406,10 @@ def _preview(ctx: Context, run: str, answer: torch.Tensor, cache: dict) -> torch
             out = cache["fingerprint"].stamp(out)
         elif name == "pgd":
             if f"pgd:{run}" not in cache:
-                from imgsteal.defenses.perturbation import PGDDefense, PGDOptions
+                from imgsteal.defenses.perturbation import PGDDefense
 
-                p = ctx.cfg.run_pgd(run)
-                cache[f"pgd:{run}"] = PGDDefense(PGDOptions(discriminator=ctx.discriminator_path(run), module=p.module,
-                                                            epsilon=p.epsilon, steps=p.steps, step_size=p.step_size,
-                                                            target=p.target))
+                options = ctx.pgd_options(run).model_copy(update={"discriminator": ctx.discriminator_path(run)})
+                cache[f"pgd:{run}"] = PGDDefense(options)
             out = cache[f"pgd:{run}"].perturb(out, seed=0)
     return quantize(out)
 
@@ -513,45 +418,43 @@ def _preview(ctx: Context, run: str, answer: torch.Tensor, cache: dict) -> torch
 def run_defense_evaluation(cfg: DefenseEvalConfig, out: str | Path, progress: bool = True, log: Log = _print) -> dict:
     """Run the evaluation described in the module docstring; writes OUT/results.json and OUT/report.html."""
     from imgsteal.experiments.config import check_datasets
-    from imgsteal.experiments.stages import ensure_victim
+    from imgsteal.experiments.runner import run_experiment
     from imgsteal.victim.inference import load_translator
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
     exp = cfg.experiment()
     task = exp.tasks[0]
-    resolved = check_datasets(exp)[task.name]
-    timings: dict[str, float] = {}
-
-    t = time.perf_counter()
-    victim_model = ensure_victim(exp, task, out, progress, log)
-    ctx = Context(cfg=cfg, out=out, resolved=resolved, victim_model=Path(victim_model), progress=progress, log=log)
-    for run in cfg.runs:
-        if "pgd" in ctx.defenses(run):
+    resolved = check_datasets(exp)[task.name]  # every path, before anything is created
+    for run in cfg.runs:  # a given discriminator must load now, not after the harvests
+        if "pgd" in cfg.setup(run).defenses and cfg.setup(run).options("pgd").discriminator:
             from imgsteal.defenses.perturbation import load_discriminator
 
-            load_discriminator(ctx.discriminator_path(run), cfg.run_pgd(run).module)  # fail now, not after the harvests
-    timings["victim_s"] = time.perf_counter() - t
+            load_discriminator(cfg.setup(run).options("pgd").discriminator, cfg.setup(run).options("pgd").module)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+    run = run_experiment(exp, out / "experiment", progress=progress, log=log)
+    assets = run.assets.get(task.name)
+    victim_model = Path(assets.victim_model) if assets else _victim_model(exp, out / "experiment")
+    ctx = Context(cfg=cfg, out=out, resolved=resolved, victim_model=victim_model, progress=progress, log=log)
+    fingerprint = cfg.setup(next((r for r in cfg.runs if "fingerprint" in cfg.setup(r).defenses), CLEAN_RUN))
+    if "fingerprint" in fingerprint.defenses:
+        given = fingerprint.options("fingerprint").model
+        ctx.fingerprint_dir = Path(given) if given else ctx.task_folder / "fingerprint"
+    timings: dict[str, float] = {"experiment_s": time.perf_counter() - started}
 
-    t = time.perf_counter()
-    ctx.fingerprint_dir = ensure_fingerprint(ctx)
-    timings["fingerprint_training_s"] = time.perf_counter() - t
-
-    runs = [CLEAN_RUN, *cfg.runs]
     results: dict[str, Any] = {"name": cfg.name, "task": {"name": task.name, "kind": task.kind}, "client": cfg.client,
                                "oracle": task.harvest.oracle, "runs": {}}
     surrogate_dirs: dict[str, Path] = {}
-    for run in runs:
-        t = time.perf_counter()
-        harvest = harvest_run(ctx, run)
-        timings[f"{run}_harvest_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        surrogate_dirs[run], records = train_and_score(ctx, run)
-        timings[f"{run}_surrogate_s"] = time.perf_counter() - t
-        results["runs"][run] = {"defenses": ctx.defenses(run), "harvest": harvest, "quality": records,
-                                "labels": logged_labels(ctx.run_dir(run))}
+    from imgsteal.data.pairs import PairStore
+
+    for name in [CLEAN_RUN, *cfg.runs]:
+        surrogate_dirs[name] = ctx.surrogate_dir(name)
+        with PairStore(ctx.store(name), create=False) as store:
+            harvest = {"pairs": len(store), "cost_usd": store.total_cost()}
+        results["runs"][name] = {"defenses": ctx.defenses(name), "harvest": harvest,
+                                 "quality": ctx.cell_result(name)["records"],
+                                 "labels": logged_labels(ctx.service_dir(name))}
 
     t = time.perf_counter()
     log("measuring the defences (watermark verdicts, fingerprint bits, PGD, transfer)")
@@ -593,6 +496,13 @@ def run_defense_evaluation(cfg: DefenseEvalConfig, out: str | Path, progress: bo
     return results
 
 
+def _victim_model(exp, experiment: Path) -> Path:
+    task = exp.tasks[0]
+    if task.victim.model:
+        return Path(exp.expand(task.victim.model))
+    return experiment / "tasks" / task.name / "victim" / "model.safetensors"
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, float) and (math.isinf(value) or math.isnan(value)):
         return str(value)
@@ -616,7 +526,9 @@ def write_figures(ctx: Context, victim, models: dict, transfer) -> dict:
         save_image(image, fig_dir / name)
         return f"figures/{name}"
 
-    wm = ctx.cfg.watermark
+    from imgsteal.defenses.watermark import WatermarkOptions
+
+    wm = WatermarkOptions.model_validate(ctx.cfg.watermark)
     a = answers[0]
     figures["figure8"] = save(panel([[a, blur(a, wm.blur_sigma), monochrome(a), embed_text(a, wm.text)]]), "figure8_alterations.png")
     cache: dict = {}
@@ -742,7 +654,7 @@ def write_report(ctx: Context, results: dict):
         wm = entry.get("watermark")
         if wm is None:
             continue
-        setting = cfg.run_watermark(run)
+        setting = cfg.setup(run).options("watermark")
         shown = f"{setting.alteration.value}, {setting.fraction:g}"
         if not wm.get("triggers"):
             wm_rows.append([run, shown, "–", "0", "–", "–", "–", wm.get("note", "")])

@@ -15,7 +15,7 @@ import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -123,15 +123,15 @@ class PGDOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    discriminator: Path = Field(description="victim training checkpoint (or its run folder) holding the discriminator")
+    discriminator: Optional[Path] = Field(None, description="victim training checkpoint (or its run folder) holding the "
+                                                            "discriminator (default: the served victim's)")
     module: str | None = Field(None, description="discriminator module name in the checkpoint (default: found by name)")
     epsilon: float = Field(0.25, ge=0, le=1, description="L-infinity bound of the perturbation, in [0, 1] pixel units")
-    steps: int = Field(10, ge=0)
-    step_size: float | None = Field(None, gt=0, description="default 2.5 * epsilon / steps")
+    steps: int = Field(10, ge=0, description="gradient steps")
+    step_size: float | None = Field(None, gt=0, description="step size (default 2.5 * epsilon / steps)")
     target: Literal["fake", "real"] = Field("fake", description="label whose discriminator loss is increased")
     loss: Literal["auto", "bce", "mse"] = Field("auto", description="auto: the loss the discriminator was trained with")
-    random_start: bool = True
-    device: str = "cpu"
+    random_start: bool = Field(True, description="start from a random point in the epsilon ball")
 
 
 def _seed_of(text: str) -> int:
@@ -146,12 +146,14 @@ class PGDDefense:
 
     name = "pgd"
 
-    def __init__(self, options: PGDOptions, discriminator: nn.Module | None = None) -> None:
+    def __init__(self, options: PGDOptions, discriminator: nn.Module | None = None, device: str = "cpu") -> None:
         self.options = options
         from imgsteal.device import pick_device
 
-        self.device = pick_device(options.device)
+        self.device = pick_device(device)
         if discriminator is None:
+            if options.discriminator is None:
+                raise ImgstealError("pgd needs the victim's discriminator (--pgd-discriminator)")
             discriminator, module = load_discriminator_named(options.discriminator, options.module, self.device)
         else:
             module = options.module or "discriminator"

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Optional
 
 import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -63,7 +64,8 @@ class WatermarkOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    db: Path = Field(Path("imgsteal-watermark.sqlite"), description="SQLite file with the HMAC secret and trigger sets")
+    db: Optional[Path] = Field(None, description="SQLite file with the HMAC secret and trigger sets, 0600 "
+                                                 "(default: <API database>-watermark.sqlite beside the API database)")
     fraction: float = Field(0.005, gt=0, le=1, description="share of each client's queries that become triggers")
     alteration: Alteration = Alteration.blur
     blur_sigma: float = Field(3.0, gt=0, description="Gaussian blur radius, output pixels")
@@ -235,6 +237,8 @@ class WatermarkDefense:
 
     def __init__(self, options: WatermarkOptions | None = None, store: TriggerStore | None = None) -> None:
         self.options = options or WatermarkOptions()
+        if store is None and self.options.db is None:
+            raise ImgstealError("the watermark defence needs a database path (WatermarkOptions.db)")
         self.store = store or TriggerStore(self.options.db)
         self._secret = self.store.secret()
 

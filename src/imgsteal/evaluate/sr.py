@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from imgsteal.data.images import bicubic_downscale, bicubic_upscale, crop_to_multiple, load_images, quantize, save_image
-from imgsteal.evaluate.summary import Cell, abc_rows, markdown_table, summarize, write_abc_outputs
+from imgsteal.evaluate.summary import Cell, abc_rows, spread_note, summarize, write_abc_outputs
 from imgsteal.metrics import psnr, ssim
 
 Model = Callable[[torch.Tensor], torch.Tensor]  # N x 3 x h x w -> N x 3 x sh x sw, in [0, 1]
@@ -86,25 +86,60 @@ def evaluate_sr_set(
     return SRTestResult(name=name, n_images=len(images), cells=cells, gallery=gallery)
 
 
-def sr_tables(results: list[SRTestResult]) -> str:
-    """Markdown: SSIM then PSNR tables laid out like the paper's Table 5."""
-    parts = []
-    for metric, label, digits in (("ssim", "SSIM", 3), ("psnr", "PSNR (dB)", 2)):
-        rows = {r.name: r.cells[metric] for r in results}
-        parts.append(f"**{label}**\n\n" + markdown_table(*abc_rows(rows, "original high-res", digits)))
-        base = "; ".join(
-            f"{r.name}: bicubic vs F_V {r.cells[metric]['bicubic_vs_victim'].text(digits)}, "
-            f"bicubic vs HR {r.cells[metric]['bicubic_vs_hr'].text(digits)}"
-            for r in results
-        )
-        parts.append(f"\nBaseline ({label}) — {base}\n")
-    return "\n\n".join(parts)
+SR_METRICS = (("ssim", "SSIM", 3, "5a"), ("psnr", "PSNR (dB)", 2, "5b"))
+
+
+def victim_verdicts(results: list[SRTestResult]) -> list[str]:
+    """One sentence per test set on whether the victim beats bicubic upscaling against the truth (PSNR):
+    a victim worse than doing nothing makes every attack figure mean little."""
+    lines = []
+    for r in results:
+        a, bic = r.cells["psnr"]["A"].mean, r.cells["psnr"]["bicubic_vs_hr"].mean
+        if a < bic:
+            lines.append(f"Warning: on {r.name} the victim F_V is worse than bicubic upscaling against the ground truth "
+                         f"(A: {a:.2f} dB vs bicubic {bic:.2f} dB PSNR), so copying it copies a model that is worse "
+                         "than doing nothing; read (B) and (C) with that in mind.")
+        else:
+            lines.append(f"On {r.name} the victim F_V beats bicubic upscaling against the ground truth "
+                         f"(A: {a:.2f} dB vs bicubic {bic:.2f} dB PSNR).")
+    return lines
+
+
+def sr_report_blocks(report, results: list[SRTestResult], prefix: str = "", gallery: bool = True) -> None:
+    """Add Table 5 (5a SSIM, 5b PSNR) with the bicubic rows, the victim-vs-bicubic verdicts and (with
+    `gallery`) the LR | bicubic | F_V | F_A | HR galleries to a Report. prefix: path from the report's
+    folder to the evaluation folder holding gallery/."""
+    for line in victim_verdicts(results):
+        report.text(line)
+    for metric, label, digits, number in SR_METRICS:
+        header, rows = abc_rows({r.name: r.cells[metric] for r in results}, "original high-res", digits)
+        for r in results:
+            rows.append(["bicubic baseline", r.name, r.cells[metric]["bicubic_vs_victim"].text(digits),
+                         r.cells[metric]["bicubic_vs_hr"].text(digits)])
+        note = spread_note([c for r in results for c in r.cells[metric].values()], results[0].n_images if results else 0)
+        report.table(header, rows, caption=f"Table {number}: {label}; {note}")
+    if not gallery:
+        return
+    for r in results:
+        if r.gallery:
+            report.gallery(["LR input", "bicubic", "victim F_V", "surrogate F_A", "HR"],
+                           [[f"{prefix}gallery/{g[k]}" for k in ("lr", "bicubic", "victim", "surrogate", "hr")] for g in r.gallery],
+                           captions=[g["name"] for g in r.gallery], title=f"{r.name}")
+
+
+def sr_tables(results: list[SRTestResult]):
+    """The tables alone (a Report without galleries): `.markdown()` for table.md and the terminal."""
+    from imgsteal.report.html import Report
+
+    report = Report("Super-resolution A/B/C")
+    sr_report_blocks(report, results, gallery=False)
+    return report
 
 
 def write_sr_results(results: list[SRTestResult], out_dir: Path, convention: SRConvention, extra: dict | None = None) -> dict:
     """Write table.md, results.csv and results.json into out_dir; return the JSON dict."""
     head = {
-        "task": "sr",
+        "kind": "sr",
         "convention": {"color": "Y (BT.601)" if convention.y_channel else "RGB", "crop_border": convention.crop_border},
         **(extra or {}),
     }
@@ -130,21 +165,3 @@ def evaluate_sr(
         for name, paths in test_sets.items()
     ]
     return results, write_sr_results(results, out_dir, convention, extra)
-
-
-def sr_report_blocks(report, results: list[SRTestResult], prefix: str = "") -> None:
-    """Add the Table 5 layout and the LR | F_V | F_A | HR gallery to a Report.
-
-    prefix: path from the report's folder to the evaluation folder holding gallery/.
-    """
-    for metric, label, digits in (("ssim", "SSIM", 3), ("psnr", "PSNR (dB)", 2)):
-        header, rows = abc_rows({r.name: r.cells[metric] for r in results}, "original high-res", digits)
-        for r in results:
-            rows.append(["bicubic baseline", r.name, r.cells[metric]["bicubic_vs_victim"].text(digits),
-                         r.cells[metric]["bicubic_vs_hr"].text(digits)])
-        report.table(header, rows, caption=label)
-    for r in results:
-        if r.gallery:
-            report.gallery(["LR input", "bicubic", "victim F_V", "surrogate F_A", "HR"],
-                           [[f"{prefix}gallery/{g[k]}" for k in ("lr", "bicubic", "victim", "surrogate", "hr")] for g in r.gallery],
-                           captions=[g["name"] for g in r.gallery], title=f"{r.name}")

@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from imgsteal.data.images import load_images, quantize, save_image
 from imgsteal.data.layouts import center_crop_resize
 from imgsteal.errors import ImgstealError, WeightsUnavailableError
-from imgsteal.evaluate.summary import Cell, abc_rows, markdown_table, summarize, write_abc_outputs
+from imgsteal.files import safe_name
+from imgsteal.evaluate.summary import Cell, abc_rows, spread_note, summarize, write_abc_outputs
 from imgsteal.metrics import psnr, ssim
 
 Model = Callable[[torch.Tensor], torch.Tensor]  # N x 3 x s x s -> N x 3 x s x s, in [0, 1]
@@ -155,7 +156,7 @@ def evaluate_style_set(
     if not photos:
         raise ImgstealError(f"test set {name!r}: none of its {len(paths)} images could be read")
     inputs = [image for _, image in photos]
-    folder = out_dir / "outputs" / _slug(name)
+    folder = out_dir / "outputs" / safe_name(name)
     steps = tqdm(total=1 + len(surrogates), desc=f"translate {name}", disable=not progress, unit="model")
     v = _translate(victim, inputs, batch_size)
     steps.update(1)
@@ -182,31 +183,11 @@ def evaluate_style_set(
     for i, (path, x) in enumerate(photos[:gallery_count]):
         entry = {"name": path.name}
         for label, image in (("input", x), ("victim", v[i]), ("surrogate", outs[0][i] if outs else v[i])):
-            rel = f"{_slug(name)}_{i:02d}_{label}.png"
+            rel = f"{safe_name(name)}_{i:02d}_{label}.png"
             save_image(image, out_dir / "gallery" / rel)
             entry[label] = rel
         gallery.append(entry)
     return StyleTestResult(name=name, n_images=len(inputs), cells=cells, gallery=gallery)
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-
-
-def style_tables(results: list[StyleTestResult], status: FIDStatus) -> str:
-    """Markdown: FID and KID laid out like Tables 3 and 4 (or why they were skipped), then the paired
-    (B) scores with the input-vs-F_V baseline."""
-    parts = []
-    if status.computed:
-        for metric, label, digits in DISTRIBUTION_METRICS:
-            rows = {r.name: r.cells[metric] for r in results if metric in r.cells}
-            if rows:
-                parts.append(f"**{label}** (lower = closer)\n\n" + markdown_table(*abc_rows(rows, "style set", digits)))
-    else:
-        parts.append(f"**FID/KID skipped**: {status.reason}")
-    parts.append("**Paired (B): F_A(x) vs F_V(x)**, with the unstyled input x vs F_V(x) as baseline\n\n"
-                 + markdown_table(*paired_rows(results)))
-    return "\n\n".join(parts)
 
 
 def paired_rows(results: list[StyleTestResult]) -> tuple[list[str], list[list[str]]]:
@@ -224,7 +205,7 @@ def paired_rows(results: list[StyleTestResult]) -> tuple[list[str], list[list[st
 def write_style_results(results: list[StyleTestResult], out_dir: Path, size: int, status: FIDStatus,
                         extra: dict | None = None) -> dict:
     """Write table.md, results.csv and results.json into out_dir; return the JSON dict."""
-    head = {"task": "style", "size": size, "fid_kid": status.as_dict(), **(extra or {})}
+    head = {"kind": "style", "size": size, "fid_kid": status.as_dict(), **(extra or {})}
     return write_abc_outputs(out_dir, head, results, style_tables(results, status))
 
 
@@ -265,22 +246,39 @@ def evaluate_style(
     return results, write_style_results(results, out_dir, size, status, extra)
 
 
-def style_report_blocks(report, results: list[StyleTestResult], status: FIDStatus, prefix: str = "") -> None:
-    """Add Tables 3/4 (FID, KID) or the reason they were skipped, the paired (B) table, and the
-    original | F_V | F_A galleries to a Report. prefix: path from the report to the evaluation folder."""
+def style_report_blocks(report, results: list[StyleTestResult], status: FIDStatus, prefix: str = "",
+                        gallery: bool = True) -> None:
+    """Add Tables 3/4 (FID, KID) or the reason they were skipped, the paired (B) table and (with
+    `gallery`) the original | F_V | F_A galleries to a Report. prefix: path from the report to the
+    evaluation folder."""
+    n = results[0].n_images if results else 0
     if status.computed:
         for metric, label, digits in DISTRIBUTION_METRICS:
             rows = {r.name: r.cells[metric] for r in results if metric in r.cells}
             if rows:
-                report.table(*abc_rows(rows, "style set", digits), caption=f"{label} (lower = closer; mean ± std over surrogate seeds)")
+                note = spread_note([c for cells in rows.values() for c in cells.values()], n)
+                report.table(*abc_rows(rows, "style set", digits), caption=f"{label} (lower = closer); {note}")
     else:
         report.text(f"FID and KID were skipped: {status.reason}")
-    report.table(*paired_rows(results), caption="Paired (B): surrogate vs victim on the same inputs, and the unstyled input vs victim")
+    note = spread_note([c for r in results for m in ("psnr", "ssim") for c in r.cells[m].values()], n)
+    report.table(*paired_rows(results), caption="Paired (B): surrogate vs victim on the same inputs, and the unstyled "
+                                                f"input vs victim; {note}")
+    if not gallery:
+        return
     for r in results:
         if r.gallery:
             report.gallery(["original", "victim F_V", "surrogate F_A"],
                            [[f"{prefix}gallery/{g[k]}" for k in ("input", "victim", "surrogate")] for g in r.gallery],
                            captions=[g["name"] for g in r.gallery], title=r.name)
+
+
+def style_tables(results: list[StyleTestResult], status: FIDStatus):
+    """The tables alone (a Report without galleries): `.markdown()` for table.md and the terminal."""
+    from imgsteal.report.html import Report
+
+    report = Report("Style transfer A/B/C")
+    style_report_blocks(report, results, status, gallery=False)
+    return report
 
 
 def working_size(victim, surrogates) -> int:
@@ -312,5 +310,5 @@ def evaluate_style_cli(fv, fas, test_sets: dict[str, list[Path]], style_set: str
                                       inception_weights=inception_weights, device=device)
     status = FIDStatus(**payload["fid_kid"])
     style_report_blocks(report, results, status)
-    typer.echo(style_tables(results, status))
+    typer.echo(style_tables(results, status).markdown(title=False))
     return payload

@@ -55,17 +55,20 @@ def abc_rows(rows: dict[str, dict[str, Cell]], reference: str, digits: int = 2) 
     return header, body
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+def spread_note(cells: list[Cell], n_images: int) -> str:
+    """Which spread the ± of a table shows: over surrogate seeds, or over images for a single model."""
+    runs = max((len(c.runs) for c in cells), default=1)
+    if runs > 1:
+        return f"mean ± std over {runs} surrogate seeds (victim and baseline rows: std over the {n_images} test images)"
+    return f"mean ± std over the {n_images} test images (one surrogate: the ± is the spread over images, not over seeds)"
 
 
-def write_abc_outputs(out_dir: Path, head: dict, results: list, table_markdown: str) -> dict:
+def write_abc_outputs(out_dir: Path, head: dict, results: list, tables) -> dict:
     """Write results.json, results.csv and table.md for A/B/C results; returns the JSON dict.
 
-    head: the leading JSON fields (task, conventions, ...); results: objects with name, n_images
-    and cells (metric -> experiment -> Cell), one per test set.
+    head: the leading JSON fields (kind, conventions, ...); results: objects with name, n_images
+    and cells (metric -> experiment -> Cell), one per test set; tables: the Report holding the
+    tables (table.md is its Markdown rendering, report.html its HTML one).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -84,5 +87,5 @@ def write_abc_outputs(out_dir: Path, head: dict, results: list, table_markdown: 
                 for key, cell in cells.items():
                     writer.writerow([r.name, metric, key, f"{cell.mean:.6f}", f"{cell.std:.6f}", f"{cell.image_std:.6f}",
                                      r.n_images, len(cell.runs)])
-    (out_dir / "table.md").write_text(table_markdown + "\n")
+    (out_dir / "table.md").write_text(tables.markdown(title=False))
     return payload

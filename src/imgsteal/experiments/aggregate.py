@@ -21,7 +21,6 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from imgsteal.evaluate.summary import markdown_table
 from imgsteal.experiments.config import ExperimentConfig, TaskConfig
 
 EXPERIMENTS = ("A", "B", "C")
@@ -88,7 +87,7 @@ def records_from_results(results: Iterable[dict[str, Any]]) -> list[dict[str, An
         for rec in result["records"]:
             records.append({
                 "task": cell["task"], "fraction": cell["fraction"], "augmentation": cell["augmentation"],
-                "seed": cell["seed"], "cell": cell["id"], "test_set": rec["test_set"], "n_images": rec["n_images"],
+                "seed": cell["seed"], "defense": cell.get("defense", "none"), "cell": cell["id"], "test_set": rec["test_set"], "n_images": rec["n_images"],
                 "queries": result["queries"], "cost_usd": result["cost_usd"],
                 "train_seconds": result.get("train_seconds"), "eval_seconds": result.get("eval_seconds"),
                 "metrics": rec["metrics"], "image_std": rec.get("image_std", {}),
@@ -100,7 +99,7 @@ def csv_rows(records: list[dict[str, Any]], price: float) -> list[dict[str, Any]
     """Wide rows for results.csv: coordinates, cost, then one column per metric_experiment."""
     rows = []
     for rec in records:
-        row = {k: rec[k] for k in ("task", "fraction", "augmentation", "seed", "test_set", "n_images", "queries")}
+        row = {k: rec[k] for k in ("task", "fraction", "augmentation", "seed", "defense", "test_set", "n_images", "queries")}
         row["cost_usd"] = round(rec["cost_usd"], 6)
         row["flat_cost_usd"] = round(rec["queries"] * price, 6)
         for metric, per in rec["metrics"].items():
@@ -287,9 +286,11 @@ def table6(summaries: list[TaskSummary], stats: dict[Key, Stat]) -> tuple[list[s
     return header, rows
 
 
-def task_table(summary: TaskSummary, stats: dict[Key, Stat]) -> tuple[list[str], list[list[str]]]:
-    """Every (augmentation, fraction) of a task: queries, cost, and (B) / (C) of the main metric per test set."""
-    info = metric_info(summary.metric)
+def task_table(summary: TaskSummary, stats: dict[Key, Stat], metric: str | None = None) -> tuple[list[str], list[list[str]]]:
+    """Every (augmentation, fraction) of a task: queries, cost, and (B) / (C) of `metric` (default: the
+    task's main metric) per test set."""
+    metric = metric or summary.metric
+    info = metric_info(metric)
     header = ["Augmentation", "Fraction", "Queries", "Cost (flat)"]
     for test_set in summary.test_sets:
         header += [f"{test_set} (B)", f"{test_set} (C)"]
@@ -300,7 +301,7 @@ def task_table(summary: TaskSummary, stats: dict[Key, Stat]) -> tuple[list[str],
             cells = []
             for test_set in summary.test_sets:
                 for experiment in ("B", "C"):
-                    stat = stats.get((summary.name, fraction, aug, test_set, summary.metric, experiment))
+                    stat = stats.get((summary.name, fraction, aug, test_set, metric, experiment))
                     cells.append(stat.text(info.digits) if stat else "-")
             if all(c == "-" for c in cells):
                 continue
@@ -310,15 +311,31 @@ def task_table(summary: TaskSummary, stats: dict[Key, Stat]) -> tuple[list[str],
     return header, rows
 
 
-def victim_row(summary: TaskSummary, stats: dict[Key, Stat]) -> str:
-    """(A): the victim against the ground truth, per test set (the same in every cell)."""
-    info = metric_info(summary.metric)
-    parts = []
-    for test_set in summary.test_sets:
-        values = [s for k, s in stats.items() if k[0] == summary.name and k[3] == test_set and k[4] == summary.metric and k[5] == "A"]
-        if values:
-            parts.append(f"{test_set} {values[0].mean:.{info.digits}f}")
-    return f"(A) victim F_V vs ground truth, {info.label}: " + ", ".join(parts) if parts else ""
+def _first(stats: dict[Key, Stat], task: str, test_set: str, metric: str, experiment: str) -> Stat | None:
+    return next((s for k, s in stats.items() if k[0] == task and k[3] == test_set and k[4] == metric and k[5] == experiment), None)
+
+
+def victim_lines(summary: TaskSummary, stats: dict[Key, Stat]) -> list[str]:
+    """(A): the victim against the ground truth per test set (the same in every cell), next to the
+    do-nothing baseline (bicubic upscaling vs the truth, for super-resolution), with a plain warning when
+    the victim is worse than the baseline: then the attack copies a model that is worse than doing nothing."""
+    lines = []
+    for metric in dict.fromkeys([summary.metric, "psnr", "ssim"]):
+        info = metric_info(metric)
+        for test_set in summary.test_sets:
+            a = _first(stats, summary.name, test_set, metric, "A")
+            if a is None:
+                continue
+            base = _first(stats, summary.name, test_set, metric, "bicubic_vs_hr")
+            line = f"(A) victim F_V vs ground truth on {test_set}, {info.label}: {a.mean:.{info.digits}f}"
+            if base is not None:
+                line += f"; bicubic upscaling vs ground truth: {base.mean:.{info.digits}f}"
+                worse = a.mean < base.mean if info.higher_is_better else a.mean > base.mean
+                if worse:
+                    line += (". Warning: the victim is worse than bicubic upscaling, so this measures the theft of a "
+                             "model that is worse than doing nothing")
+            lines.append(line + ".")
+    return lines
 
 
 def cost_table(summary: TaskSummary, price: float) -> tuple[list[str], list[list[str]]]:
@@ -328,26 +345,8 @@ def cost_table(summary: TaskSummary, price: float) -> tuple[list[str], list[list
     return header, rows
 
 
-def markdown_summary(cfg: ExperimentConfig, summaries: list[TaskSummary], stats: dict[Key, Stat]) -> str:
-    """table6.md: Table 6, the plateau statements, costs and every cell of every task."""
-    parts = [f"# {cfg.name}", ""]
-    header, rows = table6(summaries, stats)
-    parts += ["## Table 6: augmentations before the plateau (mean ± std over seeds)", "",
-              markdown_table(header, rows) if rows else "(no finished cells)", ""]
-    parts += ["## Plateaus", ""] + [f"- {s.statement()}" for s in summaries] + [""]
-    for s in summaries:
-        parts += [f"## {s.title}", ""]
-        line = victim_row(s, stats)
-        if line:
-            parts += [line, ""]
-        parts += ["Cost per fraction:", "", markdown_table(*cost_table(s, cfg.price_usd)), ""]
-        header, rows = task_table(s, stats)
-        parts += [f"{metric_info(s.metric).label}, mean ± std over seeds:", "", markdown_table(header, rows), ""]
-    return "\n".join(parts)
-
-
 def write_summary(cfg: ExperimentConfig, summaries: list[TaskSummary], stats: dict[Key, Stat], out: Path) -> dict[str, Path]:
-    """summary.csv / summary.json (aggregated cells, plateaus, costs) and table6.md."""
+    """summary.csv / summary.json (aggregated cells, plateaus, costs)."""
     rows = summary_rows(stats)
     csv_path = out / "summary.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
@@ -365,6 +364,4 @@ def write_summary(cfg: ExperimentConfig, summaries: list[TaskSummary], stats: di
     }
     json_path = out / "summary.json"
     json_path.write_text(json.dumps(payload, indent=2, default=float), encoding="utf-8")
-    md_path = out / "table6.md"
-    md_path.write_text(markdown_summary(cfg, summaries, stats) + "\n", encoding="utf-8")
-    return {"summary_csv": csv_path, "summary_json": json_path, "table6": md_path}
+    return {"summary_csv": csv_path, "summary_json": json_path}

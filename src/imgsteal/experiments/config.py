@@ -12,8 +12,6 @@ dataset fails before any training starts, with a message naming the path.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -21,11 +19,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from imgsteal.data.augment import Augmentation
 from imgsteal.config import load_yaml_config
+from imgsteal.data.augment import Augmentation
+from imgsteal.defenses.registry import DEFENSES, DefenseSetup
 from imgsteal.errors import ImgstealError
+from imgsteal.pipeline.kinds import KINDS, Kind, kind_of
 
 PAPER_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+NO_DEFENSE = "none"
 # The paper's per-query price (section 8): $0.016 for a 256 x 256 answer.
 PAPER_PRICE_USD = 0.016
 
@@ -52,6 +53,19 @@ class GridConfig(_Strict):
     augmentation_fractions: list[float] | None = Field(
         None, description="fractions at which augmentations other than `none` run (default: all); "
                           "the paper augments only up to each task's plateau")
+    defenses: list[str] = Field(default_factory=lambda: [NO_DEFENSE],
+                                description="output defences the victim's API runs while it is harvested: `none`, a "
+                                            "defence name (watermark, fingerprint, pgd) or a key of `defense_setups`")
+
+    @field_validator("defenses")
+    @classmethod
+    def _some_defense(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(f"needs at least one entry ({NO_DEFENSE} for an undefended victim)")
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+                raise ValueError(f"defence entry {name!r} must be letters, digits, - and _ (it names folders)")
+        return list(dict.fromkeys(value))
 
     @field_validator("fractions", "augmentation_fractions")
     @classmethod
@@ -95,6 +109,7 @@ class GridOverride(_Strict):
     augmentations: list[Augmentation] | None = None
     seeds: list[int] | int | None = None
     augmentation_fractions: list[float] | None = None
+    defenses: list[str] | None = None
 
 
 class VictimSpec(_Strict):
@@ -112,8 +127,9 @@ class VictimSpec(_Strict):
     def _exactly_one(self) -> "VictimSpec":
         if (self.model is None) == (self.train is None):
             raise ValueError("victim needs exactly one of `model` (path of a trained victim) or `train` (how to train one)")
-        if self.train is not None and self.train.get("arch") not in ("srgan", "cyclegan", "ugatit"):
-            raise ValueError(f"victim.train.arch must be srgan, cyclegan or ugatit, not {self.train.get('arch')!r}")
+        archs = [a for k in KINDS.values() for a in k.victim_archs]
+        if self.train is not None and self.train.get("arch") not in archs:
+            raise ValueError(f"victim.train.arch must be one of {', '.join(archs)}, not {self.train.get('arch')!r}")
         return self
 
 
@@ -164,6 +180,7 @@ class TaskConfig(_Strict):
     def _consistent(self) -> "TaskConfig":
         from imgsteal.attack.surrogate import SurrogateConfig
 
+        kind = self.kind_spec
         known = set(SurrogateConfig.model_fields)
         owned = sorted(set(self.surrogate) & set(GRID_OWNED))
         if owned:
@@ -171,18 +188,19 @@ class TaskConfig(_Strict):
         unknown = sorted(set(self.surrogate) - known)
         if unknown:
             raise ValueError(f"unknown surrogate settings {', '.join(unknown)}; known: {', '.join(sorted(known - set(GRID_OWNED)))}")
-        arch = self.surrogate.get("arch", "srresnet")
-        if self.kind == "sr" and arch != "srresnet":
-            raise ValueError(f"an sr task trains an srresnet surrogate, not {arch!r}")
-        if self.kind == "style" and arch != "pix2pix":
-            raise ValueError(f"a style task trains a pix2pix surrogate (surrogate.arch: pix2pix), not {arch!r}")
-        if self.kind == "style" and not self.style_set:
-            raise ValueError("a style task needs `style_set` (the style images S_X for experiments A and C)")
-        if self.victim.train is not None:
-            arch_v = self.victim.train["arch"]
-            if (self.kind == "sr") != (arch_v == "srgan"):
-                raise ValueError(f"victim arch {arch_v!r} does not fit a {self.kind} task (sr: srgan; style: cyclegan or ugatit)")
+        arch = self.surrogate_settings()["arch"]
+        if arch not in kind.surrogate_archs:
+            raise ValueError(f"a {self.kind} task trains a {' or '.join(kind.surrogate_archs)} surrogate, not {arch!r}")
+        if not kind.has_truth and not self.style_set:
+            raise ValueError(f"a {self.kind} task needs `style_set` (the style images S_X for experiments A and C)")
+        if self.victim.train is not None and self.victim.train["arch"] not in kind.victim_archs:
+            raise ValueError(f"victim arch {self.victim.train['arch']!r} does not fit a {self.kind} task "
+                             f"({self.kind}: {' or '.join(kind.victim_archs)})")
         return self
+
+    @property
+    def kind_spec(self) -> Kind:
+        return kind_of(self.kind)
 
     @property
     def display_title(self) -> str:
@@ -190,10 +208,10 @@ class TaskConfig(_Strict):
 
     @property
     def main_metric(self) -> str:
-        return self.evaluation.metric or ("ssim" if self.kind == "sr" else "fid")
+        return self.evaluation.metric or self.kind_spec.main_metric
 
     def surrogate_settings(self) -> dict[str, Any]:
-        return {"arch": "srresnet" if self.kind == "sr" else "pix2pix", **self.surrogate}
+        return {"arch": self.kind_spec.surrogate_archs[0], **self.surrogate}
 
 
 class ExperimentConfig(_Strict):
@@ -206,6 +224,13 @@ class ExperimentConfig(_Strict):
                                                                 "one query (the paper's flat estimate)")
     grid: GridConfig = Field(default_factory=GridConfig)
     tasks: list[TaskConfig] = Field(min_length=1)
+    defense_setups: dict[str, DefenseSetup] = Field(
+        default_factory=dict, description="named defence setups the grid's `defenses` can name (defences and their "
+                                          "options; a plain defence name in the grid uses that defence's defaults)")
+    fingerprint_training: dict[str, Any] | None = Field(
+        None, description="FingerprintTrainConfig settings: trains the fingerprint once per task when a defence setup "
+                          "uses the fingerprint without a `model`")
+    client: str = Field("adversary", description="the adversary's API key name (the watermark's client)")
 
     @model_validator(mode="after")
     def _unique_tasks(self) -> "ExperimentConfig":
@@ -213,7 +238,25 @@ class ExperimentConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"task names must be unique; repeated: {', '.join(dupes)}")
+        for task in self.tasks:
+            for name in self.task_grid(task).defenses:
+                setup = self.defense_setup(name)
+                if "fingerprint" in setup.defenses and setup.options("fingerprint").model is None \
+                        and self.fingerprint_training is None:
+                    raise ValueError(f"defence {name!r} uses the fingerprint: give fingerprint.model in its setup "
+                                     "or `fingerprint_training`")
         return self
+
+    def defense_setup(self, name: str) -> DefenseSetup:
+        """The defences of grid entry `name`: none, a named setup, or one defence with its defaults."""
+        if name == NO_DEFENSE:
+            return DefenseSetup()
+        if name in self.defense_setups:
+            return self.defense_setups[name]
+        if name in DEFENSES:
+            return DefenseSetup(defenses=[name])
+        raise ValueError(f"unknown defence {name!r} in the grid; known: {NO_DEFENSE}, "
+                         f"{', '.join([*self.defense_setups, *DEFENSES])}")
 
     def task(self, name: str) -> TaskConfig:
         for task in self.tasks:
@@ -261,31 +304,18 @@ def _resolve(cfg: ExperimentConfig, task: TaskConfig, role: str, spec: str) -> l
 def victim_training_config(cfg: ExperimentConfig, task: TaskConfig):
     """The typed victim training config (SRVictimConfig or StyleVictimConfig) with specs expanded."""
     spec = dict(task.victim.train or {})
-    arch = spec.pop("arch")
     if "device" in spec:
         raise ConfigError(f"task {task.name}: set the device with the task's `device`, not in victim.train")
+    kind = task.kind_spec
+    for key in kind.victim_dataset_fields:
+        if isinstance(spec.get(key), str):
+            spec[key] = cfg.expand(spec[key])
+        elif isinstance(spec.get(key), list):
+            spec[key] = [cfg.expand(s) for s in spec[key]]
     try:
-        if arch == "srgan":
-            from imgsteal.victim.train import SRVictimConfig
-
-            spec["hr"] = [cfg.expand(s) for s in spec.get("hr", [])]
-            unknown = sorted(set(spec) - set(SRVictimConfig.model_fields))
-            if unknown:
-                raise ConfigError(f"task {task.name}: unknown victim.train settings {', '.join(unknown)}")
-            return SRVictimConfig(**spec, device=task.device)
-        try:
-            from imgsteal.victim.style import StyleVictimConfig
-        except ImportError as exc:
-            raise ConfigError(f"task {task.name}: training a {arch} victim needs imgsteal.victim.style ({exc})") from None
-        for key in ("domain_a", "domain_b"):
-            if isinstance(spec.get(key), str):
-                spec[key] = cfg.expand(spec[key])
-            elif isinstance(spec.get(key), list):
-                spec[key] = [cfg.expand(s) for s in spec[key]]
-        unknown = sorted(set(spec) - set(StyleVictimConfig.model_fields))
-        if unknown:
-            raise ConfigError(f"task {task.name}: unknown victim.train settings {', '.join(unknown)}")
-        return StyleVictimConfig(arch=arch, **spec, device=task.device)
+        return kind.victim_config(spec, device=task.device)
+    except ImgstealError as exc:
+        raise ConfigError(f"task {task.name}: {exc}") from None
     except ValidationError as exc:
         lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
         raise ConfigError(f"task {task.name}: invalid victim.train:\n" + "\n".join(lines)) from None
@@ -305,13 +335,10 @@ def check_datasets(cfg: ExperimentConfig) -> dict[str, dict[str, list[Path]]]:
                 raise ConfigError(f"task {task.name}: victim model not found: {model}")
         else:
             vcfg = victim_training_config(cfg, task)
-            if task.kind == "sr":
-                found["victim"] = [p for spec in vcfg.hr for p in _resolve(cfg, task, "victim training images", spec)]
-            else:
-                for key, role in (("domain_a", "victim domain A"), ("domain_b", "victim domain B (style set)")):
-                    specs = getattr(vcfg, key)
-                    specs = [specs] if isinstance(specs, str) else specs
-                    found[key] = [p for spec in specs for p in _resolve(cfg, task, role, spec)]
+            for key in task.kind_spec.victim_dataset_fields:
+                specs = getattr(vcfg, key)
+                specs = [specs] if isinstance(specs, str) else specs
+                found[f"victim:{key}"] = [p for spec in specs for p in _resolve(cfg, task, f"victim training images ({key})", spec)]
         found["harvest"] = [p for spec in task.harvest.inputs for p in _resolve(cfg, task, "harvest input", spec)]
         for name, spec in task.test_sets.items():
             found[f"test:{name}"] = _resolve(cfg, task, f"test set {name!r}", spec)
@@ -328,15 +355,12 @@ def check_datasets(cfg: ExperimentConfig) -> dict[str, dict[str, list[Path]]]:
 # --------------------------------------------------------------------------- fingerprints
 
 
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def task_fingerprints(cfg: ExperimentConfig, task: TaskConfig) -> dict[str, str]:
-    """Hashes of the settings a cell's numbers depend on, by section (victim, harvest, surrogate, evaluation).
+def task_settings(cfg: ExperimentConfig, task: TaskConfig) -> dict[str, dict[str, Any]]:
+    """The settings a task's numbers depend on, by section (victim, harvest, surrogate, evaluation):
+    what the pipeline's stages fingerprint (imgsteal.pipeline.stage).
 
     Speed-only settings (device, checkpoint_every, concurrency, oracle transport) are left out, so
-    moving an experiment to a GPU does not invalidate its finished cells.
+    moving an experiment to a GPU does not invalidate its finished stages and cells.
     """
     victim = {"model": cfg.expand(task.victim.model)} if task.victim.model else {
         k: (cfg.expand(v) if isinstance(v, str) else v) for k, v in (task.victim.train or {}).items()
@@ -348,5 +372,11 @@ def task_fingerprints(cfg: ExperimentConfig, task: TaskConfig) -> dict[str, str]
     evaluation = {"kind": task.kind, "test_sets": {k: cfg.expand(v) for k, v in task.test_sets.items()},
                   "style_set": cfg.expand(task.style_set) if task.style_set else None,
                   "crop_border": ev.crop_border, "y_channel": ev.y_channel}
-    return {"victim": _digest(victim), "harvest": _digest(harvest), "surrogate": _digest(surrogate),
-            "evaluation": _digest(evaluation)}
+    return {"victim": victim, "harvest": harvest, "surrogate": surrogate, "evaluation": evaluation}
+
+
+def task_fingerprints(cfg: ExperimentConfig, task: TaskConfig) -> dict[str, str]:
+    """Hashes of `task_settings`, by section."""
+    from imgsteal.pipeline.stage import fingerprint
+
+    return {section: fingerprint(value) for section, value in task_settings(cfg, task).items()}

@@ -1,32 +1,32 @@
 """Expanding an experiment into cells, and the on-disk state of each cell.
 
-A cell is one surrogate training and its evaluation: (task, fraction, augmentation, seed).
+A cell is one surrogate training and its evaluation: (task, fraction, augmentation, seed, defence).
 
-    OUT/cells/<task>/f050-flip-s1/
+    OUT/cells/<task>/f050-flip-s1[-d<defence>]/
       surrogate/        the surrogate's run folder (checkpoints/, model.safetensors, metrics.jsonl)
       gallery/          F_A's outputs on a few test images (cells shown in the report only)
       result.json       the cell's scores, one record per test set (written atomically)
-      DONE              the done-marker, written atomically after result.json
+      stage.json        the cell's stage record (imgsteal.pipeline.stage): its settings, and "done"
+                        once result.json is complete
 
-A cell with DONE is finished and is never recomputed; a cell with a surrogate checkpoint resumes
-its training; a cell with a trained surrogate but no DONE is only evaluated again.
+A done cell is never recomputed; a cell with a surrogate checkpoint resumes its training; a cell
+with a trained surrogate but not done is only evaluated again; a cell made with other settings is
+refused (see imgsteal.pipeline.stage).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from imgsteal.data.augment import Augmentation
-from imgsteal.errors import ImgstealError
-from imgsteal.experiments.config import ExperimentConfig, TaskConfig
+from imgsteal.experiments.config import NO_DEFENSE, ExperimentConfig, TaskConfig, task_settings
+from imgsteal.files import atomic_write_text
+from imgsteal.pipeline.stage import SettingsChanged, Stage, stage_state
 
 RESULT_FILE = "result.json"
-DONE_FILE = "DONE"
 
 
 def fraction_label(fraction: float) -> str:
@@ -45,11 +45,13 @@ class GridCell:
     fraction: float
     augmentation: str
     seed: int
+    defense: str = NO_DEFENSE
 
     @property
     def key(self) -> str:
-        """Folder name inside the task's folder, e.g. 'f050-flip-s1'."""
-        return f"f{fraction_label(self.fraction)}-{self.augmentation}-s{self.seed}"
+        """Folder name inside the task's folder, e.g. 'f050-flip-s1' (undefended) or 'f100-none-s0-dwatermark'."""
+        key = f"f{fraction_label(self.fraction)}-{self.augmentation}-s{self.seed}"
+        return key if self.defense == NO_DEFENSE else f"{key}-d{self.defense}"
 
     @property
     def id(self) -> str:
@@ -59,22 +61,24 @@ class GridCell:
         return Path(out) / "cells" / self.task / self.key
 
     def as_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "fraction": self.fraction, "augmentation": self.augmentation, "seed": self.seed}
+        return {"task": self.task, "fraction": self.fraction, "augmentation": self.augmentation, "seed": self.seed,
+                "defense": self.defense}
 
 
 def task_cells(cfg: ExperimentConfig, task: TaskConfig) -> list[GridCell]:
-    """The task's cells: every seed x augmentation x fraction, seed-major so that a partly run
+    """The task's cells: every defence x seed x augmentation x fraction, seed-major so that a partly run
     experiment already holds whole curves for its first seeds. Augmentations other than `none`
     run only at `augmentation_fractions` when the grid sets it."""
     grid = cfg.task_grid(task)
     cells = []
-    for seed in grid.seed_list():
-        for aug in grid.augmentations:
-            for fraction in grid.fractions:
-                if aug is not Augmentation.none and grid.augmentation_fractions is not None \
-                        and fraction not in grid.augmentation_fractions:
-                    continue
-                cells.append(GridCell(task.name, fraction, Augmentation(aug).value, seed))
+    for defense in grid.defenses:
+        for seed in grid.seed_list():
+            for aug in grid.augmentations:
+                for fraction in grid.fractions:
+                    if aug is not Augmentation.none and grid.augmentation_fractions is not None \
+                            and fraction not in grid.augmentation_fractions:
+                        continue
+                    cells.append(GridCell(task.name, fraction, Augmentation(aug).value, seed, defense))
     return cells
 
 
@@ -86,20 +90,20 @@ def expand_grid(cfg: ExperimentConfig) -> list[GridCell]:
 # --------------------------------------------------------------------------- cell state on disk
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file, fsync and rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def cell_settings(cfg: ExperimentConfig, cell: GridCell) -> dict[str, Any]:
+    """What a cell's numbers depend on: the task's settings, its defences and the cell's coordinates."""
+    return {**task_settings(cfg, cfg.task(cell.task)), "defense": cfg.defense_setup(cell.defense).model_dump(mode="json"),
+            "cell": cell.as_dict()}
+
+
+def cell_stage(cfg: ExperimentConfig, cell: GridCell, out: str | Path) -> Stage:
+    """The cell's stage record (raises SettingsChanged when the folder was made with other settings)."""
+    return Stage(cell.folder(out), "cell", cell_settings(cfg, cell))
 
 
 def is_done(cell: GridCell, out: str | Path) -> bool:
     folder = cell.folder(out)
-    return (folder / DONE_FILE).is_file() and (folder / RESULT_FILE).is_file()
+    return stage_state(folder) == "done" and (folder / RESULT_FILE).is_file()
 
 
 def cell_state(cell: GridCell, out: str | Path) -> str:
@@ -114,36 +118,33 @@ def cell_state(cell: GridCell, out: str | Path) -> str:
     return "pending"
 
 
-def mark_done(cell: GridCell, out: str | Path, result: dict[str, Any], fingerprints: dict[str, str]) -> None:
-    """Write the cell's result, then its done-marker (both atomically, in that order)."""
-    folder = cell.folder(out)
-    atomic_write_text(folder / RESULT_FILE, json.dumps(result, indent=2, default=float))
-    atomic_write_text(folder / DONE_FILE, json.dumps({"cell": cell.id, "fingerprints": fingerprints,
-                                                      "finished_at": time.time()}, indent=2))
+def mark_done(cfg: ExperimentConfig, cell: GridCell, out: str | Path, result: dict[str, Any]) -> None:
+    """Write the cell's result, then mark its stage done (both atomically, in that order)."""
+    stage = cell_stage(cfg, cell, out)
+    atomic_write_text(cell.folder(out) / RESULT_FILE, json.dumps(result, indent=2, default=float))
+    stage.finish(seconds=float(result.get("train_seconds", 0)) + float(result.get("eval_seconds", 0)))
 
 
 def read_result(cell: GridCell, out: str | Path) -> dict[str, Any]:
     return json.loads((cell.folder(out) / RESULT_FILE).read_text(encoding="utf-8"))
 
 
-def stale_cells(cells: list[GridCell], out: str | Path, fingerprints: dict[str, dict[str, str]]) -> list[str]:
-    """Finished cells whose settings differ from the config's: 'cell (changed: surrogate, ...)'."""
+def stale_cells(cfg: ExperimentConfig, cells: list[GridCell], out: str | Path) -> list[str]:
+    """Cells begun or finished with other settings than the config's: 'cell (changed: ...)'."""
     stale = []
     for cell in cells:
-        if not is_done(cell, out):
-            continue
-        marker = json.loads((cell.folder(out) / DONE_FILE).read_text(encoding="utf-8"))
-        recorded, current = marker.get("fingerprints", {}), fingerprints[cell.task]
-        changed = [k for k in current if recorded.get(k) != current[k]]
-        if changed:
-            stale.append(f"{cell.id} (changed: {', '.join(changed)})")
+        try:
+            cell_stage(cfg, cell, out)
+        except SettingsChanged as exc:
+            changed = str(exc).split("(changed: ", 1)[-1].split(")", 1)[0]
+            stale.append(f"{cell.id} (changed: {changed})")
     return stale
 
 
-def check_not_stale(cells: list[GridCell], out: str | Path, fingerprints: dict[str, dict[str, str]]) -> None:
+def check_not_stale(cfg: ExperimentConfig, cells: list[GridCell], out: str | Path) -> None:
     """Refuse to mix results of different settings in one experiment folder."""
-    stale = stale_cells(cells, out, fingerprints)
+    stale = stale_cells(cfg, cells, out)
     if stale:
         shown = "; ".join(stale[:5]) + (f"; and {len(stale) - 5} more" if len(stale) > 5 else "")
-        raise ImgstealError(f"{out} holds finished cells computed with other settings: {shown}. "
-                            "Use another --out folder for the new settings (or delete those cells).")
+        raise SettingsChanged(f"{out} holds cells computed with other settings: {shown}. "
+                              "Use another --out folder for the new settings (or delete those cells).")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgsteal.experiments.aggregate import (
-    Key, Stat, TaskSummary, base_augmentation, cost_table, metric_info, pct, table6, task_table, victim_row,
+    Key, Stat, TaskSummary, base_augmentation, cost_table, metric_info, pct, table6, task_table, victim_lines,
 )
 from imgsteal.experiments.config import ExperimentConfig
 from imgsteal.experiments.grid import GridCell, is_done, read_result
@@ -23,15 +23,15 @@ def gallery_rows(cfg: ExperimentConfig, summary: TaskSummary, out: Path) -> tupl
     aug = base_augmentation(summary.augmentations)
     shown = []
     for fraction in summary.fractions:
-        cell = GridCell(summary.name, fraction, aug, seed)
+        cell = GridCell(summary.name, fraction, aug, seed, cfg.task_grid(task).defenses[0])
         images = read_result(cell, out).get("gallery") if is_done(cell, out) else None
         if images:
             shown.append((fraction, images))
     if not shown:
         return [], [], []
     n = min(len(images) for _, images in shown)
-    truth = task.kind == "sr"
-    columns = ["input" if task.kind == "style" else "LR input", "victim F_V"]
+    truth = task.kind_spec.has_truth
+    columns = [task.kind_spec.input_label, "victim F_V"]
     columns += [f"F_A {pct(f)}" for f, _ in shown] + (["HR (truth)"] if truth else [])
     rows, captions = [], []
     for i in range(n):
@@ -45,9 +45,48 @@ def gallery_rows(cfg: ExperimentConfig, summary: TaskSummary, out: Path) -> tupl
     return columns, rows, captions
 
 
+def training_length(task) -> str:
+    """How long each cell's surrogate trains, and whether that depends on its share of the data."""
+    steps = task.surrogate.get("steps")
+    if steps:
+        return (f"every cell trains its surrogate for the same {steps} optimisation steps, whatever its share of the "
+                "data (compute-matched: the curves measure data, not compute)")
+    epochs = task.surrogate.get("epochs", "the default number of")
+    return (f"every cell trains its surrogate for {epochs} epochs over its own pairs, so a cell with a quarter of the "
+            "data also gets a quarter of the optimisation steps (the curves mix data and compute; set "
+            "`surrogate.steps` for a fixed number of steps)")
+
+
+def defense_table(cfg: ExperimentConfig, records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Per task, defence entry and test set: (B) PSNR and SSIM of the surrogates trained on that entry's
+    answers (mean ± std over seeds, at the largest fraction without augmentation)."""
+    from imgsteal.experiments.aggregate import Stat
+
+    header = ["Task", "Defences", "Test set", "Fraction", "(B) PSNR (dB)", "(B) SSIM", "Surrogates"]
+    rows = []
+    for task in cfg.tasks:
+        grid = cfg.task_grid(task)
+        mine = [r for r in records if r["task"] == task.name and r["augmentation"] == "none"]
+        if not mine:
+            continue
+        fraction = max(r["fraction"] for r in mine)
+        for defense in grid.defenses:
+            label = cfg.defense_setup(defense).label
+            for test_set in task.test_sets:
+                chosen = [r for r in mine if r["defense"] == defense and r["fraction"] == fraction and r["test_set"] == test_set]
+                if not chosen:
+                    continue
+                psnr = Stat.of(r["metrics"].get("psnr", {}).get("B", float("nan")) for r in chosen)
+                ssim = Stat.of(r["metrics"].get("ssim", {}).get("B", float("nan")) for r in chosen)
+                rows.append([task.display_title, f"{defense} ({label})" if label != defense else defense, test_set,
+                             pct(fraction), psnr.text(2), ssim.text(3), str(len(chosen))])
+    return header, rows
+
+
 def build_report(cfg: ExperimentConfig, out: Path, summaries: list[TaskSummary], stats: dict[Key, Stat],
-                 progress: dict[str, tuple[int, int]], figures: dict[str, Path]) -> Report:
-    """progress: task -> (finished cells, cells); figures: name -> PNG path inside `out`."""
+                 progress: dict[str, tuple[int, int]], figures: dict[str, Path], records: list[dict] | None = None) -> Report:
+    """progress: task -> (finished cells, cells); figures: name -> PNG path inside `out`; records: every
+    finished cell's records, of every defence entry (for the defence table)."""
     report = Report(f"imgsteal experiment: {cfg.name}")
     if cfg.description:
         report.text(cfg.description)
@@ -60,9 +99,17 @@ def build_report(cfg: ExperimentConfig, out: Path, summaries: list[TaskSummary],
     for task in cfg.tasks:
         grid = cfg.task_grid(task)
         rows.append([task.display_title, task.kind, ", ".join(pct(f) for f in grid.fractions),
-                     ", ".join(a.value for a in grid.augmentations), str(len(grid.seed_list())),
+                     ", ".join(a.value for a in grid.augmentations), str(len(grid.seed_list())), ", ".join(grid.defenses),
                      f"{progress[task.name][0]} / {progress[task.name][1]}"])
-    report.table(["Task", "Kind", "Fractions", "Augmentations", "Seeds", "Cells done"], rows, caption="Grid")
+    report.table(["Task", "Kind", "Fractions", "Augmentations", "Seeds", "Defences", "Cells done"], rows, caption="Grid")
+    for task in cfg.tasks:
+        report.text(f"{task.display_title}: {training_length(task)}.")
+    if any(len(cfg.task_grid(t).defenses) > 1 for t in cfg.tasks) and records:
+        header, rows = defense_table(cfg, records)
+        if rows:
+            report.heading("Defences: how well surrogates copy the victim through each defended API")
+            report.table(header, rows, caption="Surrogates trained on the answers of the API with those defences on, "
+                                               "scored against the undefended victim; mean ± std over seeds")
 
     report.heading("Plateaus (section 6.1)")
     for s in summaries:
@@ -84,20 +131,22 @@ def build_report(cfg: ExperimentConfig, out: Path, summaries: list[TaskSummary],
 
     for s in summaries:
         report.heading(s.title)
-        line = victim_row(s, stats)
-        if line:
+        for line in victim_lines(s, stats):
             report.text(line)
         report.table(*cost_table(s, cfg.price_usd),
                      caption=f"Queries and cost per fraction (${cfg.price_usd:g} per query, the paper's estimate; "
                              "the harvest prices each answer by its pixels relative to 256 x 256)")
-        header, rows = task_table(s, stats)
-        if rows:
-            report.table(header, rows, caption=f"{metric_info(s.metric).label}, mean ± std over seeds")
+        # Super-resolution shows Table 5's two metrics (5a SSIM, 5b PSNR); style its main metric and the paired SSIM.
+        for metric in dict.fromkeys([s.metric, *(["ssim", "psnr"] if cfg.task(s.name).kind_spec.has_truth else ["ssim"])]):
+            header, rows = task_table(s, stats, metric)
+            if rows:
+                report.table(header, rows, caption=f"{metric_info(metric).label}, mean ± std over seeds "
+                                                   "(each seed's value is the mean over the test images)")
         columns, images, captions = gallery_rows(cfg, s, out)
         if images:
             report.gallery(columns, images, captions, title=f"{s.title}: outputs at each fraction")
     report.heading("Files")
     report.text("results.csv / results.json: one row per cell, seed and test set; summary.csv / summary.json: "
-                "mean ± std per cell, plateaus and costs; table6.md: the tables above in Markdown; "
+                "mean ± std per cell, plateaus and costs; table6.md: this report in Markdown; "
                 "plots/: the figures as PNG and SVG; config.yaml: the resolved configuration.")
     return report

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Callable
 
 from imgsteal.errors import ImgstealError
-from imgsteal.experiments.config import ExperimentConfig, check_datasets, task_fingerprints
+from imgsteal.experiments.config import (
+    NO_DEFENSE, ExperimentConfig, TaskConfig, check_datasets, task_settings, victim_training_config,
+)
 from imgsteal.experiments.grid import (
-    GridCell, cell_state, check_not_stale, expand_grid, is_done, mark_done, read_result, task_cells,
+    GridCell, cell_stage, cell_state, check_not_stale, expand_grid, is_done, mark_done, read_result, task_cells,
 )
 
 Log = Callable[[str], None]
@@ -47,26 +49,101 @@ class ExperimentRun:
     outputs: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
     stage_seconds: float = 0.0
+    assets: dict[str, TaskAssets] = field(default_factory=dict)
+
+
+@dataclass
+class TaskAssets:
+    """What the cells of a task share: the victim model, one pair store per defence setup, the cache
+    of F_V's answers and the gallery."""
+
+    folder: Path
+    victim_model: Path
+    stores: dict[str, Path]  # defence entry of the grid -> pair store
+    victim_cache: Path
+    harvests: dict[str, dict] = field(default_factory=dict)  # defence entry -> harvest report
+    gallery: list[dict] = field(default_factory=list)  # paths relative to the experiment folder
+    gallery_inputs: list[str] = field(default_factory=list)  # the test images behind the gallery
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds of the run that computed it
+
+
+def work_size(task: TaskConfig) -> int:
+    """[style] The resolution surrogates train and are scored at (SurrogateConfig.size)."""
+    from imgsteal.attack.surrogate import SurrogateConfig
+
+    return int(task.surrogate.get("size", SurrogateConfig.model_fields["size"].default))
+
+
+def defended_folder(folder: Path, defense: str) -> Path:
+    """Where a defence entry's harvest lives: the task folder itself when undefended."""
+    return folder if defense == NO_DEFENSE else folder / "defended" / defense
+
+
+def prepare_task(cfg: ExperimentConfig, task: TaskConfig, resolved: dict[str, list[Path]], out: Path,
+                 defenses: list[str], progress: bool, log: Log) -> TaskAssets:
+    """Run the task's shared stages (victim, fingerprint, one harvest per defence entry in `defenses`,
+    F_V's answers, the gallery); returns what its cells need."""
+    from imgsteal.pipeline.stages import HarvestPlan, ensure_fingerprint, ensure_harvest, ensure_victim, write_task_gallery
+    from imgsteal.pipeline.victim_cache import VictimCache
+
+    folder = Path(out) / "tasks" / task.name
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = task_settings(cfg, task)
+    tell = lambda msg: log(f"{task.name}: {msg}")  # noqa: E731
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    if task.victim.model is not None:
+        victim_model = Path(cfg.expand(task.victim.model))
+    else:
+        victim_model = ensure_victim(folder, task.kind, settings["victim"], victim_training_config(cfg, task), progress, tell)
+    seconds["victim"] = time.perf_counter() - started
+    stores, harvests = {}, {}
+    for defense in defenses:
+        setup = cfg.defense_setup(defense)
+        if "fingerprint" in setup.defenses and setup.options("fingerprint").model is None:
+            fp_settings = {k: (cfg.expand(v) if isinstance(v, str) else [cfg.expand(x) for x in v] if isinstance(v, list) else v)
+                           for k, v in (cfg.fingerprint_training or {}).items()}
+            fp_settings.setdefault("device", task.device)
+            setup = setup.merged({"fingerprint": {"model": str(ensure_fingerprint(folder, fp_settings, progress, tell))}})
+        where = defended_folder(folder, defense)
+        plan = HarvestPlan(store=where / "pairs", inputs=resolved["harvest"], victim_model=victim_model,
+                           transport=task.harvest.oracle, defenses=setup,
+                           service_dir=where / "service", client=cfg.client,
+                           downscale=task.harvest.downscale, resize=task.harvest.resize, budget=task.harvest.budget,
+                           price=cfg.price_usd, concurrency=task.harvest.concurrency, device=task.device)
+        harvest_settings = {"victim": settings["victim"], "harvest": settings["harvest"],
+                            "defense": cfg.defense_setup(defense).model_dump(mode="json"), "client": cfg.client}
+        harvests[defense] = ensure_harvest(plan, harvest_settings, progress,
+                                           lambda msg, d=defense: tell(msg if d == NO_DEFENSE else f"[{d}] {msg}"))
+        stores[defense] = plan.store
+        seconds[f"harvest:{defense}"] = harvests[defense].get("seconds", 0.0)
+    victim = VictimCache(victim_model, folder / "victim_cache", task.device)
+    test_sets = {name: resolved[f"test:{name}"] for name in task.test_sets}
+    task.kind_spec.warm_victim(victim, test_sets, work_size(task), progress)
+    gallery_paths = next(iter(test_sets.values()))[: task.evaluation.gallery_images]
+    gallery = write_task_gallery(task.kind, folder, Path(out), victim, gallery_paths, work_size(task))
+    return TaskAssets(folder=folder, victim_model=victim_model, stores=stores, victim_cache=folder / "victim_cache",
+                      harvests=harvests, gallery=gallery, gallery_inputs=[str(p) for p in gallery_paths], seconds=seconds)
 
 
 def make_jobs(cfg: ExperimentConfig, out: Path, resolved: dict, assets: dict, cells: list[GridCell], progress: bool) -> list:
     """One CellJob per cell to run, with absolute paths (workers may start elsewhere)."""
     from imgsteal.experiments.aggregate import base_augmentation
-    from imgsteal.experiments.cell import CellJob
-    from imgsteal.experiments.stages import work_size
+    from imgsteal.pipeline.stages import CellJob
 
     jobs = []
     for cell in cells:
         task = cfg.task(cell.task)
         a = assets[cell.task]
         grid = cfg.task_grid(task)
-        shown = cell.seed == grid.seed_list()[0] and cell.augmentation == base_augmentation(
-            [a.value for a in grid.augmentations])  # the cells whose outputs the report's gallery shows
+        shown = cell.seed == grid.seed_list()[0] and cell.defense == grid.defenses[0] and \
+            cell.augmentation == base_augmentation([a.value for a in grid.augmentations])  # the report's gallery
         jobs.append(CellJob(
-            cell=cell, kind=task.kind, out=str(out), store=str(a.store.resolve()),
+            cell=cell, kind=task.kind, out=str(out), store=str(a.stores[cell.defense].resolve()),
             victim_model=str(Path(a.victim_model).resolve()), surrogate=task.surrogate_settings(),
             test_sets={name: [str(p.resolve()) for p in resolved[task.name][f"test:{name}"]] for name in task.test_sets},
-            victim_cache=str(a.victim_cache.resolve()), style_set=cfg.expand(task.style_set) if task.style_set else None,
+            victim_cache=str(a.victim_cache.resolve()),
+            style_set=[str(p.resolve()) for p in resolved[task.name].get("style", [])] or None,
             work_size=work_size(task),
             evaluation={**task.evaluation.model_dump(mode="json"), "inception_weights":
                         cfg.expand(task.evaluation.inception_weights) if task.evaluation.inception_weights else None},
@@ -93,16 +170,14 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, executor: str = "l
     when `out` holds results of other settings, and ExperimentFailed (after writing the outputs of
     the finished cells) when some cells failed.
     """
-    from imgsteal.experiments.cell import run_cell
     from imgsteal.experiments.executors import make_executor
-    from imgsteal.experiments.stages import prepare_task
+    from imgsteal.pipeline.stages import run_cell
 
     started = time.perf_counter()
     out = Path(out).resolve()
     resolved = check_datasets(cfg)  # every path, before any training
     cells = expand_grid(cfg)
-    fingerprints = {t.name: task_fingerprints(cfg, t) for t in cfg.tasks}
-    check_not_stale(cells, out, fingerprints)
+    check_not_stale(cfg, cells, out)
     pool = make_executor(executor, workers, ray_address)  # fails now if Ray is missing, not after the victim
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(cfg.dump_yaml(), encoding="utf-8")
@@ -114,9 +189,14 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, executor: str = "l
         assets = {}
         for task in cfg.tasks:
             if any(c.task == task.name for c in pending) or not (out / "tasks" / task.name / "gallery").is_dir():
-                assets[task.name] = prepare_task(cfg, task, resolved[task.name], out, progress, log)
+                defenses = [d for d in cfg.task_grid(task).defenses if any(c.task == task.name and c.defense == d for c in pending)]
+                assets[task.name] = prepare_task(cfg, task, resolved[task.name], out, defenses or [NO_DEFENSE],
+                                                 progress, log)
+        run.assets = assets
         run.stage_seconds = time.perf_counter() - started
         jobs = make_jobs(cfg, out, resolved, assets, pending, progress and not getattr(pool, "parallel", False))
+        for job in jobs:  # recorded before training, so a half-trained cell is never resumed with other settings
+            cell_stage(cfg, job.cell, out).begin()
         cells_started = time.perf_counter()
         for i, (job, result, error) in enumerate(pool.run(run_cell, jobs), start=1):
             cell = job.cell
@@ -127,7 +207,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, executor: str = "l
                 (cell.folder(out) / "error.txt").write_text(error + "\n", encoding="utf-8")
                 log(f"[{i}/{len(jobs)}] {cell.id} FAILED: {error.splitlines()[-1] if error else ''}{left}")
                 continue
-            mark_done(cell, out, result, fingerprints[cell.task])
+            mark_done(cfg, cell, out, result)
             (cell.folder(out) / "error.txt").unlink(missing_ok=True)
             run.finished.append(cell.id)
             log(f"[{i}/{len(jobs)}] {cell.id} done: train {result['train_seconds']:.0f} s, "
@@ -158,9 +238,13 @@ def write_outputs(cfg: ExperimentConfig, out: str | Path) -> dict[str, Path]:
         done = [c for c in cells if is_done(c, out)]
         progress[task.name] = (len(done), len(cells))
         results += [read_result(c, out) for c in done]
-    records = records_from_results(results)
+    all_records = records_from_results(results)
     outputs: dict[str, Path] = {}
-    outputs["results_csv"], outputs["results_json"] = write_records(records, out, cfg.price_usd)
+    outputs["results_csv"], outputs["results_json"] = write_records(all_records, out, cfg.price_usd)
+    # The curves, plateaus and Table 6 are of each task's first defence entry (normally the undefended
+    # victim); the other entries are compared in the report's defence table.
+    base = {t.name: cfg.task_grid(t).defenses[0] for t in cfg.tasks}
+    records = [r for r in all_records if r["defense"] == base[r["task"]]]
     stats = aggregate(records)
     summaries = [summarize_task(cfg, task, stats, records) for task in cfg.tasks]
     outputs.update(write_summary(cfg, summaries, stats, out))
@@ -169,15 +253,17 @@ def write_outputs(cfg: ExperimentConfig, out: str | Path) -> dict[str, Path]:
         figures["fraction_curves"] = plot_fraction_curves(summaries, stats, out / "plots")[0]
         figures["augmentations"] = plot_augmentations(summaries, stats, out / "plots")[0]
     outputs.update(figures)
-    outputs["report"] = build_report(cfg, out, summaries, stats, progress, figures).write(out / "report.html")
+    report = build_report(cfg, out, summaries, stats, progress, figures, all_records)
+    outputs["report"] = report.write(out / "report.html")
+    outputs["table6"] = out / "table6.md"  # the same report in Markdown: every table is laid out once
+    outputs["table6"].write_text(report.markdown(), encoding="utf-8")
     return outputs
 
 
 def experiment_status(cfg: ExperimentConfig, out: str | Path) -> str:
     """A text overview: shared stages and, per task, cells done / training / pending by augmentation and fraction."""
-    import json
-
     from imgsteal.experiments.aggregate import pct
+    from imgsteal.pipeline.stage import stage_facts, stage_state
 
     out = Path(out)
     lines = [f"experiment {cfg.name} in {out}"]
@@ -185,10 +271,10 @@ def experiment_status(cfg: ExperimentConfig, out: str | Path) -> str:
         cells = task_cells(cfg, task)
         states = {c: cell_state(c, out) for c in cells}
         counts = {s: sum(1 for v in states.values() if v == s) for s in ("done", "evaluating", "training", "pending")}
-        stages_file = out / "tasks" / task.name / "stages.json"
-        stages = json.loads(stages_file.read_text()) if stages_file.is_file() else {}
-        victim = "given" if task.victim.model else ("trained" if "victim" in stages else "not trained")
-        pairs = stages.get("harvest", {}).get("pairs")
+        folder = out / "tasks" / task.name
+        victim = "given" if task.victim.model else {"done": "trained", "running": "training"}.get(
+            stage_state(folder / "victim"), "not trained")
+        pairs = stage_facts(folder / "pairs").get("pairs")
         lines.append(f"\n{task.display_title} [{task.name}]: {counts['done']}/{len(cells)} cells done, "
                      f"{counts['training'] + counts['evaluating']} in progress, {counts['pending']} pending; "
                      f"victim {victim}; pairs {'harvested: ' + str(pairs) if pairs else 'not harvested'}")

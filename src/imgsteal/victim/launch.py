@@ -20,27 +20,31 @@ from typing import Iterator
 
 import httpx
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from imgsteal.defenses.registry import DefenseSetup
 from imgsteal.errors import ImgstealError
+from imgsteal.files import atomic_write_text
+from imgsteal.victim.server import ServerSettings
 
-# Keyword options of running_server -> `imgsteal serve` flags. `defense` takes a list (repeated flag);
-# the defences' own options are imgsteal.defenses.registry.SERVE_FLAGS (watermark_db, pgd_epsilon, ...).
-SERVER_OPTIONS = ("max_body_bytes", "max_pixels", "rate", "burst", "max_batch", "max_wait_ms", "max_queue", "log_level",
-                  "defense")
+class ServiceConfig(BaseModel):
+    """A whole service configuration: the server's limits and its output defences.
+
+    `imgsteal serve --config FILE` reads it (JSON or YAML); `running_server` hands it over that way, so
+    starting a server from code never rebuilds command-line flags by hand.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    settings: ServerSettings = Field(default_factory=ServerSettings)
+    defenses: DefenseSetup = Field(default_factory=DefenseSetup)
 
 
-def _server_flags(options: dict) -> list[str]:
-    """`imgsteal serve` flags for keyword options; lists repeat the flag, None leaves it out."""
-    from imgsteal.defenses.registry import SERVE_FLAGS
+def load_service_config(path: str | Path) -> ServiceConfig:
+    """Read a ServiceConfig file; ImgstealError naming the file and the invalid fields."""
+    from imgsteal.config import load_yaml_config
 
-    unknown = sorted(set(options) - set(SERVER_OPTIONS) - set(SERVE_FLAGS))
-    if unknown:
-        raise TypeError(f"unknown server option(s) {', '.join(unknown)}; known: {', '.join(SERVER_OPTIONS + SERVE_FLAGS)}")
-    flags: list[str] = []
-    for name, value in options.items():
-        for item in value if isinstance(value, (list, tuple)) else [value]:
-            if item is not None:
-                flags += [f"--{name.replace('_', '-')}", str(getattr(item, "value", item))]
-    return flags
+    return load_yaml_config(path, ServiceConfig, "service config")
 
 
 @dataclass
@@ -114,26 +118,32 @@ def running_server(
     device: str = "cpu",
     startup_timeout_s: float = 120.0,
     workdir: str | Path | None = None,
-    **options,
+    config: ServiceConfig | None = None,
+    log_level: str = "warning",
+    **settings,
 ) -> Iterator[RunningServer]:
     """Serve `model_path` on 127.0.0.1 (free port) in a subprocess for the duration of the block.
 
     db_path: keys and query log (default: a temporary file, gone afterwards); workdir: where the port
-    file and server.log go (default: a temporary folder); options: `imgsteal serve` settings by name
-    (max_body_bytes, max_pixels, rate, burst, max_batch, max_wait_ms, max_queue, log_level; defense=[names]
-    and the defences' options, e.g. watermark_db, watermark_fraction, pgd_epsilon).
+    file, the service config and server.log go (default: a temporary folder); config: the server's
+    settings and defences; settings: ServerSettings fields by name (e.g. rate_per_s=0, max_batch=4),
+    applied over `config`.
     """
-    flags = _server_flags(options)
+    config = config or ServiceConfig()
+    if settings:
+        merged = ServerSettings.model_validate({**config.settings.model_dump(), **settings})
+        config = ServiceConfig(settings=merged, defenses=config.defenses)
     host = "127.0.0.1"
     with contextlib.ExitStack() as stack:
         work = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgsteal-serve-")))
         work.mkdir(parents=True, exist_ok=True)
         db = Path(db_path) if db_path else work / "api.sqlite"
-        port_file, log_path = work / "server.port", work / "server.log"
+        port_file, log_path, config_path = work / "server.port", work / "server.log", work / "service.json"
         port_file.unlink(missing_ok=True)
+        atomic_write_text(config_path, config.model_dump_json(indent=2))
         cmd = [sys.executable, "-m", "imgsteal", "serve", "--model", str(model_path), "--host", host, "--port", "0",
-               "--db", str(db), "--device", device, "--port-file", str(port_file)]
-        cmd += flags
+               "--db", str(db), "--device", device, "--port-file", str(port_file), "--config", str(config_path),
+               "--log-level", log_level]
         with open(log_path, "wb") as log:
             process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
@@ -152,8 +162,9 @@ def served_oracle(
     device: str = "cpu",
     **server_options,
 ) -> Iterator["HttpOracle"]:  # noqa: F821 (imported lazily)
-    """The victim model behind its HTTP API, as the adversary's oracle: start the server, create a
-    key, yield an HttpOracle with `concurrency` requests in flight, stop the server afterwards."""
+    """The victim model behind its HTTP API, as the adversary's oracle: start the server (options as
+    for `running_server`), create a key, yield an HttpOracle with `concurrency` requests in flight,
+    stop the server afterwards."""
     from imgsteal.attack.http_oracle import HttpOracle
 
     with running_server(model_path, device=device, **server_options) as server:
