@@ -125,3 +125,14 @@ def test_seeded_subsets_do_not_depend_on_arrival_order(tmp_path, sr_victim):
             assert len(half) == 4 and quarter <= half  # nested subsets
             picks.append(half)
     assert picks[0] == picks[1]
+
+
+def test_a_budget_that_ends_the_harvest_early_shrinks_the_progress_bar_to_match(tmp_path, sr_victim, capsys):
+    inputs = write_images(tmp_path / "x", 6, size=(16, 16))
+    oracle = LocalOracle(load_translator(sr_victim, "cpu"))
+    with PairStore(tmp_path / "s") as store:
+        report = harvest(oracle, inputs, store, budget=2, progress=True)
+    assert report.queried == 2
+    err = capsys.readouterr().err
+    final = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "budget reached" in final and " 2/2 " in final, final

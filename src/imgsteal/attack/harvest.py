@@ -91,6 +91,10 @@ def harvest(
         sent = 0
         for path in inputs:
             if allowed is not None and sent >= allowed:
+                # The budget ends the run early: the bar's total becomes what it will really count.
+                bar.total = bar.n + len(in_flight)
+                bar.set_description("harvest (budget reached)")
+                bar.refresh()
                 return
             try:
                 data, size = prepare_query(Path(path), downscale, resize)
