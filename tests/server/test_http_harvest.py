@@ -50,10 +50,10 @@ def stored_count(store: Path) -> int:
 
 @pytest.mark.slow  # over 10 s on the busy 2-core box (subprocesses / served model / reference features)
 def test_served_oracle_harvests_over_http_and_stops_the_server(tiny_victim, tmp_path):
-    from imgsteal.victim.launch import served_oracle
+    from imgsteal.pipeline.oracle import open_oracle
 
     inputs = write_inputs(tmp_path / "adversary", 6, size=32)
-    with served_oracle(tiny_victim, concurrency=3) as oracle, PairStore(tmp_path / "pairs") as store:
+    with open_oracle(tiny_victim, transport="http", concurrency=3) as oracle, PairStore(tmp_path / "pairs") as store:
         url = oracle.url
         assert url.startswith("http://127.0.0.1:")
         assert oracle.info()["task"] == "sr"

@@ -2,8 +2,8 @@
 
 `running_server(model)` runs `python -m imgsteal serve` on 127.0.0.1 with a free port (the server
 binds port 0 and reports the port it got, so there is no race for it), waits for /healthz, and
-stops the server (SIGTERM, then SIGKILL) on exit. `served_oracle(model)` also creates an API key and
-yields an HttpOracle on it: the adversary then reaches the victim exactly as over the network.
+stops the server (SIGTERM, then SIGKILL) on exit. The adversary reaches such a server through
+`imgsteal.pipeline.oracle.open_oracle(model, transport="http")`, exactly as over the network.
 """
 
 from __future__ import annotations
@@ -151,25 +151,3 @@ def running_server(
             yield RunningServer(url=url, db_path=db, process=process, log_path=log_path)
         finally:
             _stop(process)
-
-
-@contextlib.contextmanager
-def served_oracle(
-    model_path: str | Path,
-    *,
-    concurrency: int = 8,
-    key_name: str = "adversary",
-    device: str = "cpu",
-    **server_options,
-) -> Iterator["HttpOracle"]:  # noqa: F821 (imported lazily)
-    """The victim model behind its HTTP API, as the adversary's oracle: start the server (options as
-    for `running_server`), create a key, yield an HttpOracle with `concurrency` requests in flight,
-    stop the server afterwards."""
-    from imgsteal.attack.http_oracle import HttpOracle
-
-    with running_server(model_path, device=device, **server_options) as server:
-        oracle = HttpOracle(server.url, api_key=server.create_key(key_name), concurrency=concurrency)
-        try:
-            yield oracle
-        finally:
-            oracle.close()
