@@ -58,3 +58,12 @@ def test_device_options_default_to_auto_everywhere():
         for param in command.params:
             if param.name == "device":
                 assert param.default == "auto", f"{' '.join(path)} --device defaults to {param.default!r}"
+
+
+def test_evaluate_crop_border_is_optional_not_a_sentinel():
+    (evaluate,) = [c for p, c in COMMANDS if p == ("evaluate",)]
+    (crop,) = [p for p in evaluate.params if p.name == "crop_border"]
+    assert crop.default is None and "-1" not in (crop.help or "")
+    result = runner.invoke(app, ["evaluate", "--task", "sr", "--victim", "v", "--surrogate", "s", "--test", "a=b",
+                                 "--crop-border", "-1"])
+    assert result.exit_code == 2 and "crop-border" in result.output  # refused by the parser, before any loading

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -30,12 +31,13 @@ def evaluate(
     surrogate: list[Path] = typer.Option(..., help="surrogate models, one per seed; repeatable"),
     test: list[str] = typer.Option(..., help="NAME=DIR test sets of HR images (sr) or photos (style); repeatable"),
     out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o"),
-    crop_border: int = typer.Option(-1, help="[sr] pixels cropped from each border (-1: the scale factor)"),
+    crop_border: Optional[int] = typer.Option(None, min=0, help="[sr] pixels cropped from each border before scoring "
+                                              "(default: the scale factor)"),
     y_channel: bool = typer.Option(False, help="[sr] score the BT.601 luma channel instead of RGB"),
     style_set: str = typer.Option("", help="[style] the style images S_X (folder or dataset spec)"),
     inception_weights: str = typer.Option("", envvar="IMGSTEAL_INCEPTION_WEIGHTS", help="[style] FID Inception weights file"),
     size: int = typer.Option(0, help="[style] working resolution (0: the size the surrogates were trained at)"),
-    device: str = typer.Option("auto"),
+    device: str = typer.Option("auto", help="auto (cuda if present), cpu, cuda, cuda:1 ..."),
 ) -> None:
     """Compare victim and surrogates: (A) F_V vs truth, (B) F_A vs F_V, (C) F_A vs truth."""
     with user_errors():
@@ -65,7 +67,7 @@ def _evaluate(task, victim, surrogate, test, out, crop_border, y_channel, style_
     if task == "sr":
         from imgsteal.evaluate.sr import SRConvention, evaluate_sr, sr_report_blocks, sr_tables
 
-        convention = SRConvention(crop_border=fv.scale if crop_border < 0 else crop_border, y_channel=y_channel)
+        convention = SRConvention(crop_border=fv.scale if crop_border is None else crop_border, y_channel=y_channel)
         results, _ = evaluate_sr(fv, fas, test_sets, out, scale=fv.scale, convention=convention)
         sr_report_blocks(report, results)
         typer.echo(sr_tables(results).markdown(title=False))
