@@ -23,6 +23,7 @@ Memory and slow clients: see `imgsteal.victim.memory` (the bound stated at start
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import io
 import logging
@@ -41,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from imgsteal.data.images import ImageReadError, decode_image, encode_png, sha256_bytes
+from imgsteal.data.images import ImageReadError, decode_image, encode_png, sha256_bytes, to_uint8
 from imgsteal.victim.accounts import AccountsDB, ApiKey, QueryLogWriter, QueryRecord
 from imgsteal.victim.batching import BatcherBusy, KeyBusy, MicroBatcher, lower_priority
 from imgsteal.victim.memory import MB, MemoryPlan, activation_bytes_per_output_pixel, plan_memory, rss_bytes
@@ -77,6 +78,8 @@ class ServerSettings(BaseModel):
     body_timeout_s: float = Field(30.0, gt=0, description="seconds from the headers to the complete body (408 after)")
     keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this many seconds")
     max_connections: int = Field(64, ge=1, description="open connections at most; more are closed at accept")
+    # Defences must not stand out (see _Service.finish and shape_latency).
+    defense_floor_ms_per_mpx: float | None = Field(None, ge=0, description="with defences: every answer's post-processing takes at least this many ms per million output pixels (covers triggers before one has been measured)")
 
 
 class Defense(Protocol):
@@ -206,6 +209,13 @@ def check_image_header(data: bytes, max_pixels: int) -> tuple[int, int]:
     return width, height
 
 
+def encode_png_uniform(image: torch.Tensor) -> bytes:
+    """PNG with zlib level 0 (stored blocks): its byte size depends only on the pixel size, never on the content."""
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buf, format="PNG", compress_level=0)
+    return buf.getvalue()
+
+
 def _decode(data: bytes) -> torch.Tensor:
     try:
         return decode_image(data, "image")
@@ -245,6 +255,7 @@ class _Service:
             scale=scale, max_key_pixels=settings.max_key_pixels or 2 * settings.max_pixels * scale * scale,
             workers=settings.model_workers, max_inflight_bytes=self.memory.max_inflight_bytes)
         self.abandoned = 0  # requests whose client left before the answer (not logged)
+        self._defended_rates: collections.deque[float] = collections.deque(maxlen=32)  # s per output px, defended answers
         self.codec: ThreadPoolExecutor | None = None
         self.codec_large: ThreadPoolExecutor | None = None  # large images, at low priority (like their model calls)
         self.log_writer: QueryLogWriter | None = None
@@ -292,14 +303,32 @@ class _Service:
             raise ApiError(403, "this API key has been revoked")
         return key
 
-    def finish(self, key_name: str, image: torch.Tensor, output: torch.Tensor, input_sha: str) -> tuple[bytes, str | None]:
-        """Apply the defences in order, then encode; returns (PNG bytes, applied labels or None)."""
+    def finish(self, key_name: str, image: torch.Tensor, output: torch.Tensor, input_sha: str) -> tuple[bytes, str | None, float]:
+        """Apply the defences in order, then encode; returns (PNG bytes, applied labels or None, seconds taken).
+
+        With defences the PNG is stored uncompressed, so its size depends only on the pixel size: an
+        altered answer (a blurred watermark trigger compresses better) cannot be told by its size."""
+        started = time.perf_counter()
         labels = []
         for defense in self.defenses:
             output, label = defense.apply(key_name, image, output, input_sha)
             if label:
                 labels.append(label)
-        return encode_png(output), ",".join(labels) or None
+        png = encode_png_uniform(output) if self.defenses else encode_png(output)
+        return png, ",".join(labels) or None, time.perf_counter() - started
+
+    async def shape_latency(self, took_s: float, output_pixels: int, label: str | None) -> None:
+        """With defences, hold every answer until its post-processing has taken as long as the slowest
+        recent defended answer would have for its size (rate per output pixel), so answers a defence
+        changed (e.g. watermark triggers: alteration + durable trigger write) do not stand out by latency."""
+        if not self.defenses or output_pixels <= 0:
+            return
+        if label:
+            self._defended_rates.append(took_s / output_pixels)
+        preset = (self.settings.defense_floor_ms_per_mpx or 0.0) / 1000.0 / 1e6
+        floor = max([preset, *self._defended_rates]) * output_pixels
+        if took_s < floor:
+            await asyncio.sleep(floor - took_s)
 
     async def translate(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -323,7 +352,8 @@ class _Service:
             image = await loop.run_in_executor(codec, _decode, data)
             input_sha = sha256_bytes(data)
             output = await self._model_answer(image, key, gone)
-            png, label = await loop.run_in_executor(codec, self.finish, key.name, image, output, input_sha)
+            png, label, took_s = await loop.run_in_executor(codec, self.finish, key.name, image, output, input_sha)
+            await self.shape_latency(took_s, output.shape[-1] * output.shape[-2], label)
             if gone.done():  # computed, but nobody is left to send it to: not an answered query
                 self.abandoned += 1
                 raise ClientDisconnect()
