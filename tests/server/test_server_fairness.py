@@ -125,3 +125,18 @@ def test_memory_plan_states_a_bound_within_the_budget_or_refuses():
         plan_memory(max_memory_bytes=1024 * MB, **kwargs)
     auto = plan_memory(max_memory_bytes=None, **kwargs)
     assert auto.max_batch_output_pixels == 512 * 512 * 16 and auto.bound > auto.baseline
+
+
+def test_the_server_states_its_memory_bound_and_refuses_a_budget_too_small(tmp_path):
+    from imgsteal.errors import ImgstealError
+    from imgsteal.victim.inference import Translator
+    from imgsteal.victim.server import ServerSettings, create_app
+
+    translator = Translator(torch.nn.Upsample(scale_factor=2, mode="nearest"), task="sr", scale=2)
+    app = create_app(translator, tmp_path / "a.sqlite", ServerSettings(max_pixels=64 * 64, max_memory_mb=4096))
+    service = app.state.service
+    assert service.memory.bound <= 4096 * MB and "memory bound 4096 MB" in service.memory.describe()
+    assert service.batcher.max_batch_output_pixels == service.memory.max_batch_output_pixels >= 4 * 64 * 64
+    assert service.batcher.max_key_pixels == 2 * 4 * 64 * 64
+    with pytest.raises(ImgstealError, match="cannot hold one request"):
+        create_app(translator, tmp_path / "b.sqlite", ServerSettings(max_memory_mb=1))

@@ -471,8 +471,7 @@ def uvicorn_config(app: FastAPI, settings: ServerSettings, log_level: str = "war
     return uvicorn.Config(BodyDeadline(app, settings.body_timeout_s), log_level=log_level,
                           access_log=log_level in ("info", "debug"), backlog=1024, lifespan="on",
                           http=guarded_h11(settings.header_timeout_s, settings.max_connections),
-                          timeout_keep_alive=settings.keep_alive_s, limit_concurrency=settings.max_connections + 1,
-                          h11_max_incomplete_event_size=64 * 1024)
+                          timeout_keep_alive=settings.keep_alive_s, limit_concurrency=settings.max_connections + 1)
 
 
 def serve(
