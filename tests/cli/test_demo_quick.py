@@ -13,7 +13,7 @@ from imgsteal.demo import demo_config, run_demo
 TINY_SR = {"tasks": {"sr": {
     "victim": {"train": {"n_blocks": 1, "channels": 8, "pretrain_epochs": 1, "gan_epochs": 1, "repeat": 1, "patch": 16,
                          "batch_size": 8}},
-    "surrogate": {"n_blocks": 1, "channels": 8, "epochs": 1, "repeat": 1, "patch": 16, "batch_size": 8},
+    "surrogate": {"n_blocks": 1, "channels": 8, "steps": 8, "repeat": 1, "patch": 16, "batch_size": 8},
 }}}
 
 

@@ -11,7 +11,7 @@ from imgsteal.demo import run_demo
 TINY_STYLE = {"tasks": {"style": {
     "victim": {"train": {"size": 32, "ngf": 4, "ndf": 4, "n_blocks": 1, "epochs": 1, "repeat": 1}},
     "harvest": {"resize": 32, "oracle": "local"},
-    "surrogate": {"size": 32, "channels": 4, "epochs": 1, "repeat": 1},
+    "surrogate": {"size": 32, "channels": 4, "steps": 8, "repeat": 1},
 }}}
 
 
@@ -29,6 +29,13 @@ def test_style_demo_reports_paired_scores_and_why_fid_was_skipped(tmp_path, monk
     html = (out / "report.html").read_text()
     assert "PSNR(input, F_V)" in html and "experiment/cells/style/f100-flip-s0/gallery/00_surrogate.png" in html
     assert (out / "experiment" / "cells" / "style" / "f100-flip-s0" / "gallery" / "00_surrogate.png").exists()
+    # The gallery cell keeps what it scored, named by each input's stem (for `imgsteal study create`).
+    scored = out / "experiment" / "cells" / "style" / "f100-flip-s0" / "evaluation" / "outputs" / "benchmark_photos"
+    names = sorted(p.name for p in (scored / "input").iterdir())
+    assert names and names == sorted(p.name for p in (scored / "victim").iterdir()) \
+        == sorted(p.name for p in (scored / "surrogate0").iterdir())
+    assert {n[:-4] for n in names} <= {line.split(",")[0][:-4] for line in (scored / "manifest.csv").read_text().splitlines()[1:]}
+    assert not (out / "experiment" / "cells" / "style" / "f100-flip-s1" / "evaluation" / "outputs").exists()
     cell = json.loads((out / "experiment" / "cells" / "style" / "f100-flip-s0" / "result.json").read_text())
     assert cell["records"][0]["metrics"]["ssim"]["B"] > 0
     # A second run finds every stage done and only rebuilds the report.

@@ -11,8 +11,9 @@ scored pixel by pixel (PSNR, SSIM of F_A(x) vs F_V(x)), next to the do-nothing b
 a surrogate that learnt the style must come closer to F_V than the unstyled input does.
 
 Without the FID Inception weights, FID/KID are skipped (the results say so, and why); the paired
-figures are computed regardless. Outputs: table.md, results.csv, results.json, outputs/ (every
-image scored, as PNG), gallery/ (original | F_V | F_A triplets).
+figures are computed regardless. Outputs: table.md, results.csv, results.json, outputs/<test set>/
+(input/, victim/, surrogateN/: every image scored, as PNG named by its input's stem, and manifest.csv
+mapping each name to its input file; ready for `imgsteal study create`), gallery/ (original | F_V | F_A triplets).
 """
 
 from __future__ import annotations
@@ -79,9 +80,23 @@ def _translate(model: Model, images: list[torch.Tensor], batch_size: int) -> lis
     return outputs
 
 
-def _write_folder(folder: Path, images: list[torch.Tensor]) -> Path:
-    for i, image in enumerate(images):
-        save_image(image, folder / f"{i:05d}.png")
+def output_names(paths: list[Path]) -> list[str]:
+    """PNG file names that keep each input's stem (so outputs match their inputs by name, as `imgsteal
+    study create` needs): 'photo.png', and 'photo-2.png' for a second input called photo.*."""
+    names, seen = [], set()
+    for path in paths:
+        name, n = f"{path.stem}.png", 1
+        while name in seen:
+            n += 1
+            name = f"{path.stem}-{n}.png"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _write_folder(folder: Path, names: list[str], images: list[torch.Tensor]) -> Path:
+    for name, image in zip(names, images):
+        save_image(image, folder / name)
     return folder
 
 
@@ -165,8 +180,12 @@ def evaluate_style_set(
         outs.append(_translate(s, inputs, batch_size))
         steps.update(1)
     steps.close()
-    victim_dir = _write_folder(folder / "victim", v)
-    surrogate_dirs = [_write_folder(folder / f"surrogate{r}", a) for r, a in enumerate(outs)]
+    # Outputs keep their input's stem, and the prepared inputs and a manifest sit beside them.
+    names = output_names([path for path, _ in photos])
+    _write_folder(folder / "input", names, inputs)
+    (folder / "manifest.csv").write_text("name,input\n" + "".join(f"{n},{p}\n" for n, (p, _) in zip(names, photos)))
+    victim_dir = _write_folder(folder / "victim", names, v)
+    surrogate_dirs = [_write_folder(folder / f"surrogate{r}", names, a) for r, a in enumerate(outs)]
 
     baseline = _paired(inputs, v)
     per_run = [_paired(a, v) for a in outs]
@@ -235,7 +254,8 @@ def evaluate_style(
     styles = prepare_photos(style_set, size)
     if len(styles) < 2:
         raise ImgstealError(f"the style set needs at least 2 readable images, found {len(styles)}")
-    style_dir = _write_folder(out_dir / "outputs" / "style_set", [image for _, image in styles])
+    style_dir = _write_folder(out_dir / "outputs" / "style_set", output_names([p for p, _ in styles]),
+                              [image for _, image in styles])
     features = _Features(inception_weights, device, None)
     results = [
         evaluate_style_set(name, paths, victim, surrogates, style_dir, size, out_dir, features, gallery_count,

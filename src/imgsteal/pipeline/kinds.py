@@ -64,8 +64,10 @@ class Kind:
 
     # -- scoring ---------------------------------------------------------------------------
     def score(self, victim, surrogate, test_sets: dict[str, list[Path]], *, folder: Path, evaluation: dict[str, Any],
-              style_set: list[Path] | None, size: int, device: str, progress: bool) -> list[dict[str, Any]]:
-        """One record per test set: {test_set, n_images, metrics: {metric: {experiment: value}}, image_std}."""
+              style_set: list[Path] | None, size: int, device: str, progress: bool,
+              keep_outputs: bool = False) -> list[dict[str, Any]]:
+        """One record per test set: {test_set, n_images, metrics: {metric: {experiment: value}}, image_std}.
+        keep_outputs: keep the scored images (input, F_V, F_A by input stem) under folder/evaluation/outputs."""
         raise NotImplementedError
 
     def warm_victim(self, victim, test_sets: dict[str, list[Path]], size: int, progress: bool) -> None:
@@ -98,7 +100,8 @@ class _SuperResolution(Kind):
         hr = crop_to_multiple(load_image(path), scale)
         return bicubic_downscale(hr, scale), hr
 
-    def score(self, victim, surrogate, test_sets, *, folder, evaluation, style_set, size, device, progress):
+    def score(self, victim, surrogate, test_sets, *, folder, evaluation, style_set, size, device, progress,
+              keep_outputs=False):
         from imgsteal.evaluate.sr import SRConvention, evaluate_sr_set
         from imgsteal.files import safe_name
 
@@ -135,7 +138,8 @@ class _Style(Kind):
 
         return prepare_photos([Path(path)], size)[0][1], None
 
-    def score(self, victim, surrogate, test_sets, *, folder, evaluation, style_set, size, device, progress):
+    def score(self, victim, surrogate, test_sets, *, folder, evaluation, style_set, size, device, progress,
+              keep_outputs=False):
         from imgsteal.evaluate.style import evaluate_style
 
         if not style_set:
@@ -144,8 +148,10 @@ class _Style(Kind):
         results, _ = evaluate_style(victim, [surrogate], test_sets, style_set, eval_dir, size=size,
                                     inception_weights=evaluation.get("inception_weights"), device=device,
                                     gallery_count=0, progress=progress)
-        # Every scored image was written for the FID features; at paper scale that is gigabytes per cell.
-        shutil.rmtree(eval_dir / "outputs", ignore_errors=True)
+        # Every scored image was written for the FID features; at paper scale that is gigabytes per cell,
+        # so only the report's gallery cells keep them (for `imgsteal study create --experiment`).
+        if not keep_outputs:
+            shutil.rmtree(eval_dir / "outputs", ignore_errors=True)
         return _records({r.name: r for r in results})
 
 

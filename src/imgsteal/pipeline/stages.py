@@ -244,7 +244,7 @@ def run_cell(job: CellJob) -> dict[str, Any]:
     test_sets = {name: [Path(p) for p in paths] for name, paths in job.test_sets.items()}
     records = kind_of(job.kind).score(victim, surrogate, test_sets, folder=job.folder, evaluation=job.evaluation,
                                       style_set=[Path(p) for p in job.style_set or []], size=job.work_size,
-                                      device=job.device, progress=job.progress)
+                                      device=job.device, progress=job.progress, keep_outputs=bool(job.gallery_inputs))
     gallery = write_surrogate_gallery(job, surrogate) if job.gallery_inputs else []
     queries, cost = selection_cost(job.store, job.cell.fraction, job.cell.seed)
     return {
