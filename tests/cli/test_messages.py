@@ -55,3 +55,9 @@ def test_a_missing_victim_is_named_as_the_user_gave_it(tmp_path, monkeypatch):
     assert "checkpoint not found: runs/nosuch (no such file or folder" in out
     assert not (tmp_path / "ev").exists()
 
+
+
+def test_test_set_without_a_name_explains_the_name_form(tmp_path):
+    write_images(tmp_path / "test", 1, size=(16, 16))
+    out = fails("evaluate", "--task", "sr", "--victim", "v", "--surrogate", "s", "--test", tmp_path / "test")
+    assert "NAME=DIR" in out and f"--test mine={tmp_path / 'test'}" in out

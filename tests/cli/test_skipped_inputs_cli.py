@@ -5,7 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from imgsteal.cli import app
-from imgsteal_testkit import write_images
+from imgsteal_testkit import make_sr_model, write_images
 
 
 def test_harvest_reports_each_skipped_file_in_one_line_and_counts_them(tmp_path, sr_victim):
@@ -25,3 +25,16 @@ def test_harvest_reports_each_skipped_file_in_one_line_and_counts_them(tmp_path,
     ]
     for bad in ("Warning", "warnings.warn", "object at 0x"):
         assert bad not in result.stderr
+
+
+def test_evaluate_names_each_skipped_test_file_and_sums_them_up(tmp_path):
+    victim = make_sr_model(tmp_path / "victim" / "model.safetensors")
+    surrogate = make_sr_model(tmp_path / "fa" / "model.safetensors", seed=1, role="surrogate")
+    write_images(tmp_path / "test", 2, size=(32, 32))
+    (tmp_path / "test" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "test" / "notes.txt").write_text("about the test set")
+    result = CliRunner().invoke(app, ["evaluate", "--task", "sr", "--victim", str(victim), "--surrogate", str(surrogate),
+                                      "--test", f"T={tmp_path / 'test'}", "--out", str(tmp_path / "ev"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert sum("broken.png" in line for line in result.stderr.splitlines()) == 1
+    assert "input files skipped: 1 unreadable, 1 not images by extension (each named above)" in result.stdout

@@ -32,6 +32,17 @@ def empty_cwd(tmp_path, monkeypatch):
     return cwd
 
 
+def test_serve_with_a_wrong_model_creates_no_database(empty_cwd):
+    out = fails_cleanly(empty_cwd, "serve", "--model", "WRONG", "--port", 0)
+    assert "WRONG" in out and "Traceback" not in out
+    fails_cleanly(empty_cwd, "serve", "--model", "WRONG", "--port", 0, "--defense", "watermark")  # nor its trigger DB
+
+
+def test_serve_with_a_wrong_defence_creates_no_database(empty_cwd, tiny_victim):
+    out = fails_cleanly(empty_cwd, "serve", "--model", tiny_victim, "--port", 0, "--defense", "nosuch")
+    assert "nosuch" in out
+
+
 class _RefusingHandler(http.server.BaseHTTPRequestHandler):
     """An API that refuses every key, as imgsteal's does an unknown one (401, JSON detail)."""
 
