@@ -70,6 +70,7 @@ def test_serve_refuses_bad_defence_flags(tmp_path, victim_run):
     assert wrong.exit_code == 2 and "--watermark-alteration" in wrong.output
 
 
+@pytest.mark.slow  # about 10 s or more on the busy 2-core box: a real `imgsteal serve` subprocess
 def test_served_watermark_logs_labels_keeps_triggers_private_and_verifies_a_url(tmp_path, victim_run, kit):
     """A real `imgsteal serve --defense watermark` subprocess: every answer to 'mallory' is a trigger;
     the same service, asked by another key, reproduces the alteration, so verifying it as a suspect

@@ -17,6 +17,7 @@ from imgsteal.experiments.runner import run_experiment
 from imgsteal_testkit import square_or_fail
 
 
+@pytest.mark.slow  # about 10 s or more on the busy 2-core box: two spawned workers import torch; the fast loop keeps the worker-resolution test below
 def test_local_and_pool_executors_report_results_and_failures():
     jobs = [1, 2, 3]
     local = {job: (result, error) for job, result, error in LocalExecutor().run(square_or_fail, jobs)}

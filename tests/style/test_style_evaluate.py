@@ -64,6 +64,7 @@ def test_without_inception_weights_fid_is_skipped_and_paired_scores_remain(setup
     assert len(list((tmp_path / "eval" / "outputs" / "benchmark" / "surrogate1").glob("*.png"))) == 4
 
 
+@pytest.mark.slow  # about 10 s or more on the busy 2-core box: a full-size Inception on CPU
 def test_with_inception_weights_tables_3_and_4_hold_fid_and_kid(setup, monkeypatch):
     tmp_path, args = setup
     _offline(monkeypatch, tmp_path)
