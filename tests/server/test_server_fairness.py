@@ -54,7 +54,7 @@ def test_a_flooding_key_cannot_starve_a_small_one():
     small_latency, results = asyncio.run(scenario())
     busy = [r for r in results if isinstance(r, KeyBusy)]
     assert len(busy) == 4  # two max-size answers in flight per key; the rest refused (429)
-    assert max(small_latency) < 0.06, small_latency  # never behind a 0.13 s flood batch
+    assert max(small_latency) < 0.1, small_latency  # never behind a 0.13 s flood batch
     big_calls = [c for c in model.calls if c[0][-1] == 256]
     for i, a in enumerate(big_calls):  # and one flood batch at a time: the second worker stays free
         for b in big_calls[i + 1:]:

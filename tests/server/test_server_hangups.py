@@ -108,10 +108,17 @@ def test_hung_up_requests_are_dropped_before_the_model_and_not_logged(tmp_path: 
         first = send(port, keys[0], png(16, 0))  # runs; its client leaves while the model works
         assert model.running.wait(10)
         queued = [send(port, keys[1 + i % 2], png(16, 1 + i)) for i in range(4)]  # wait behind it
-        time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while app.state.service.batcher.waiting < 4:  # all four are queued for the model
+            assert time.monotonic() < deadline, app.state.service.batcher.waiting
+            time.sleep(0.01)
         for s in [first, *queued]:
             s.close()  # all five hang up
-        time.sleep(model.delay_s + 0.5)  # the first call ends; nothing else may reach the model
+        deadline = time.monotonic() + 10
+        while app.state.service.batcher.waiting or app.state.service.abandoned < 5:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.2)  # nothing else may reach the model
         assert model.images_run == 1
         stays = send(port, keys[2], png(16, 9))
         assert status_of(stays) == 200
