@@ -294,3 +294,13 @@ def test_style_surrogates_build_for_each_attack(tmp_path):
     unet, multiple = build_recipe(cfg.model_copy(update={"arch": "pix2pix", "attack": "domain-shift"}), 1, CPU,
                                   epochs=2, total_steps=4)
     assert multiple == 32
+
+
+def test_steps_are_independent_of_the_number_of_pairs(tmp_path):
+    make_store(tmp_path / "pairs", 3)
+    for budget in (1, 3):
+        cfg = tiny_sr(tmp_path, attack="few-shot", steps=104, budget=budget, batch_size=1, crop_zooms=(1.0,))
+        result = train_surrogate(cfg, tmp_path / f"run{budget}", progress=False)
+        assert result.steps == 104  # one pair or three: the same number of steps
+        meta = load_checkpoint(result.model_path).meta
+        assert meta["total_steps"] == 104 and meta["steps_per_epoch"] == 100 and meta["pairs"] == budget

@@ -59,17 +59,21 @@ def surrogate_networks(cfg: "SurrogateConfig", scale: int, *, discriminator: boo
         return build_model(cfg.arch, scale=scale, n_blocks=cfg.n_blocks, channels=cfg.channels), None, 1
     from imgsteal.train.pix2pix import unet_depth_for
 
+    # Weight initialisation as make_pix2pix_recipe does it: the networks' default (the reference's
+    # N(0, 0.02)) unless the config asks for another.
+    init_kind = getattr(cfg, "init", "reference")
+    init = {} if init_kind == "reference" else {"init": init_kind}
     if cfg.arch == "pix2pix":
         depth = unet_depth_for(cfg.size)
-        generator = build_model("unet", ngf=cfg.channels, image_size=cfg.size, norm="batch", use_dropout=True)
+        generator = build_model("unet", ngf=cfg.channels, image_size=cfg.size, norm="batch", use_dropout=True, **init)
         multiple = 2**depth
     else:
         generator = build_model("resnet_generator", ngf=cfg.channels, n_blocks=resnet_blocks_for(cfg.size),
-                                norm="batch", use_dropout=True)
+                                norm="batch", use_dropout=True, **init)
         multiple = 1
     critic = None
     if discriminator:
-        critic = build_model("patchgan", in_channels=6, ndf=cfg.channels, n_layers=3, norm="batch")
+        critic = build_model("patchgan", in_channels=6, ndf=cfg.channels, n_layers=3, norm="batch", **init)
         if cfg.size < critic.min_input_size():
             raise ImgstealError(f"--size {cfg.size} is too small for the 70x70 PatchGAN (at least {critic.min_input_size()} px)")
     return generator, critic, multiple

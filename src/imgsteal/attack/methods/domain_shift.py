@@ -19,16 +19,22 @@ import math
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from imgsteal.attack.methods.sam import SharpnessAwareMinimization
 from imgsteal.attack.methods.wavelet import WaveletHighFrequencyLoss
-from imgsteal.train.cyclegan import l1_pm1, set_requires_grad
+from imgsteal.train.gan import l1_pm1, set_requires_grad
 from imgsteal.train.paired import pixel_loss
-from imgsteal.train.pix2pix import Pix2PixRecipe, _bce
+from imgsteal.train.pix2pix import Pix2PixRecipe
 
 WAVELET_WEIGHT = 0.15
 SAM_RHO = 0.05
+
+
+def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """pix2pix's vanilla GAN loss: binary cross-entropy of the logits against 1 (real) or 0, in float32."""
+    return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits, float(real), dtype=torch.float32))
 
 
 class CosineSchedule:
