@@ -80,7 +80,10 @@ def test_harvest_with_a_refused_key_leaves_no_store(empty_cwd, tmp_path, monkeyp
     assert "refused the API key" in out
 
 
-def test_harvest_from_an_unreachable_server_leaves_no_store(empty_cwd, tmp_path):
+def test_harvest_from_an_unreachable_server_leaves_no_store(empty_cwd, tmp_path, monkeypatch):
+    from imgsteal.attack.http_oracle import RetryPolicy
+
+    monkeypatch.setattr(RetryPolicy, "backoff", lambda self, retry: 0.0)  # retry at once: the test stays fast
     write_images(tmp_path / "adv", 2, size=(16, 16))
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
