@@ -26,9 +26,11 @@ def test_serve_flags_are_generated_from_the_option_models():
     for name, spec in DEFENSES.items():
         for field in spec.options_model().model_fields:
             assert f"--{name}-{field.replace('_', '-')}" in result.output
+    from imgsteal.cli.serve import SETTING_FLAGS
+
     for field in ServerSettings.model_fields:
-        flag = "--rate" if field == "rate_per_s" else f"--{field.replace('_', '-')}"
-        assert flag in result.output
+        flag = SETTING_FLAGS.get(field) or f"--{field.replace('_', '-')}"
+        assert f"{flag} " in result.output
     assert "(default 0.005)" in result.output  # the watermark fraction's default, from WatermarkOptions
 
 

@@ -16,8 +16,8 @@ import typer
 from imgsteal.cli._common import UserError, user_errors
 
 DEFAULT_DB = Path("imgsteal-api.sqlite")
-# Flags whose names predate the generated ones (kept so existing scripts keep working).
-SETTING_FLAGS = {"rate_per_s": "--rate"}
+# Flags whose names predate the generated ones (kept so existing scripts keep working), or read better.
+SETTING_FLAGS = {"rate_per_s": "--rate", "max_memory_mb": "--max-memory"}
 
 
 def serve(
