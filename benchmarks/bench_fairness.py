@@ -168,7 +168,7 @@ def main() -> int:
     parser.add_argument("--settle-s", type=float, default=1.0)
     parser.add_argument("--n-blocks", type=int, default=2)
     parser.add_argument("--channels", type=int, default=16)
-    parser.add_argument("--max-memory-mb", type=float, default=None, help="the server's --max-memory (default: derived)")
+    parser.add_argument("--max-memory", type=float, default=None, help="the server's --max-memory, MB (default: derived)")
     parser.add_argument("--compare", action="store_true", help="also run with 1 model worker and no per-key limit")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -178,7 +178,7 @@ def main() -> int:
         model = save_checkpoint(Path(tmp) / "model.safetensors", {"task": "sr", "scale": 4, "export": "generator",
                                 "archs": {"generator": generator.build_spec}}, {"generator": generator})
         base = dict(rate_per_s=0, max_pixels=args.flood_size ** 2, max_body_bytes=2 * 1024 * 1024,
-                    max_memory_mb=args.max_memory_mb)
+                    max_memory_mb=args.max_memory)
         print(f"SRResNet x4 ({args.n_blocks} blocks, {args.channels} ch) on CPU; flood: {args.flood_clients} clients "
               f"of one key sending {args.flood_size}x{args.flood_size}; small key: {args.small} x {args.small_size}x{args.small_size}")
         ok = report("fair", run_case(model, Path(tmp), base, args))
