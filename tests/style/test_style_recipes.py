@@ -9,7 +9,8 @@ import torch
 
 from imgsteal.errors import ImgstealError
 from imgsteal.models import build_model
-from imgsteal.train.cyclegan import CycleGANRecipe, LinearDecaySchedule, linear_decay_factor
+from imgsteal.train.cyclegan import CycleGANRecipe
+from imgsteal.train.gan import LinearDecaySchedule, linear_decay_factor
 from imgsteal.train.image_pool import ImagePool
 from imgsteal.train.pix2pix import Pix2PixRecipe, unet_depth_for
 from imgsteal.victim.style import StyleVictimConfig, UnpairedCropSource, build_style_recipe

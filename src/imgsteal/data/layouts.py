@@ -377,6 +377,16 @@ def resolve_images(spec: str) -> list[Path]:
     return parse_spec(spec).images()
 
 
+def resolve_image_specs(specs: list[str]) -> list[Path]:
+    """The images of several folders or dataset specs, in order; ImgstealError when there are none."""
+    from imgsteal.errors import ImgstealError
+
+    paths = [path for spec in specs for path in resolve_images(spec)]
+    if not paths:
+        raise ImgstealError(f"no images found in {', '.join(specs)}")
+    return paths
+
+
 # --------------------------------------------------------------------------- face crops
 
 

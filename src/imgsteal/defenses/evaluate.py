@@ -39,7 +39,6 @@ import torch.nn.functional as F
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from imgsteal.config import load_yaml_config
 from imgsteal.defenses.registry import DEFENSES, DefenseSetup
 from imgsteal.errors import ImgstealError
 from imgsteal.experiments.config import NO_DEFENSE, TaskConfig

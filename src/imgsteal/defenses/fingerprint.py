@@ -203,12 +203,12 @@ def train_fingerprint(cfg: FingerprintTrainConfig, out_dir: str | Path, *, resum
     from imgsteal.models import build_model
     from imgsteal.train.checkpoint import save_checkpoint
     from imgsteal.train.loop import run_training
-    from imgsteal.victim.train import resolve_image_paths
+    from imgsteal.data.layouts import resolve_image_specs
 
     started = time.perf_counter()
     device = pick_device(cfg.device)
     out_dir = Path(out_dir)
-    images = [to_uint8_tensor(img) for _, img in load_images(resolve_image_paths(cfg.images))
+    images = [to_uint8_tensor(img) for _, img in load_images(resolve_image_specs(cfg.images))
               if min(img.shape[-2:]) >= cfg.size]
     if not images:
         raise ImgstealError(f"no training image is at least {cfg.size} px on its shorter side")
@@ -234,7 +234,7 @@ def train_fingerprint(cfg: FingerprintTrainConfig, out_dir: str | Path, *, resum
     if not secret_path.exists():  # keep the owner's fingerprint if an earlier run drew one
         write_private(secret_path, bits_to_text(new_fingerprint(cfg.bits)).encode())
     model = FingerprintModel.load(out_dir, device)
-    eval_paths = resolve_image_paths(cfg.eval_images or cfg.images)[: cfg.max_eval_images]
+    eval_paths = resolve_image_specs(cfg.eval_images or cfg.images)[: cfg.max_eval_images]
     clean = [img for _, img in load_images(eval_paths)]
     result = evaluate_fingerprint(model, clean)
     result.steps = training.steps

@@ -77,10 +77,9 @@ def discriminator_loss(discriminator: nn.Module, images: torch.Tensor, target: L
     """
     out = discriminator(images)
     out = getattr(out, "output", out)  # U-GAT-IT discriminators may return (output, cam_logit, ...)
-    label = torch.zeros_like(out) if target == "fake" else torch.ones_like(out)
-    if loss == "mse":
-        return F.mse_loss(out, label)
-    return F.binary_cross_entropy_with_logits(out, label)
+    from imgsteal.train.gan import gan_loss
+
+    return gan_loss("lsgan" if loss == "mse" else "vanilla", out, real=target == "real")
 
 
 def find_discriminator_name(module_names: Sequence[str], wanted: str | None = None) -> str:

@@ -11,18 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from imgsteal.errors import ImgstealError
-from imgsteal.train.cyclegan import LinearDecaySchedule, Precision, l1_pm1, set_requires_grad
+from imgsteal.train.gan import LinearDecaySchedule, Precision, gan_loss, l1_pm1, set_requires_grad
 
 if TYPE_CHECKING:
     from imgsteal.attack.surrogate import SurrogateConfig
-
-
-def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits, float(real), dtype=torch.float32))
 
 
 class Pix2PixRecipe:
@@ -70,15 +65,15 @@ class Pix2PixRecipe:
 
         opt_d.zero_grad(set_to_none=True)
         with p.autocast():
-            loss_d = 0.5 * (_bce(self.discriminator(torch.cat([x, y], 1)), True)
-                            + _bce(self.discriminator(torch.cat([x, fake.detach()], 1)), False))
+            loss_d = 0.5 * (gan_loss("vanilla", self.discriminator(torch.cat([x, y], 1)), True)
+                            + gan_loss("vanilla", self.discriminator(torch.cat([x, fake.detach()], 1)), False))
         p.backward(loss_d)
         p.step(opt_d)
 
         set_requires_grad([self.discriminator], False)
         opt_g.zero_grad(set_to_none=True)
         with p.autocast():
-            adversarial = _bce(self.discriminator(torch.cat([x, fake], 1)), True)
+            adversarial = gan_loss("vanilla", self.discriminator(torch.cat([x, fake], 1)), True)
             l1 = l1_pm1(fake.float(), y)
             loss_g = adversarial + self.lambda_l1 * l1
         p.backward(loss_g)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imgsteal.models.vgg import VGGFeatures
+from imgsteal.train.gan import gan_loss
 
 VGG_SCALE = 1 / 12.75  # SRGAN rescales VGG features so the loss is comparable to the pixel MSE
 
@@ -107,15 +108,14 @@ class SRGANRecipe:
         opt_d.zero_grad(set_to_none=True)
         real_logits = self.discriminator(hr)
         fake_logits = self.discriminator(fake.detach().clamp(0, 1))
-        loss_d = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)) + \
-            F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        loss_d = gan_loss("vanilla", real_logits, True) + gan_loss("vanilla", fake_logits, False)
         loss_d.backward()
         opt_d.step()
         # Generator: content + adversarial.
         opt_g.zero_grad(set_to_none=True)
         gen_logits = self.discriminator(fake.clamp(0, 1))
         content = self._content(fake, hr)
-        adv = F.binary_cross_entropy_with_logits(gen_logits, torch.ones_like(gen_logits))
+        adv = gan_loss("vanilla", gen_logits, True)
         loss_g = content + self.adv_weight * adv
         loss_g.backward()
         opt_g.step()

@@ -14,18 +14,9 @@ import itertools
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from imgsteal.train.cyclegan import LinearDecaySchedule, Precision, l1_pm1, set_requires_grad
-
-
-def _lsgan(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    return F.mse_loss(logits.float(), torch.full_like(logits, float(real), dtype=torch.float32))
-
-
-def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits, float(real), dtype=torch.float32))
+from imgsteal.train.gan import LinearDecaySchedule, Precision, gan_loss, l1_pm1, set_requires_grad
 
 
 class UGATITRecipe:
@@ -82,7 +73,7 @@ class UGATITRecipe:
         total = torch.zeros((), device=image.device)
         for disc in self.discs[domain]:
             out = disc(image)
-            total = total + _lsgan(out.output, real) + _lsgan(out.cam_logit, real)
+            total = total + gan_loss("lsgan", out.output, real) + gan_loss("lsgan", out.cam_logit, real)
         return total
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -115,7 +106,7 @@ class UGATITRecipe:
             same_b, cam_bb, _ = self.g_ab.forward_with_cam(real_b)
             identity = l1_pm1(same_a, real_a) + l1_pm1(same_b, real_b)
             # The A -> B generator must flag A images as foreign and B images as its own (and vice versa).
-            cam = _bce(cam_ab, True) + _bce(cam_bb, False) + _bce(cam_ba, True) + _bce(cam_aa, False)
+            cam = gan_loss("vanilla", cam_ab, True) + gan_loss("vanilla", cam_bb, False) + gan_loss("vanilla", cam_ba, True) + gan_loss("vanilla", cam_aa, False)
             adversarial = self._disc_terms("b", fake_b, True) + self._disc_terms("a", fake_a, True)
             loss_g = (w["adv"] * adversarial + w["cycle"] * cycle + w["identity"] * identity + w["cam"] * cam)
         p.backward(loss_g)

@@ -25,7 +25,7 @@ from imgsteal.device import pick_device
 from imgsteal.errors import ImgstealError
 from imgsteal.models import build_model
 from imgsteal.train.loop import TrainingResult, run_training
-from imgsteal.victim.train import resolve_image_paths
+from imgsteal.data.layouts import resolve_image_specs
 
 # Both references resize 256 px training images to 286 px and take random 256 px crops.
 LOAD_RATIO = 286 / 256
@@ -89,7 +89,7 @@ def load_domain(specs: str | list[str], load_size: int) -> torch.Tensor:
     """Images of one domain (folders or dataset specs), centre-cropped to squares and resized to
     load_size: N x 3 x load_size x load_size uint8. Unreadable files are skipped with a warning."""
     specs = [specs] if isinstance(specs, str) else list(specs)
-    images = [to_uint8_tensor(center_crop_resize(image, load_size)) for _, image in load_images(resolve_image_paths(specs))]
+    images = [to_uint8_tensor(center_crop_resize(image, load_size)) for _, image in load_images(resolve_image_specs(specs))]
     if not images:
         raise ImgstealError(f"none of the images in {', '.join(specs)} could be read")
     return torch.stack(images)

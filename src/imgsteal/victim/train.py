@@ -12,6 +12,7 @@ from imgsteal.data.patches import PairedPatchSource, to_uint8_tensor
 from imgsteal.device import pick_device
 from imgsteal.errors import ImgstealError
 from imgsteal.models import build_model
+from imgsteal.data.layouts import resolve_image_specs
 from imgsteal.train.loop import TrainingResult, run_training
 from imgsteal.train.srgan import SRGANRecipe
 
@@ -67,18 +68,6 @@ class SRVictimConfig(BaseModel):
         return self.pretrain_steps + self.gan_steps
 
 
-def resolve_image_paths(specs: list[str]) -> list[Path]:
-    """Folders or dataset specs (see data.layouts) -> image paths; fails naming a missing path."""
-    from imgsteal.data.layouts import resolve_images
-
-    paths: list[Path] = []
-    for spec in specs:
-        paths.extend(resolve_images(spec))
-    if not paths:
-        raise ImgstealError(f"no images found in {', '.join(specs)}")
-    return paths
-
-
 def load_sr_pairs(paths: list[Path], scale: int) -> tuple[list, list]:
     """HR images -> (LR uint8 list, HR uint8 list), LR by bicubic downscaling."""
     lows, highs = [], []
@@ -97,7 +86,7 @@ def train_sr_victim(cfg: SRVictimConfig, out_dir: str | Path, *, resume: bool = 
     import torch
 
     device = pick_device(cfg.device)
-    lows, highs = load_sr_pairs(resolve_image_paths(cfg.hr), cfg.scale)
+    lows, highs = load_sr_pairs(resolve_image_specs(cfg.hr), cfg.scale)
     torch.manual_seed(cfg.seed)
     generator = build_model("srresnet", scale=cfg.scale, n_blocks=cfg.n_blocks, channels=cfg.channels)
     discriminator = build_model("vgg_discriminator", base_channels=cfg.disc_channels)
