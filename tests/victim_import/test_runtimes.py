@@ -89,3 +89,13 @@ def test_runtime_format_mismatch_and_bad_scale(tmp_path):
     (tmp_path / "junk.bin").write_bytes(b"\x00garbage-not-a-model")
     with pytest.raises(CheckpointError, match="not a torch, safetensors, TorchScript or ONNX file"):
         import_model(tmp_path / "junk.bin", tmp_path / "run")
+
+
+def test_onnx_with_external_data_is_refused(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    _export_onnx(TanhSR(), tmp_path / "sr.onnx")
+    model = onnx.load(str(tmp_path / "sr.onnx"))
+    onnx.save(model, str(tmp_path / "split.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="split.data", size_threshold=0)
+    with pytest.raises(CheckpointError, match="external-data files"):
+        import_model(tmp_path / "split.onnx", tmp_path / "run")

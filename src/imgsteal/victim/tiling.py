@@ -6,8 +6,10 @@ With `overlap` at least the network's receptive-field radius the result is exact
 with less, differences stay near the seams (tests check 1/255 away from them).
 
 Memory: peak memory grows with the tile's area, not the image's. `memory_mb` picks the largest tile
-whose estimated activation memory fits: the largest layer output seen on a probe forward, times 3
-(a layer's input, output and one concatenation or temporary alive at once), per input pixel.
+whose estimated activation memory fits: the largest layer output seen on a probe forward, times
+ACTIVATION_FACTOR (a layer's input and output, temporaries, and what the allocator holds on to; 6 keeps
+the measured peak-RSS growth of a CPU run under the bound, see docs/victims.md), per input pixel.
+The assembled output image (12 bytes per output pixel) is not part of the bound.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from imgsteal.errors import ImgstealError
+
+ACTIVATION_FACTOR = 6
 
 
 class TilingConfig(BaseModel):
@@ -74,7 +78,7 @@ def tiled_forward(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
 
 def estimate_bytes_per_pixel(module: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
                              probe: int = 48) -> float:
-    """Estimated peak activation bytes per input pixel: 3 x the largest layer output on a probe image.
+    """Estimated peak activation bytes per input pixel: ACTIVATION_FACTOR x the largest layer output on a probe image.
 
     Networks without visible layers (ONNX, TorchScript) count their output tensor times 16."""
     largest = [0]
@@ -90,7 +94,8 @@ def estimate_bytes_per_pixel(module: nn.Module, run: Callable[[torch.Tensor], to
     finally:
         for h in handles:
             h.remove()
-    peak = 3 * largest[0] if largest[0] > y.numel() * y.element_size() else 16 * y.numel() * y.element_size()
+    out_bytes = y.numel() * y.element_size()
+    peak = ACTIVATION_FACTOR * largest[0] if largest[0] > out_bytes else 16 * out_bytes
     return peak / (probe * probe)
 
 

@@ -83,6 +83,8 @@ def _apply_overrides(imported: Imported, options: ImportOptions) -> Imported:
 def _runtime(path: Path, kind: str, options: ImportOptions) -> Imported:
     if options.format not in ("auto", kind):
         raise CheckpointError(f"{path}: --format {options.format}, but the file is a {kind} model")
+    if kind == "onnx":
+        _refuse_external_data(path)
     module = load_runtime(kind, path)
     fixed = None
     if options.input_size is not None:
@@ -99,6 +101,18 @@ def _runtime(path: Path, kind: str, options: ImportOptions) -> Imported:
     task = options.task or ("sr" if scale > 1 else "style")
     return Imported(module, kind, task, scale, options.size_multiple or 1, None, {}, contract=contract,
                     input_size=fixed[0] if fixed else None, details={"runtime": kind})
+
+
+def _refuse_external_data(path: Path) -> None:
+    """The run folder keeps the .onnx file alone: weights in external-data files would be left behind."""
+    try:
+        import onnx
+    except ImportError:
+        return
+    model = onnx.load(str(path), load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        raise CheckpointError(f"{path}: the ONNX model keeps its weights in external-data files; merge them into one "
+                              "file first: onnx.save(onnx.load(PATH), OUT, save_as_external_data=False)")
 
 
 def load_foreign(path: str | Path, options: ImportOptions | None = None) -> tuple[Imported, str]:
