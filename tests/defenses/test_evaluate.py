@@ -168,9 +168,12 @@ def test_bundled_configs_are_valid():
     root = Path(__file__).resolve().parents[2] / "configs" / "defense"
     configs = sorted(root.glob("*.yaml"))
     assert configs, root
-    for path in configs:
-        cfg = load_defense_config(path)
-        assert cfg.task.kind == "sr"
+    kinds = {path.name: load_defense_config(path).task.kind for path in configs}
+    assert kinds["demo-sr.yaml"] == "sr" and kinds["demo-style.yaml"] == "style"
+    # Figure 9 as the paper ran it: a CycleGAN victim, a pix2pix surrogate, PGD and its transfer.
+    figure9 = load_defense_config(root / "paper-figure9.yaml")
+    assert figure9.task.victim.train["arch"] == "cyclegan" and figure9.task.surrogate_settings()["arch"] == "pix2pix"
+    assert figure9.transfer.enabled and figure9.runs["pgd"].defenses == ["pgd"]
 
 
 @pytest.mark.slow
