@@ -66,12 +66,16 @@ def write_private(path: str | Path, data: bytes) -> Path:
     return atomic_write_bytes(path, data, PRIVATE_MODE)
 
 
-def read_private(path: str | Path) -> bytes:
-    """Read a secret file, tightening its mode to 0600 first if someone loosened it."""
-    path = Path(path)
+def make_private(path: str | Path) -> Path:
+    """Tighten an existing secret file to owner-only (0600) if group or others have any access."""
     if not is_private(path):
         os.chmod(path, PRIVATE_MODE)
-    return path.read_bytes()
+    return Path(path)
+
+
+def read_private(path: str | Path) -> bytes:
+    """Read a secret file, tightening its mode to 0600 first if someone loosened it."""
+    return make_private(path).read_bytes()
 
 
 def create_private_file(path: str | Path) -> Path:

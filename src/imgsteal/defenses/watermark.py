@@ -13,7 +13,6 @@ nothing in it is ever returned by the API, logged or reported.
 from __future__ import annotations
 
 import hashlib
-import os
 import hmac
 import secrets
 import sqlite3
@@ -29,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from pydantic import BaseModel, ConfigDict, Field
 
 from imgsteal.data.images import decode_image, encode_png, to_uint8
-from imgsteal.files import PRIVATE_MODE, create_private_file, is_private
+from imgsteal.files import create_private_file, make_private
 from imgsteal.errors import ImgstealError
 
 SCHEMA = """
@@ -162,8 +161,8 @@ class TriggerStore:
             if not create:
                 raise ImgstealError(f"no watermark trigger database at {self.path}")
             create_private_file(self.path)
-        elif not is_private(self.path):
-            os.chmod(self.path, PRIVATE_MODE)
+        else:
+            make_private(self.path)
         self._lock = threading.Lock()
         self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")

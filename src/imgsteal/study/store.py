@@ -14,15 +14,14 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import os
 import secrets
 import sqlite3
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 from imgsteal.errors import ImgstealError
+from imgsteal.files import create_private_file, make_private
 
 MAX_COMMENT_CHARS = 2000
 
@@ -66,12 +65,6 @@ class UnknownParticipant(ImgstealError):
     """No participant has this token (HTTP 404)."""
 
     status_code = 404
-
-
-def make_private(path: Path) -> None:
-    """Tighten `path` to owner-only (0600) if group or others have any access."""
-    if stat.S_IMODE(os.stat(path).st_mode) & 0o077:
-        os.chmod(path, 0o600)
 
 
 def utc_now() -> str:
@@ -150,7 +143,7 @@ class StudyStore:
         path = Path(path)
         if path.exists():
             raise ImgstealError(f"{path} already exists; refusing to overwrite a ratings database")
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # owner-only from the first byte
+        create_private_file(path)  # owner-only from the first byte
         conn = sqlite3.connect(path)
         try:
             conn.execute("PRAGMA journal_mode=WAL")

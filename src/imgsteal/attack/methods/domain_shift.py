@@ -19,22 +19,16 @@ import math
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from imgsteal.attack.methods.sam import SharpnessAwareMinimization
 from imgsteal.attack.methods.wavelet import WaveletHighFrequencyLoss
-from imgsteal.train.gan import l1_pm1, set_requires_grad
+from imgsteal.train.gan import gan_loss, l1_pm1, set_requires_grad
 from imgsteal.train.paired import pixel_loss
 from imgsteal.train.pix2pix import Pix2PixRecipe
 
 WAVELET_WEIGHT = 0.15
 SAM_RHO = 0.05
-
-
-def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    """pix2pix's vanilla GAN loss: binary cross-entropy of the logits against 1 (real) or 0, in float32."""
-    return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits, float(real), dtype=torch.float32))
 
 
 class CosineSchedule:
@@ -145,8 +139,8 @@ class DomainShiftPix2PixRecipe(Pix2PixRecipe):
 
         def d_loss() -> torch.Tensor:
             with p.autocast():
-                return 0.5 * (_bce(self.discriminator(torch.cat([x, y], 1)), True)
-                              + _bce(self.discriminator(torch.cat([x, fake_detached], 1)), False))
+                return 0.5 * (gan_loss("vanilla", self.discriminator(torch.cat([x, y], 1)), True)
+                              + gan_loss("vanilla", self.discriminator(torch.cat([x, fake_detached], 1)), False))
 
         if self.sam is not None:
             loss_d = self.sam.step(opt_d, d_loss, backward=p.backward, apply=p.step, module=self.discriminator)
@@ -159,7 +153,7 @@ class DomainShiftPix2PixRecipe(Pix2PixRecipe):
         set_requires_grad([self.discriminator], False)
         opt_g.zero_grad(set_to_none=True)
         with p.autocast():
-            adversarial = _bce(self.discriminator(torch.cat([x, fake], 1)), True)
+            adversarial = gan_loss("vanilla", self.discriminator(torch.cat([x, fake], 1)), True)
         l1 = l1_pm1(fake.float(), y)
         wavelet = self.wavelet(fake.float(), y) if self.wavelet_weight else fake.new_zeros((), dtype=torch.float32)
         loss_g = adversarial + self.lambda_l1 * l1 + self.wavelet_weight * wavelet
