@@ -17,7 +17,7 @@ from imgsteal.data.images import ImageReadError, decode_image, encode_png, sha25
 from imgsteal.victim.inference import Translator
 
 if TYPE_CHECKING:
-    from imgsteal.victim.server import Defense
+    from imgsteal.defenses.base import Defense
 
 
 class LocalOracle:

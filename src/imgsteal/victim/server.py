@@ -43,6 +43,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from imgsteal.data.images import ImageReadError, decode_image, encode_png, sha256_bytes, to_uint8
+from imgsteal.defenses.base import Defense
 from imgsteal.victim.accounts import AccountsDB, ApiKey, QueryLogWriter, QueryRecord
 from imgsteal.victim.batching import BatcherBusy, KeyBusy, MicroBatcher, lower_priority
 from imgsteal.victim.memory import MB, MemoryPlan, activation_bytes_per_output_pixel, plan_memory, rss_bytes
@@ -80,18 +81,6 @@ class ServerSettings(BaseModel):
     max_connections: int = Field(64, ge=1, description="open connections at most; more are closed at accept")
     # Defences must not stand out (see _Service.finish and shape_latency).
     defense_floor_ms_per_mpx: float | None = Field(None, ge=0, description="with defences: every answer's post-processing takes at least this many ms per million output pixels (covers triggers before one has been measured)")
-
-
-class Defense(Protocol):
-    """An output post-processor of the service (watermark, perturbation, ...), applied to every answer.
-
-    apply(key_name, input 3xHxW in [0,1], output 3xH'xW' in [0,1], input sha256) -> (output, label);
-    label names what was done (logged in the query log's `defense` column), None when nothing was.
-    """
-
-    def apply(
-        self, key_name: str, input_image: torch.Tensor, output_image: torch.Tensor, input_sha256: str
-    ) -> tuple[torch.Tensor, str | None]: ...
 
 
 class ApiError(Exception):
