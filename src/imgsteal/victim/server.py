@@ -32,7 +32,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import AsyncIterator, Protocol, Sequence
+from typing import AsyncIterator, Sequence
 
 import torch
 from fastapi import FastAPI, Request
