@@ -7,9 +7,10 @@ with less, differences stay near the seams (tests check 1/255 away from them).
 
 Memory: peak memory grows with the tile's area, not the image's. `memory_mb` picks the largest tile
 whose estimated activation memory fits: the largest layer output seen on a probe forward, times
-ACTIVATION_FACTOR (a layer's input and output, temporaries, and what the allocator holds on to; 6 keeps
-the measured peak-RSS growth of a CPU run under the bound, see docs/victims.md), per input pixel.
-The assembled output image (12 bytes per output pixel) is not part of the bound.
+ACTIVATION_FACTOR (a layer's input and output and temporaries alive at once), per input pixel.
+The assembled output image (12 bytes per output pixel) is not part of the bound. It is an estimate:
+on the CPU the process's peak RSS can exceed it (glibc keeps freed blocks; docs/victims.md has
+measurements), so leave headroom.
 """
 
 from __future__ import annotations
