@@ -44,6 +44,7 @@ class Builder:
         """What old (PyTorch 0.3/0.4) InstanceNorm2d layers left in CycleGAN files."""
         self.state[f"{name}.running_mean"] = torch.zeros(c)
         self.state[f"{name}.running_var"] = torch.ones(c)
+        self.state[f"{name}.num_batches_tracked"] = torch.tensor(0)
 
     def norm(self, kind: str, name: str, c: int, old: bool = False) -> None:
         if kind == "batch":
