@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from imgsteal.cli import app
 from imgsteal.data.images import bicubic_upscale, decode_image, encode_png, sha256_bytes
 from imgsteal.defenses.verify import binomial_p_value, compare_answers, verify_watermark
-from imgsteal.defenses.watermark import Alteration, WatermarkDefense, WatermarkOptions, alter
+from imgsteal.defenses.watermark import Alteration, WatermarkDefense, WatermarkOptions, alter, blur
 from imgsteal.errors import ImgstealError
 
 OPTIONS = dict(fraction=1.0, alteration=Alteration.blur, blur_sigma=2.0)
@@ -91,6 +91,10 @@ def test_verify_command_on_a_checkpoint(tmp_path, kit, victim_run, victim):
     verdict = json.loads(out_json.read_text())
     assert verdict["matched"] == 0 and len(verdict["distances"]) == 6 and verdict["stolen"] is False
     assert secret.hex() not in result.output + out_json.read_text()
+    with_reference = CliRunner().invoke(app, ["watermark", "verify", "--suspect", str(victim_run), "--client", "mallory",
+                                              "--triggers", str(db), "--reference", str(victim_run), "--closeness", "0.3"])
+    assert with_reference.exit_code == 0, with_reference.output
+    assert "0/6 triggers matched" in with_reference.output and "1 reference model" in with_reference.output
     listing = CliRunner().invoke(app, ["watermark", "clients", "--triggers", str(db)])
     assert "mallory\t6 triggers" in listing.output
     missing = CliRunner().invoke(app, ["watermark", "verify", "--suspect", str(tmp_path / "nope"), "--client", "mallory",
@@ -102,3 +106,85 @@ def test_png_round_trip_keeps_the_verdict(triggers):
     """Suspects answer 8-bit PNGs: quantised copies of the altered answers still match."""
     copy = lambda images: [decode_image(encode_png(alter(victim(x), WatermarkOptions(**OPTIONS)))) for x in images]  # noqa: E731
     assert verify_watermark(triggers, "mallory", copy).matched == 12
+
+
+# -- no false accusations (issue 15 item 2) ------------------------------------------------------
+def _blurry(sigma):
+    return lambda images: [blur(victim(x), sigma) for x in images]  # noqa: E731
+
+
+def weak(images):
+    """A model that learnt almost nothing (about 7 dB from the victim): dim, washed-out and very smooth."""
+    return [0.1 + 0.4 * blur(victim(x), 4.0) for x in images]
+
+
+def test_blurry_and_weak_independent_models_are_not_accused(triggers):
+    """Smooth models sit closer to the blurred answer than to the clean one on every trigger; that alone
+    used to give "12/12, p = 2.4e-4, REPRODUCES". Far from the altered answer in absolute terms, they are not matched."""
+    for name, model in (("blurry", _blurry(5.0)), ("weak", weak)):
+        verdict = verify_watermark(triggers, "mallory", model, name)
+        assert verdict.closer == 12, name  # the old criterion alone would accuse it
+        assert verdict.matched == 0 and not verdict.stolen and verdict.p_value == 1.0, name
+        assert verdict.median_closeness > 1.0 and "no evidence" in verdict.summary()
+
+
+def test_a_noisy_surrogate_trained_on_marked_answers_is_still_caught(triggers):
+    torch.manual_seed(1)
+    options = WatermarkOptions(**OPTIONS)
+    stolen = lambda images: [(alter(victim(x), options) + 0.02 * torch.randn_like(victim(x))).clamp(0, 1)  # noqa: E731
+                             for x in images]
+    verdict = verify_watermark(triggers, "mallory", stolen, "stolen")
+    assert verdict.matched == 12 and verdict.stolen and verdict.median_closeness < 0.5
+    assert set(verdict.as_dict()) >= {"triggers", "matched", "fraction", "p_value", "stolen"}
+
+
+def test_reference_models_set_the_bar(triggers):
+    """A model that blurs everything by about the mark's radius cannot be told apart from the trigger set
+    alone; an independent model of the same kind as reference removes the evidence, while a suspect that
+    reproduces the marks still beats it on every trigger (null rate 1/2 with one reference)."""
+    def near_mark(seed):
+        gen = torch.Generator().manual_seed(seed)
+        return lambda images: [(blur(victim(x), 2.5) + 0.01 * torch.randn(victim(x).shape, generator=gen)).clamp(0, 1)
+                               for x in images]
+
+    alone = verify_watermark(triggers, "mallory", near_mark(0), "near-mark")
+    assert alone.matched == 12 and alone.stolen  # documented limit
+    with_reference = verify_watermark(triggers, "mallory", near_mark(0), "near-mark", references=[near_mark(1)])
+    assert with_reference.references == 1 and with_reference.null_rate == 0.5
+    assert 2 <= with_reference.matched <= 10 and not with_reference.stolen
+    copy = lambda images: [alter(victim(x), WatermarkOptions(**OPTIONS)) for x in images]  # noqa: E731
+    caught = verify_watermark(triggers, "mallory", copy, "copy", references=[near_mark(1), _blurry(5.0)])
+    assert caught.matched == 12 and caught.null_rate == pytest.approx(1 / 3) and caught.stolen
+    with pytest.raises(ImgstealError, match="closeness"):
+        verify_watermark(triggers, "mallory", copy, closeness=0)
+
+
+def _detection(per_image, bits=100):
+    from imgsteal.defenses.fingerprint import FingerprintDetection
+
+    matched = round(sum(per_image) * bits)
+    return FingerprintDetection(images=len(per_image), bits=bits, accuracy=sum(per_image) / len(per_image),
+                                matched_bits=matched, total_bits=bits * len(per_image),
+                                p_value=binomial_p_value(matched, bits * len(per_image)), per_image=list(per_image))
+
+
+def test_fingerprint_verdict_is_relative_to_unstamped_models():
+    """A decoder biased towards the owner's bits reads 58% from unstamped images: the bitwise binomial p
+    (bits as if independent) calls that significant; the verdict, against unstamped references, does not."""
+    from imgsteal.defenses.fingerprint import fingerprint_verdict
+
+    gen = torch.Generator().manual_seed(0)
+    per = lambda mean, n: (mean + 0.03 * torch.randn(n, generator=gen)).clamp(0, 1).tolist()  # noqa: E731
+    unstamped = _detection(per(0.58, 16))
+    suspect_clean = _detection(per(0.59, 16))
+    assert suspect_clean.p_value < 1e-6  # the bitwise test alone would accuse it
+    references = [_detection(per(0.58, 16)), _detection(per(0.57, 16))]
+    verdict = fingerprint_verdict(suspect_clean, references)
+    assert not verdict.found and verdict.reference_images == 32 and "no evidence" in verdict.summary()
+    assert not fingerprint_verdict(unstamped, references).found
+    stolen = fingerprint_verdict(_detection(per(0.80, 16)), references)
+    assert stolen.found and stolen.p_value < 1e-6 and "FOUND" in stolen.summary()
+    # Without references the null is 50% with images as units, and a margin is still required.
+    assert fingerprint_verdict(_detection(per(0.80, 16))).found
+    assert not fingerprint_verdict(_detection(per(0.53, 16))).found
+    assert not fingerprint_verdict(_detection([0.9])).found  # one image: nothing significant to claim

@@ -47,21 +47,31 @@ def train(
 def detect(
     images: Path = typer.Option(..., help="folder of images to examine (e.g. a suspect model's outputs)"),
     model: Path = typer.Option(..., help="run folder of `imgsteal fingerprint train`"),
+    reference: Optional[List[Path]] = typer.Option(
+        None, help="folder of UNSTAMPED images of the same kind (an independent model's outputs, the victim without "
+                   "stamping); repeatable. The verdict needs the suspect's accuracy significantly above theirs"),
+    alpha: float = typer.Option(0.01, help="significance level of the verdict (Welch t-test over images)"),
+    margin: float = typer.Option(0.05, help="share of bits the suspect's accuracy must exceed the references' by"),
     device: str = typer.Option("auto", help="auto (cuda if present), cpu, cuda, cuda:1 ..."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the result as JSON (per-image accuracies)"),
 ) -> None:
-    """Bitwise accuracy of the owner's fingerprint in the images, and a p-value against 50% (chance)."""
+    """Bitwise accuracy of the owner's fingerprint in the images, against unstamped reference images (or 50%)."""
     with user_errors():
         from imgsteal.data.images import list_images, load_images
-        from imgsteal.defenses.fingerprint import FingerprintModel, detect_fingerprint
+        from imgsteal.defenses.fingerprint import FingerprintModel, detect_fingerprint, fingerprint_verdict
 
         fp = FingerprintModel.load(model, device)
         loaded = [img for _, img in load_images(list_images(images))]
         result = detect_fingerprint(fp, loaded)
+        references = [detect_fingerprint(fp, [img for _, img in load_images(list_images(folder))]) for folder in reference or []]
+        verdict = fingerprint_verdict(result, references, alpha=alpha, margin=margin)
         typer.echo(result.summary())
+        typer.echo(verdict.summary())
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps(result.as_dict(with_per_image=True), indent=2))
+            out = result.as_dict(with_per_image=True)
+            out["verdict"] = verdict.as_dict()
+            json_out.write_text(json.dumps(out, indent=2))
 
 
 def register(app: typer.Typer) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -26,14 +26,22 @@ def verify(
     triggers: Path = TRIGGERS_OPTION,
     api_key: Optional[str] = typer.Option(None, envvar="IMGSTEAL_SUSPECT_API_KEY", help="API key for a suspect URL"),
     alpha: float = typer.Option(0.01, help="significance level of the one-sided binomial test"),
+    reference: Optional[List[str]] = typer.Option(
+        None, help="an independent model (checkpoint, run folder or URL) the suspect must beat on each trigger (URLs are queried without a key); repeatable. "
+                   "With k references the null match rate is 1/(k+1)"),
+    closeness: float = typer.Option(0.5, help="a trigger matches only if the suspect's MSE to the altered answer is at most "
+                                              "this multiple of the altered answer's MSE to the clean one"),
     device: str = typer.Option("auto", help="where a suspect checkpoint runs: auto (cuda if present), cpu, cuda, cuda:1 ..."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the verdict as JSON (counts and distances, no images)"),
 ) -> None:
-    """Send the client's trigger inputs to the suspect: is it closer to the altered answers than chance?"""
+    """Send the client's trigger inputs to the suspect: does it reproduce the altered answers, beyond what
+    a blurry or weak independent model (and every --reference model) does?"""
     with user_errors():
         from imgsteal.defenses.verify import open_suspect, verify_watermark
 
-        verdict = verify_watermark(triggers, client, open_suspect(suspect, api_key, device), suspect_name=suspect, alpha=alpha)
+        references = [open_suspect(spec, None, device) for spec in reference or []]  # never send the suspect's key elsewhere
+        verdict = verify_watermark(triggers, client, open_suspect(suspect, api_key, device), suspect_name=suspect, alpha=alpha,
+                                   references=references, closeness=closeness)
         typer.echo(verdict.summary())
         if verdict.resized:
             typer.echo(f"note: {verdict.resized} answers had another size than the stored ones and were resized", err=True)

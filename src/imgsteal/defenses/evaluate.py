@@ -336,7 +336,7 @@ def watermark_results(ctx: Context, run: str, surrogate_dir: Path, clean_dir: Pa
 def fingerprint_results(ctx: Context, run: str, surrogate, clean_surrogate, victim, queries: list[torch.Tensor]) -> dict:
     """Bit accuracy of the owner's fingerprint in the API's answers and in each model's outputs."""
     from imgsteal.data.pairs import PairStore
-    from imgsteal.defenses.fingerprint import FingerprintModel, detect_fingerprint
+    from imgsteal.defenses.fingerprint import FingerprintModel, detect_fingerprint, fingerprint_verdict
 
     fp = FingerprintModel.load(ctx.fingerprint_dir, "cpu")
     with PairStore(ctx.store(run), create=False) as store:
@@ -347,7 +347,12 @@ def fingerprint_results(ctx: Context, run: str, surrogate, clean_surrogate, vict
         "clean_surrogate": [clean_surrogate.translate(q) for q in queries],  # negative control
         "victim_unstamped": [victim.translate(q) for q in queries],  # negative control
     }
-    return {name: detect_fingerprint(fp, images).as_dict() for name, images in outputs.items()}
+    found = {name: detect_fingerprint(fp, images) for name, images in outputs.items()}
+    out = {name: d.as_dict() for name, d in found.items()}
+    # The verdict on F_A is relative to the unstamped models' outputs (negative controls), never to 50% alone.
+    out["surrogate"]["verdict"] = fingerprint_verdict(
+        found["surrogate"], [found["clean_surrogate"], found["victim_unstamped"]], alpha=ctx.cfg.alpha).as_dict()
+    return out
 
 
 def pgd_results(ctx: Context, run: str) -> dict:
@@ -599,7 +604,7 @@ def summary_rows(cfg: DefenseEvalConfig, results: dict) -> list[list[str]]:
         fp = entry.get("fingerprint")
         if fp is not None:
             s = fp["surrogate"]
-            found = s["p_value"] < cfg.alpha and s["accuracy"] > 0.5
+            found = s["verdict"]["found"] if "verdict" in s else s["p_value"] < cfg.alpha and s["accuracy"] > 0.5
             parts.append(f"fingerprint {'FOUND' if found else 'not found'} in F_A's outputs ({s['accuracy']:.1%} of bits, "
                          f"p = {_p(s['p_value'])}; in the API's answers: {fp['api_answers']['accuracy']:.1%})")
         quality = _headline_quality(entry)
@@ -666,9 +671,10 @@ def write_report(ctx: Context, results: dict):
     if wm_rows:
         report.heading("Watermark (DAWN-style triggers)")
         report.text("Each client's queries are made triggers at the configured fraction (paper: 0.005) by a keyed HMAC. "
-                    "A trigger counts when the suspect's answer to its input is closer (MSE) to the altered answer than "
-                    f"to the clean one; one-sided binomial test against 1/2, alpha {cfg.alpha:g}.")
-        report.table(["run", "alteration, fraction", "suspect", "triggers", "closer to altered", "share", "p-value",
+                    "A trigger matches when the suspect's answer to its input is closer (MSE) to the altered answer than "
+                    "to the clean one and within half the mark's own size (MSE of altered vs clean) of the altered answer "
+                    f"(a blurry or weak model is not); one-sided binomial test against 1/2, alpha {cfg.alpha:g}.")
+        report.table(["run", "alteration, fraction", "suspect", "triggers", "matched", "share", "p-value",
                       "verdict"], wm_rows)
         if "figure8" in results["figures"]:
             report.figure(results["figures"]["figure8"], "Figure 8: a victim answer (test image), Gaussian blur, monochrome, embedded text.")

@@ -360,6 +360,61 @@ def detect_fingerprint(model: FingerprintModel, images: Sequence[torch.Tensor]) 
 
 
 @dataclass
+class FingerprintVerdict:
+    """Is the owner's fingerprint in a suspect's images, beyond what unstamped images give?
+
+    Images are the units (bits of one image are not independent): one-sided Welch t-test of the
+    suspect's per-image accuracies against the per-image accuracies on unstamped reference images
+    (outputs of independent models, or the victim without stamping), or against 50% without
+    references. found: p_value < alpha and the mean accuracy exceeds the references' (or 50%) by at
+    least `margin` (share of bits).
+    """
+
+    found: bool
+    accuracy: float
+    reference_accuracy: float
+    margin: float
+    p_value: float
+    alpha: float
+    images: int
+    reference_images: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        against = (f"unstamped references {self.reference_accuracy:.1%} ({self.reference_images} images)"
+                   if self.reference_images else "50% (no unstamped reference given: pass some)")
+        decision = "fingerprint FOUND" if self.found else "no evidence of the fingerprint"
+        return (f"{self.accuracy:.1%} of bits on {self.images} images against {against}: Welch p = {self.p_value:.3g}, "
+                f"required margin {self.margin:.0%} (alpha {self.alpha:g}): {decision}")
+
+
+def fingerprint_verdict(suspect: FingerprintDetection, references: Sequence[FingerprintDetection] = (),
+                        alpha: float = 0.01, margin: float = 0.05) -> FingerprintVerdict:
+    """Decide on `suspect` (per-image accuracies) against unstamped `references`; see FingerprintVerdict."""
+    import numpy as np
+    from scipy.stats import ttest_1samp, ttest_ind
+
+    x = np.asarray(suspect.per_image, dtype=float)
+    ref = np.asarray([a for r in references for a in r.per_image], dtype=float)
+    if x.size == 0 or (references and ref.size == 0):
+        raise ImgstealError("the fingerprint verdict needs per-image accuracies of the suspect and of the references")
+    base = float(ref.mean()) if ref.size else 0.5
+    diff = float(x.mean()) - base
+    if ref.size and (x.var() > 0 or ref.var() > 0) and x.size + ref.size > 2:
+        p = float(ttest_ind(x, ref, equal_var=False, alternative="greater").pvalue)
+    elif not ref.size and x.var() > 0 and x.size > 1:
+        p = float(ttest_1samp(x, 0.5, alternative="greater").pvalue)
+    else:  # no spread (or one image): only a clear difference counts, and no significance to claim with one image
+        p = 0.0 if diff > 0 and x.size > 1 else 1.0
+    if math.isnan(p):
+        p = 1.0
+    return FingerprintVerdict(found=p < alpha and diff >= margin, accuracy=float(x.mean()), reference_accuracy=base,
+                              margin=margin, p_value=p, alpha=alpha, images=int(x.size), reference_images=int(ref.size))
+
+
+@dataclass
 class FingerprintTrainResult:
     """What `train_fingerprint` measured on the evaluation images."""
 
