@@ -196,3 +196,14 @@ def test_file_names_do_not_decide_the_format(tmp_path):
     torch.save({"params": ref.msrresnet_state()}, tmp_path / "latest_net_G.pth")
     result = import_model(tmp_path / "latest_net_G.pth", tmp_path / "run")
     assert result.info["detected"]["format"] == "basicsr"
+
+
+def test_declared_range_and_channel_order_apply_to_sr_weights(tmp_path):
+    """An SR network trained on [-1, 1] BGR images: the declared contract is applied around it."""
+    state = ref.msrresnet_state(nf=8, nb=1)
+    result, translator = _imported(tmp_path, {"params": state}, input_range=(-1, 1), channel_order="bgr")
+    assert result.info["contract"] == {"input_range": [-1.0, 1.0], "output_range": [-1.0, 1.0], "channel_order": "bgr"}
+    x = _image(8, 10)
+    raw = ref.msrresnet_forward(state, x[:, [2, 1, 0]] * 2 - 1, 1)
+    expected = ((raw[:, [2, 1, 0]] + 1) / 2).clamp(0, 1)
+    assert (translator(x) - expected).abs().max() < TOL
