@@ -67,8 +67,11 @@ def _numpy_safe_globals() -> list[Any]:
 
 def load_torch_file(path: Path) -> Any:
     """`torch.load(path, weights_only=True)` on the CPU; CheckpointError if it needs arbitrary unpickling."""
+    import contextlib
+
+    allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
+        with allow(_numpy_safe_globals()) if allow else contextlib.nullcontext():
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
