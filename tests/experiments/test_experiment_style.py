@@ -68,7 +68,9 @@ def test_tiny_style_grid_scores_fid_and_paired_metrics(tmp_path, monkeypatch):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tasks"]["style"]["metric"] == "fid" and summary["tasks"]["style"]["plateau"] == 1.0
     assert "(C) FID" in (out / "table6.md").read_text()
-    assert not (out / "cells" / "style" / "f100-none-s0" / "evaluation" / "outputs").exists()  # scored images removed
+    # Scored images are removed (gigabytes at paper scale), except in the gallery cell, for `study create`.
+    assert not (out / "cells" / "style" / "f100-none-s1" / "evaluation" / "outputs").exists()
+    assert (out / "cells" / "style" / "f100-none-s0" / "evaluation" / "outputs").exists()
     html = (out / "report.html").read_text()
     assert "tasks/style/gallery/00_input.png" in html and "F_A 100%" in html and "HR (truth)" not in html
     assert (out / "plots" / "fraction_curves.png").is_file()

@@ -87,7 +87,9 @@ def records_from_results(results: Iterable[dict[str, Any]]) -> list[dict[str, An
         for rec in result["records"]:
             records.append({
                 "task": cell["task"], "fraction": cell["fraction"], "augmentation": cell["augmentation"],
-                "seed": cell["seed"], "defense": cell.get("defense", "none"), "cell": cell["id"], "test_set": rec["test_set"], "n_images": rec["n_images"],
+                "seed": cell["seed"], "defense": cell.get("defense", "none"), "attack": cell.get("attack", "paper"),
+                "budget": cell.get("budget"), "arch": cell.get("arch"), "selection": cell.get("selection", "random"),
+                "cell": cell["id"], "test_set": rec["test_set"], "n_images": rec["n_images"],
                 "queries": result["queries"], "cost_usd": result["cost_usd"],
                 "train_seconds": result.get("train_seconds"), "eval_seconds": result.get("eval_seconds"),
                 "metrics": rec["metrics"], "image_std": rec.get("image_std", {}),
@@ -99,7 +101,8 @@ def csv_rows(records: list[dict[str, Any]], price: float) -> list[dict[str, Any]
     """Wide rows for results.csv: coordinates, cost, then one column per metric_experiment."""
     rows = []
     for rec in records:
-        row = {k: rec[k] for k in ("task", "fraction", "augmentation", "seed", "defense", "test_set", "n_images", "queries")}
+        row = {k: rec.get(k) for k in ("task", "fraction", "augmentation", "seed", "defense", "attack", "budget", "arch",
+                                       "selection", "test_set", "n_images", "queries")}
         row["cost_usd"] = round(rec["cost_usd"], 6)
         row["flat_cost_usd"] = round(rec["queries"] * price, 6)
         for metric, per in rec["metrics"].items():

@@ -56,6 +56,51 @@ class GridConfig(_Strict):
     defenses: list[str] = Field(default_factory=lambda: [NO_DEFENSE],
                                 description="output defences the victim's API runs while it is harvested: `none`, a "
                                             "defence name (watermark, fingerprint, pgd) or a key of `defense_setups`")
+    attacks: list[Literal["paper", "domain-shift", "few-shot"]] = Field(
+        default_factory=lambda: ["paper"], description="surrogate training methods (docs/attacks.md)")
+    budgets: list[int | Literal["all"]] | None = Field(
+        None, description="queries a cell trains on: nested subsets of the harvest (one harvest serves every "
+                          "budget); `all` = every pair of the cell's fraction. None: no budget axis")
+    surrogates: list[str] | None = Field(
+        None, description="surrogate architectures (default: the task's `surrogate.arch`); the adversary does not "
+                          "know the victim's, so a mismatched one shows whether the copy still works")
+    selections: list[Literal["random", "diverse", "adaptive"]] = Field(
+        default_factory=lambda: ["random"], description="query selection: which of its images the adversary sends "
+                                                        "(imgsteal.attack.selection); other than random needs budgets")
+
+    @field_validator("attacks", "selections", "surrogates")
+    @classmethod
+    def _unique(cls, value: list | None) -> list | None:
+        if value is not None and not value:
+            raise ValueError("needs at least one entry")
+        return None if value is None else list(dict.fromkeys(value))
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, value: list | None) -> list | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("needs at least one budget (a number of queries, or all)")
+        for budget in value:
+            if budget != "all" and (isinstance(budget, bool) or budget < 1):
+                raise ValueError(f"a budget is a number of queries of at least 1 (or all), got {budget!r}")
+        numbers = sorted({b for b in value if b != "all"})
+        return numbers + (["all"] if "all" in value else [])
+
+    @model_validator(mode="after")
+    def _selection_needs_budgets(self) -> "GridConfig":
+        if any(s != "random" for s in self.selections) and not [b for b in self.budgets or [] if b != "all"]:
+            raise ValueError("query selection other than random chooses up to a budget: give `budgets` as numbers")
+        return self
+
+    def budget_list(self) -> list[int | None]:
+        """The budgets as numbers of queries, None for all (a single None without a budget axis)."""
+        return [None] if self.budgets is None else [None if b == "all" else b for b in self.budgets]
+
+    def max_budget(self) -> int | None:
+        numbers = [b for b in self.budget_list() if b is not None]
+        return max(numbers) if numbers else None
 
     @field_validator("defenses")
     @classmethod
@@ -110,6 +155,10 @@ class GridOverride(_Strict):
     seeds: list[int] | int | None = None
     augmentation_fractions: list[float] | None = None
     defenses: list[str] | None = None
+    attacks: list[str] | None = None
+    budgets: list[int | str] | None = None
+    surrogates: list[str] | None = None
+    selections: list[str] | None = None
 
 
 class VictimSpec(_Strict):
@@ -239,6 +288,10 @@ class ExperimentConfig(_Strict):
         if dupes:
             raise ValueError(f"task names must be unique; repeated: {', '.join(dupes)}")
         for task in self.tasks:
+            for arch in self.task_grid(task).surrogates or []:
+                if arch not in task.kind_spec.surrogate_archs:
+                    raise ValueError(f"task {task.name}: a {task.kind} surrogate is one of "
+                                     f"{', '.join(task.kind_spec.surrogate_archs)}, not {arch!r}")
             for name in self.task_grid(task).defenses:
                 setup = self.defense_setup(name)
                 if "fingerprint" in setup.defenses and setup.options("fingerprint").model is None \
@@ -340,6 +393,10 @@ def check_datasets(cfg: ExperimentConfig) -> dict[str, dict[str, list[Path]]]:
                 specs = [specs] if isinstance(specs, str) else specs
                 found[f"victim:{key}"] = [p for spec in specs for p in _resolve(cfg, task, f"victim training images ({key})", spec)]
         found["harvest"] = [p for spec in task.harvest.inputs for p in _resolve(cfg, task, "harvest input", spec)]
+        most = cfg.task_grid(task).max_budget()
+        if most is not None and most > len(found["harvest"]):
+            raise ConfigError(f"task {task.name}: a budget of {most} queries is more than the {len(found['harvest'])} "
+                              "images of the harvest inputs; lower the budget or add images")
         for name, spec in task.test_sets.items():
             found[f"test:{name}"] = _resolve(cfg, task, f"test set {name!r}", spec)
         if task.style_set:

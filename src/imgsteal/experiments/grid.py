@@ -16,6 +16,7 @@ refused (see imgsteal.pipeline.stage).
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,12 +47,21 @@ class GridCell:
     augmentation: str
     seed: int
     defense: str = NO_DEFENSE
+    attack: str = "paper"
+    budget: int | None = None  # queries trained on; None = every pair of the fraction
+    arch: str | None = None  # surrogate architecture; None = the task's
+    selection: str = "random"  # how the queries were chosen
 
     @property
     def key(self) -> str:
-        """Folder name inside the task's folder, e.g. 'f050-flip-s1' (undefended) or 'f100-none-s0-dwatermark'."""
+        """Folder name inside the task's folder: 'f050-flip-s1' for the paper's grid, with a suffix per
+        other axis away from its default, e.g. 'f100-none-s0-dwatermark' or 'f100-none-s0-afew-shot-b4'."""
         key = f"f{fraction_label(self.fraction)}-{self.augmentation}-s{self.seed}"
-        return key if self.defense == NO_DEFENSE else f"{key}-d{self.defense}"
+        for tag, value, default in (("d", self.defense, NO_DEFENSE), ("a", self.attack, "paper"),
+                                    ("b", self.budget, None), ("m", self.arch, None), ("q", self.selection, "random")):
+            if value != default:
+                key += f"-{tag}{value}"
+        return key
 
     @property
     def id(self) -> str:
@@ -62,23 +72,29 @@ class GridCell:
 
     def as_dict(self) -> dict[str, Any]:
         return {"task": self.task, "fraction": self.fraction, "augmentation": self.augmentation, "seed": self.seed,
-                "defense": self.defense}
+                "defense": self.defense, "attack": self.attack, "budget": self.budget, "arch": self.arch,
+                "selection": self.selection}
 
 
 def task_cells(cfg: ExperimentConfig, task: TaskConfig) -> list[GridCell]:
-    """The task's cells: every defence x seed x augmentation x fraction, seed-major so that a partly run
-    experiment already holds whole curves for its first seeds. Augmentations other than `none`
-    run only at `augmentation_fractions` when the grid sets it."""
+    """The task's cells: every defence x selection x attack x architecture x seed x augmentation x
+    fraction x budget, seed-major within each so that a partly run experiment already holds whole
+    curves for its first seeds. Augmentations other than `none` run only at `augmentation_fractions`
+    when the grid sets it."""
     grid = cfg.task_grid(task)
+    archs = grid.surrogates or [None]
     cells = []
-    for defense in grid.defenses:
+    for defense, selection, attack, arch in itertools.product(grid.defenses, grid.selections, grid.attacks, archs):
+        arch = None if arch == task.surrogate_settings()["arch"] else arch
         for seed in grid.seed_list():
             for aug in grid.augmentations:
                 for fraction in grid.fractions:
                     if aug is not Augmentation.none and grid.augmentation_fractions is not None \
                             and fraction not in grid.augmentation_fractions:
                         continue
-                    cells.append(GridCell(task.name, fraction, Augmentation(aug).value, seed, defense))
+                    for budget in grid.budget_list():
+                        cells.append(GridCell(task.name, fraction, Augmentation(aug).value, seed, defense, attack,
+                                              budget, arch, selection))
     return cells
 
 

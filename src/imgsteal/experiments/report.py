@@ -23,7 +23,9 @@ def gallery_rows(cfg: ExperimentConfig, summary: TaskSummary, out: Path) -> tupl
     aug = base_augmentation(summary.augmentations)
     shown = []
     for fraction in summary.fractions:
-        cell = GridCell(summary.name, fraction, aug, seed, cfg.task_grid(task).defenses[0])
+        from imgsteal.experiments.runner import base_values
+
+        cell = GridCell(summary.name, fraction, aug, seed, **base_values(cfg, task))
         images = read_result(cell, out).get("gallery") if is_done(cell, out) else None
         if images:
             shown.append((fraction, images))
@@ -66,7 +68,8 @@ def defense_table(cfg: ExperimentConfig, records: list[dict]) -> tuple[list[str]
     rows = []
     for task in cfg.tasks:
         grid = cfg.task_grid(task)
-        mine = [r for r in records if r["task"] == task.name and r["augmentation"] == "none"]
+        mine = [r for r in records if r["task"] == task.name and r["augmentation"] == "none" and r.get("attack", "paper")
+                == grid.attacks[0] and r.get("budget") is None and r.get("arch") is None]
         if not mine:
             continue
         fraction = max(r["fraction"] for r in mine)

@@ -59,12 +59,29 @@ class TaskAssets:
 
     folder: Path
     victim_model: Path
-    stores: dict[str, Path]  # defence entry of the grid -> pair store
+    stores: dict[tuple[str, str], Path]  # (defence entry, query selection) -> pair store
     victim_cache: Path
     harvests: dict[str, dict] = field(default_factory=dict)  # defence entry -> harvest report
     gallery: list[dict] = field(default_factory=list)  # paths relative to the experiment folder
     gallery_inputs: list[str] = field(default_factory=list)  # the test images behind the gallery
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds of the run that computed it
+
+
+def base_values(cfg: ExperimentConfig, task: TaskConfig) -> dict:
+    """The values of the axes beyond the paper's grid that its figures and tables are drawn at."""
+    grid = cfg.task_grid(task)
+    budgets = grid.budget_list()
+    return {"defense": grid.defenses[0], "attack": grid.attacks[0], "arch": None, "selection": grid.selections[0],
+            "budget": None if None in budgets else max(budgets)}
+
+
+def is_base(cfg: ExperimentConfig, cell: GridCell) -> bool:
+    return all(getattr(cell, k) == v for k, v in base_values(cfg, cfg.task(cell.task)).items())
+
+
+def is_base_record(cfg: ExperimentConfig, record: dict) -> bool:
+    base = base_values(cfg, cfg.task(record["task"]))
+    return all(record.get(k, {"attack": "paper", "selection": "random"}.get(k)) == v for k, v in base.items())
 
 
 def work_size(task: TaskConfig) -> int:
@@ -74,15 +91,17 @@ def work_size(task: TaskConfig) -> int:
     return int(task.surrogate.get("size", SurrogateConfig.model_fields["size"].default))
 
 
-def defended_folder(folder: Path, defense: str) -> Path:
-    """Where a defence entry's harvest lives: the task folder itself when undefended."""
-    return folder if defense == NO_DEFENSE else folder / "defended" / defense
+def defended_folder(folder: Path, defense: str, selection: str = "random") -> Path:
+    """Where a harvest lives: the task folder itself when undefended with every input queried;
+    defended/<entry>/ for a defended API; selected/<strategy>/ below either for chosen queries."""
+    where = folder if defense == NO_DEFENSE else folder / "defended" / defense
+    return where if selection == "random" else where / "selected" / selection
 
 
 def prepare_task(cfg: ExperimentConfig, task: TaskConfig, resolved: dict[str, list[Path]], out: Path,
-                 defenses: list[str], progress: bool, log: Log) -> TaskAssets:
-    """Run the task's shared stages (victim, fingerprint, one harvest per defence entry in `defenses`,
-    F_V's answers, the gallery); returns what its cells need."""
+                 harvests_needed: list[tuple[str, str]], progress: bool, log: Log) -> TaskAssets:
+    """Run the task's shared stages (victim, fingerprint, one harvest per (defence entry, query
+    selection) in `harvests_needed`, F_V's answers, the gallery); returns what its cells need."""
     from imgsteal.pipeline.stages import HarvestPlan, ensure_fingerprint, ensure_harvest, ensure_victim, write_task_gallery
     from imgsteal.pipeline.victim_cache import VictimCache
 
@@ -98,25 +117,31 @@ def prepare_task(cfg: ExperimentConfig, task: TaskConfig, resolved: dict[str, li
         victim_model = ensure_victim(folder, task.kind, settings["victim"], victim_training_config(cfg, task), progress, tell)
     seconds["victim"] = time.perf_counter() - started
     stores, harvests = {}, {}
-    for defense in defenses:
+    for defense, selection in harvests_needed:
         setup = cfg.defense_setup(defense)
         if "fingerprint" in setup.defenses and setup.options("fingerprint").model is None:
             fp_settings = {k: (cfg.expand(v) if isinstance(v, str) else [cfg.expand(x) for x in v] if isinstance(v, list) else v)
                            for k, v in (cfg.fingerprint_training or {}).items()}
             fp_settings.setdefault("device", task.device)
             setup = setup.merged({"fingerprint": {"model": str(ensure_fingerprint(folder, fp_settings, progress, tell))}})
-        where = defended_folder(folder, defense)
+        where = defended_folder(folder, defense, selection)
+        chosen = selection != "random"
         plan = HarvestPlan(store=where / "pairs", inputs=resolved["harvest"], victim_model=victim_model,
                            transport=task.harvest.oracle, defenses=setup,
                            service_dir=where / "service", client=cfg.client,
-                           downscale=task.harvest.downscale, resize=task.harvest.resize, budget=task.harvest.budget,
-                           price=cfg.price_usd, concurrency=task.harvest.concurrency, device=task.device)
+                           downscale=task.harvest.downscale, resize=task.harvest.resize,
+                           budget=cfg.task_grid(task).max_budget() if chosen else task.harvest.budget,
+                           price=cfg.price_usd, concurrency=task.harvest.concurrency, device=task.device,
+                           selection=selection)
         harvest_settings = {"victim": settings["victim"], "harvest": settings["harvest"],
-                            "defense": cfg.defense_setup(defense).model_dump(mode="json"), "client": cfg.client}
-        harvests[defense] = ensure_harvest(plan, harvest_settings, progress,
-                                           lambda msg, d=defense: tell(msg if d == NO_DEFENSE else f"[{d}] {msg}"))
-        stores[defense] = plan.store
-        seconds[f"harvest:{defense}"] = harvests[defense].get("seconds", 0.0)
+                            "defense": cfg.defense_setup(defense).model_dump(mode="json"), "client": cfg.client,
+                            **({"selection": selection, "budget": plan.budget} if chosen else {})}
+        label = "/".join(x for x in (defense if defense != NO_DEFENSE else "", selection if chosen else "") if x)
+        key = (defense, selection)
+        harvests[key] = ensure_harvest(plan, harvest_settings, progress,
+                                       lambda msg, lab=label: tell(f"[{lab}] {msg}" if lab else msg))
+        stores[key] = plan.store
+        seconds[f"harvest:{label or 'none'}"] = harvests[key].get("seconds", 0.0)
     victim = VictimCache(victim_model, folder / "victim_cache", task.device)
     test_sets = {name: resolved[f"test:{name}"] for name in task.test_sets}
     task.kind_spec.warm_victim(victim, test_sets, work_size(task), progress)
@@ -136,10 +161,10 @@ def make_jobs(cfg: ExperimentConfig, out: Path, resolved: dict, assets: dict, ce
         task = cfg.task(cell.task)
         a = assets[cell.task]
         grid = cfg.task_grid(task)
-        shown = cell.seed == grid.seed_list()[0] and cell.defense == grid.defenses[0] and \
+        shown = is_base(cfg, cell) and cell.seed == grid.seed_list()[0] and \
             cell.augmentation == base_augmentation([a.value for a in grid.augmentations])  # the report's gallery
         jobs.append(CellJob(
-            cell=cell, kind=task.kind, out=str(out), store=str(a.stores[cell.defense].resolve()),
+            cell=cell, kind=task.kind, out=str(out), store=str(a.stores[(cell.defense, cell.selection)].resolve()),
             victim_model=str(Path(a.victim_model).resolve()), surrogate=task.surrogate_settings(),
             test_sets={name: [str(p.resolve()) for p in resolved[task.name][f"test:{name}"]] for name in task.test_sets},
             victim_cache=str(a.victim_cache.resolve()),
@@ -189,8 +214,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, executor: str = "l
         assets = {}
         for task in cfg.tasks:
             if any(c.task == task.name for c in pending) or not (out / "tasks" / task.name / "gallery").is_dir():
-                defenses = [d for d in cfg.task_grid(task).defenses if any(c.task == task.name and c.defense == d for c in pending)]
-                assets[task.name] = prepare_task(cfg, task, resolved[task.name], out, defenses or [NO_DEFENSE],
+                needed = list(dict.fromkeys((c.defense, c.selection) for c in pending if c.task == task.name))
+                assets[task.name] = prepare_task(cfg, task, resolved[task.name], out, needed or [(NO_DEFENSE, "random")],
                                                  progress, log)
         run.assets = assets
         run.stage_seconds = time.perf_counter() - started
@@ -241,10 +266,9 @@ def write_outputs(cfg: ExperimentConfig, out: str | Path) -> dict[str, Path]:
     all_records = records_from_results(results)
     outputs: dict[str, Path] = {}
     outputs["results_csv"], outputs["results_json"] = write_records(all_records, out, cfg.price_usd)
-    # The curves, plateaus and Table 6 are of each task's first defence entry (normally the undefended
-    # victim); the other entries are compared in the report's defence table.
-    base = {t.name: cfg.task_grid(t).defenses[0] for t in cfg.tasks}
-    records = [r for r in all_records if r["defense"] == base[r["task"]]]
+    # The curves, plateaus and Table 6 are of each task's base cells (first defence entry, attack,
+    # architecture and selection; all queries); the other axes have their own tables and figures.
+    records = [r for r in all_records if is_base_record(cfg, r)]
     stats = aggregate(records)
     summaries = [summarize_task(cfg, task, stats, records) for task in cfg.tasks]
     outputs.update(write_summary(cfg, summaries, stats, out))

@@ -93,6 +93,7 @@ class HarvestPlan:
     price: float = 0.016
     concurrency: int = 8
     device: str = "cpu"
+    selection: str = "random"  # random: every input, in order; diverse | adaptive: select_queries up to `budget`
 
 
 def ensure_harvest(plan: HarvestPlan, settings: dict[str, Any], progress: bool, log: Log) -> dict:
@@ -110,13 +111,18 @@ def ensure_harvest(plan: HarvestPlan, settings: dict[str, Any], progress: bool, 
     if stage.done:
         return {**stage.facts, "seconds": stage.seconds}
     shown = plan.defenses.label if plan.defenses is not None else "none"
-    log(f"harvesting {len(plan.inputs)} queries through the {plan.transport} oracle (defences: {shown})")
+    how = f"{plan.budget} queries chosen {plan.selection}ly from {len(plan.inputs)}" if plan.selection != "random" \
+        else f"{len(plan.inputs)} queries"
+    log(f"harvesting {how} through the {plan.transport} oracle (defences: {shown})")
     with stage.running() as facts:
         with open_oracle(plan.victim_model, transport=plan.transport, defenses=plan.defenses, client=plan.client,
                          device=plan.device, concurrency=plan.concurrency, workdir=plan.service_dir) as oracle, \
                 PairStore(plan.store) as store:
-            report = harvest(oracle, plan.inputs, store, downscale=plan.downscale, resize=plan.resize,
-                             budget=plan.budget, price=plan.price, progress=progress)
+            if plan.selection == "random":
+                report = harvest(oracle, plan.inputs, store, downscale=plan.downscale, resize=plan.resize,
+                                 budget=plan.budget, price=plan.price, progress=progress)
+            else:
+                report = _harvest_selected(plan, oracle, store)
             pairs = len(store)
         if report.failed:
             raise ImgstealError(f"{report.failed} queries failed during the harvest into {plan.store}; run again to "
@@ -125,6 +131,20 @@ def ensure_harvest(plan: HarvestPlan, settings: dict[str, Any], progress: bool, 
             raise ImgstealError(f"the harvest into {plan.store} stored no pairs")
         facts.update(report.as_dict(), pairs=pairs)
     return {**stage.facts, "seconds": stage.seconds}
+
+
+def _harvest_selected(plan: HarvestPlan, oracle, store):
+    """Query `plan.budget` of the inputs chosen by plan.selection (imgsteal.attack.selection); the store
+    keeps the query order, which budget-limited cells follow (budget_order: queried)."""
+    from imgsteal.attack.harvest import HarvestReport
+    from imgsteal.attack.selection import harvest_io, select_queries
+
+    before = len(store)
+    prepare, query = harvest_io(oracle, store, downscale=plan.downscale, resize=plan.resize, price=plan.price)
+    result = select_queries(plan.inputs, plan.budget, plan.selection, query, prepare=prepare, seed=0)
+    return HarvestReport(inputs=len(plan.inputs), unreadable=len(result.unreadable), duplicates=result.duplicates,
+                         already_stored=before, queried=len(store) - before, failed=len(result.failed),
+                         stored_pairs=len(store), total_usd=store.total_cost())
 
 
 # -- the report's gallery ------------------------------------------------------------------------
@@ -175,16 +195,20 @@ class CellJob:
 
     def surrogate_config(self) -> SurrogateConfig:
         c = self.cell
+        settings = {**self.surrogate, **({"arch": c.arch} if c.arch else {})}
         return SurrogateConfig(store=self.store, seed=c.seed, fraction=c.fraction, augmentation=c.augmentation,
-                               device=self.device, **self.surrogate)
+                               attack=c.attack, budget=c.budget,
+                               budget_order="seeded" if c.selection == "random" else "queried",
+                               device=self.device, **settings)
 
 
-def selection_cost(store: str | Path, fraction: float, seed: int) -> tuple[int, float]:
-    """(queries, USD) of the pairs a cell trains on: PairStore.select(fraction, seed), costs as harvested."""
+def selection_cost(cfg: SurrogateConfig) -> tuple[int, float]:
+    """(queries, USD) of the pairs a cell trains on (its fraction and budget), costs as harvested."""
+    from imgsteal.attack.surrogate import select_budget
     from imgsteal.data.pairs import PairStore
 
-    with PairStore(store, create=False) as pairs:
-        chosen = pairs.select(fraction, seed)
+    with PairStore(cfg.store, create=False) as pairs:
+        chosen = select_budget(pairs.select(cfg.fraction, cfg.seed), cfg.budget, cfg.seed, cfg.budget_order)
     return len(chosen), float(sum(r.cost_usd for r in chosen))
 
 
@@ -246,7 +270,7 @@ def run_cell(job: CellJob) -> dict[str, Any]:
                                       style_set=[Path(p) for p in job.style_set or []], size=job.work_size,
                                       device=job.device, progress=job.progress, keep_outputs=bool(job.gallery_inputs))
     gallery = write_surrogate_gallery(job, surrogate) if job.gallery_inputs else []
-    queries, cost = selection_cost(job.store, job.cell.fraction, job.cell.seed)
+    queries, cost = selection_cost(job.surrogate_config())
     return {
         "cell": {**job.cell.as_dict(), "id": job.cell.id},
         "kind": job.kind,

@@ -1,0 +1,59 @@
+"""The attack axes of the grid: methods, query budgets (nested subsets of one harvest), surrogate
+architectures and query selection, each a coordinate of a cell run through the same pipeline."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from imgsteal.data.pairs import PairStore
+from imgsteal.experiments.config import ConfigError, ExperimentConfig, check_datasets
+from imgsteal.experiments.grid import expand_grid
+from imgsteal.experiments.runner import run_experiment
+
+
+def test_axes_expand_into_cells_with_readable_folder_names(tiny_sr):
+    cfg = ExperimentConfig.model_validate(tiny_sr(fractions=[1.0], attacks=["paper", "few-shot"], budgets=[2, "all"],
+                                                  surrogates=["srresnet", "edsr"]))
+    keys = {c.key for c in expand_grid(cfg)}
+    assert len(keys) == 2 * 2 * 2
+    assert {"f100-none-s0", "f100-none-s0-b2", "f100-none-s0-afew-shot-b2-medsr"} <= keys
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"budgets": [0]}, "at least 1"),
+    ({"attacks": ["nosuch"]}, "attacks"),
+    ({"selections": ["diverse"]}, "give `budgets`"),
+    ({"surrogates": ["pix2pix"]}, "srresnet, edsr"),
+])
+def test_bad_axes_are_refused_before_anything_runs(tiny_sr, grid, message):
+    with pytest.raises(Exception, match=message):
+        ExperimentConfig.model_validate(tiny_sr(**grid))
+
+
+def test_a_budget_larger_than_the_pool_is_refused_before_any_query(tiny_sr):
+    cfg = ExperimentConfig.model_validate(tiny_sr(budgets=[9]))  # 8 adversary images
+    with pytest.raises(ConfigError, match="budget of 9 queries is more than the 8 images"):
+        check_datasets(cfg)
+
+
+@pytest.mark.slow
+def test_budgets_methods_and_selection_run_through_the_pipeline(tiny_sr, tmp_path):
+    raw = tiny_sr(fractions=[1.0], attacks=["paper", "few-shot"], budgets=[2, 4], selections=["random", "diverse"])
+    raw["tasks"][0]["surrogate"] = {"n_blocks": 1, "channels": 8, "patch": 8, "batch_size": 2, "steps": 3}
+    cfg = ExperimentConfig.model_validate(raw)
+    out = tmp_path / "exp"
+    run = run_experiment(cfg, out, progress=False, log=lambda _: None)
+    assert not run.failed and len(run.finished) == 8
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {(r["attack"], r["budget"], r["selection"], r["queries"]) for r in rows} == {
+        (a, b, s, b) for a in ("paper", "few-shot") for b in ("2", "4") for s in ("random", "diverse")}
+    # One harvest of every input serves the random budgets; diverse selection queried only its budget.
+    with PairStore(out / "tasks" / "sr" / "pairs", create=False) as store:
+        assert len(store) == 8
+    with PairStore(out / "tasks" / "sr" / "selected" / "diverse" / "pairs", create=False) as store:
+        assert len(store) == 4
+    few = json.loads((out / "cells" / "sr" / "f100-none-s0-afew-shot-b2" / "surrogate" / "config.json").read_text())
+    assert few["attack"] == "few-shot" and few["budget"] == 2 and few["steps"] == 3
