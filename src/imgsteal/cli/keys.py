@@ -55,7 +55,8 @@ def create(name: str = typer.Option(..., help="who the key is for (unique)"), db
 
 @keys_app.command("list")
 def list_keys(db: Path = DB_OPTION) -> None:
-    """Show every key: name, id, created, revoked, answered queries (control characters in names escaped)."""
+    """Show every key: name, id, created, revoked, answered queries, and the extraction monitor's first
+    alert on it (`serve --monitor`; control characters in names escaped)."""
     with user_errors():
         from imgsteal.victim.accounts import AccountsDB
 
@@ -64,9 +65,10 @@ def list_keys(db: Path = DB_OPTION) -> None:
         if not keys:
             typer.echo(f"no keys in {db}", err=True)
             return
-        typer.echo(f"{'name':<20} {'id':<12} {'created':<19} {'revoked':<19} {'queries':>8}")
+        typer.echo(f"{'name':<20} {'id':<12} {'created':<19} {'revoked':<19} {'queries':>8}  monitor alert")
         for k in keys:
-            typer.echo(f"{printable(k.name):<20} {k.public_id:<12} {_when(k.created_at):<19} {_when(k.revoked_at):<19} {k.queries:>8}")
+            typer.echo(f"{printable(k.name):<20} {k.public_id:<12} {_when(k.created_at):<19} {_when(k.revoked_at):<19} "
+                       f"{k.queries:>8}  {k.alert or '-'}")
 
 
 @keys_app.command("revoke")

@@ -5,7 +5,8 @@ sha256(salt || key) with a random per-key salt; a fast hash is enough because th
 random bits (nothing to brute-force), and the salt keeps equal hashes from ever matching across rows.
 The database file is created owner-only (0600); SQLite gives its -wal and -shm files the same mode.
 
-Every answered query is one `query_log` row. `QueryLogWriter` commits rows from a background thread
+Every answered query is one `query_log` row; its `monitor` column names the extraction-monitor
+alert that query raised (imgsteal.defenses.monitor), and `monitor_alerts` keeps one row per alert. `QueryLogWriter` commits rows from a background thread
 in groups (one fsync for all the rows that arrived meanwhile), and hands each caller its row id only
 after the commit, so the server can send an answer strictly after its log row is durable.
 """
@@ -48,9 +49,19 @@ CREATE TABLE IF NOT EXISTS query_log (
     input_height  INTEGER NOT NULL,
     output_sha256 TEXT NOT NULL,
     latency_ms    REAL NOT NULL,
-    defense       TEXT
+    defense       TEXT,
+    monitor       TEXT
 );
 CREATE INDEX IF NOT EXISTS query_log_by_key ON query_log(key_id, queried_at);
+CREATE TABLE IF NOT EXISTS monitor_alerts (
+    alert_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    key_id      INTEGER NOT NULL REFERENCES api_keys(key_id),
+    raised_at   REAL NOT NULL,
+    test        TEXT NOT NULL,
+    statistic   REAL NOT NULL,
+    queries     INTEGER NOT NULL,
+    action      TEXT NOT NULL
+);
 """
 
 
@@ -66,6 +77,7 @@ class ApiKey:
     created_at: float
     revoked_at: float | None
     queries: int = 0
+    alert: str | None = None  # the extraction monitor's first alert on this key, e.g. "distinct=20 after 22 queries (log)"
 
     @property
     def revoked(self) -> bool:
@@ -85,6 +97,7 @@ class QueryRecord:
     output_sha256: str
     latency_ms: float
     defense: str | None = None
+    monitor: str | None = None  # the monitor alert this query raised, e.g. "alert:distinct=20"
 
 
 def _hash_key(salt: str, key: str) -> str:
@@ -106,6 +119,13 @@ def connect(path: str | Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.executescript(SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(query_log)")}
+    if "monitor" not in columns:  # a database made before the extraction monitor
+        try:
+            db.execute("ALTER TABLE query_log ADD COLUMN monitor TEXT")
+        except sqlite3.OperationalError as exc:  # another connection added it meanwhile
+            if "duplicate column" not in str(exc):
+                raise
     db.commit()
     return db
 
@@ -148,13 +168,35 @@ class AccountsDB:
         return ApiKey(cur.lastrowid, name, public_id, now, None), key
 
     def list_keys(self) -> list[ApiKey]:
-        """All keys, oldest first, with their answered-query counts."""
+        """All keys, oldest first, with their answered-query counts and first monitor alert."""
         rows = self.db.execute(
             "SELECT k.key_id, k.name, k.public_id, k.created_at, k.revoked_at,"
             " (SELECT COUNT(*) FROM query_log q WHERE q.key_id = k.key_id)"
             " FROM api_keys k ORDER BY k.key_id"
         ).fetchall()
-        return [ApiKey(*row) for row in rows]
+        alerts = self.alerts()
+        return [ApiKey(*row, alert=alerts.get(row[0])) for row in rows]
+
+    def alerts(self) -> dict[int, str]:
+        """key id -> its first extraction-monitor alert, as text ("distinct=20 after 22 queries (throttle)")."""
+        out: dict[int, str] = {}
+        for key_id, test, statistic, queries, action in self.db.execute(
+                "SELECT key_id, test, statistic, queries, action FROM monitor_alerts ORDER BY alert_id"):
+            if key_id not in out:
+                value = f"{statistic:.3f}" if test == "normality" else f"{statistic:g}"
+                out[key_id] = f"{test}={value} after {queries} queries ({action})"
+        return out
+
+    def record_alert(self, alert) -> None:
+        """Store a monitor alert (any object with key_id, raised_at, test, statistic, queries, action);
+        action 'revoke' also revokes the key."""
+        with self.db:
+            self.db.execute("INSERT INTO monitor_alerts (key_id, raised_at, test, statistic, queries, action)"
+                            " VALUES (?,?,?,?,?,?)",
+                            (alert.key_id, alert.raised_at, alert.test, alert.statistic, alert.queries, alert.action))
+            if alert.action == "revoke":
+                self.db.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                                (alert.raised_at, alert.key_id))
 
     def revoke_key(self, name: str) -> ApiKey:
         """Revoke the key named `name` (idempotent); later requests with it get 403."""
@@ -186,9 +228,9 @@ class AccountsDB:
             for r in records:
                 cur = self.db.execute(
                     "INSERT INTO query_log (key_id, queried_at, input_sha256, input_bytes, input_width, input_height,"
-                    " output_sha256, latency_ms, defense) VALUES (?,?,?,?,?,?,?,?,?)",
+                    " output_sha256, latency_ms, defense, monitor) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (r.key_id, r.queried_at, r.input_sha256, r.input_bytes, r.input_width, r.input_height,
-                     r.output_sha256, r.latency_ms, r.defense),
+                     r.output_sha256, r.latency_ms, r.defense, r.monitor),
                 )
                 ids.append(cur.lastrowid)
         return ids
@@ -196,13 +238,13 @@ class AccountsDB:
     def queries(self, key_name: str | None = None) -> list[dict]:
         """Logged queries (oldest first) as dicts with the key's name; optionally of one key only."""
         sql = ("SELECT q.query_id, k.name, q.queried_at, q.input_sha256, q.input_bytes, q.input_width, q.input_height,"
-               " q.output_sha256, q.latency_ms, q.defense FROM query_log q JOIN api_keys k USING (key_id)")
+               " q.output_sha256, q.latency_ms, q.defense, q.monitor FROM query_log q JOIN api_keys k USING (key_id)")
         args: tuple = ()
         if key_name is not None:
             sql += " WHERE k.name = ?"
             args = (key_name,)
         cols = ("query_id", "key_name", "queried_at", "input_sha256", "input_bytes", "input_width", "input_height",
-                "output_sha256", "latency_ms", "defense")
+                "output_sha256", "latency_ms", "defense", "monitor")
         return [dict(zip(cols, row)) for row in self.db.execute(sql + " ORDER BY q.query_id", args).fetchall()]
 
 
@@ -224,6 +266,12 @@ class QueryLogWriter:
         self._queue.put((record, future))
         return future
 
+    def submit_alert(self, alert) -> Future:
+        """Queue a monitor alert (see AccountsDB.record_alert); the Future resolves to None once committed."""
+        future: Future = Future()
+        self._queue.put((alert, future))
+        return future
+
     def _run(self) -> None:
         while True:
             item = self._queue.get()
@@ -239,6 +287,17 @@ class QueryLogWriter:
                     self._queue.put(None)  # stop after this group
                     break
                 group.append(nxt)
+            alerts = [item for item in group if not isinstance(item[0], QueryRecord)]
+            group = [item for item in group if isinstance(item[0], QueryRecord)]
+            for alert, future in alerts:
+                try:
+                    self._accounts.record_alert(alert)
+                except Exception as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(None)
+            if not group:
+                continue
             try:
                 ids = self._accounts.log_queries([record for record, _ in group])
             except Exception as exc:  # the caller answers 5xx; the writer keeps serving later rows

@@ -16,6 +16,11 @@ the disconnect; its queued image is dropped before the model runs, and an answer
 client that has gone is not logged (the check runs right before the log row is written, so only a
 client leaving within the last milliseconds, between that check and the send, is still counted).
 
+Extraction monitor (`monitor=True`, off by default): each answered query's input features go to a
+per-key detector (imgsteal.defenses.monitor) in the codec thread after the answer is encoded; an
+alert is written to the query log (the query's `monitor` column and the `monitor_alerts` table) and,
+by `monitor_policy`, the key is throttled to `monitor_throttle_rate` requests/s or revoked.
+
 Memory and slow clients: see `imgsteal.victim.memory` (the bound stated at start-up, from
 `max_memory_mb`) and `imgsteal.victim.slow_clients` (header and body deadlines, connection cap).
 """
@@ -31,6 +36,7 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from copy import copy
 from pathlib import Path
 from typing import AsyncIterator, Sequence
 
@@ -44,6 +50,7 @@ from starlette.requests import ClientDisconnect
 
 from imgsteal.data.images import ImageReadError, decode_image, encode_png, sha256_bytes, to_uint8
 from imgsteal.defenses.base import Defense
+from imgsteal.defenses.monitor import ExtractionMonitor, MonitorAlert, MonitorConfig, MonitorPolicy, query_features
 from imgsteal.victim.accounts import AccountsDB, ApiKey, QueryLogWriter, QueryRecord
 from imgsteal.victim.batching import BatcherBusy, KeyBusy, MicroBatcher, lower_priority
 from imgsteal.victim.memory import MB, MemoryPlan, activation_bytes_per_output_pixel, plan_memory, rss_bytes
@@ -81,6 +88,23 @@ class ServerSettings(BaseModel):
     max_connections: int = Field(64, ge=1, description="open connections at most; more are closed at accept")
     # Defences must not stand out (see _Service.finish and shape_latency).
     defense_floor_ms_per_mpx: float | None = Field(None, ge=0, description="with defences: every answer's post-processing takes at least this many ms per million output pixels (covers triggers before one has been measured)")
+    # Extraction monitor (imgsteal.defenses.monitor; the monitor_* fields are MonitorConfig's, written once there).
+    monitor: bool = Field(False, description="watch each key's query stream for a model extraction (docs/defenses.md)")
+    monitor_policy: MonitorPolicy = copy(MonitorConfig.model_fields["policy"])
+    monitor_min_queries: int = copy(MonitorConfig.model_fields["min_queries"])
+    monitor_distinct: int = copy(MonitorConfig.model_fields["distinct"])
+    monitor_distinct_share: float = copy(MonitorConfig.model_fields["distinct_share"])
+    monitor_radius: float = copy(MonitorConfig.model_fields["radius"])
+    monitor_normality: float = copy(MonitorConfig.model_fields["normality"])
+    monitor_history: int = copy(MonitorConfig.model_fields["history"])
+    monitor_max_keys: int = copy(MonitorConfig.model_fields["max_keys"])
+    monitor_throttle_rate: float = copy(MonitorConfig.model_fields["throttle_rate"])
+
+    def monitor_config(self) -> MonitorConfig | None:
+        """The monitor's settings, or None when the monitor is off."""
+        if not self.monitor:
+            return None
+        return MonitorConfig(**{name: getattr(self, f"monitor_{name}") for name in MonitorConfig.model_fields})
 
 
 class ApiError(Exception):
@@ -248,6 +272,10 @@ class _Service:
         self.codec: ThreadPoolExecutor | None = None
         self.codec_large: ThreadPoolExecutor | None = None  # large images, at low priority (like their model calls)
         self.log_writer: QueryLogWriter | None = None
+        monitor_config = settings.monitor_config()
+        self.monitor = ExtractionMonitor(monitor_config) if monitor_config is not None else None
+        self.monitor_next_s: dict[int, float] = {}  # throttled key -> time.monotonic() of its next allowed request
+        self.monitor_revoked: set[int] = set()  # revoked by the monitor (also in the database, committed shortly after)
 
     def _plan_memory(self) -> MemoryPlan:
         """Measure the model's activation cost and derive the memory limits (ImgstealError if too small)."""
@@ -288,9 +316,44 @@ class _Service:
         key = self.accounts.authenticate(api_key_of(request))
         if key is None:
             raise ApiError(401, "missing or unknown API key (send Authorization: Bearer KEY)", {"WWW-Authenticate": "Bearer"})
-        if key.revoked:
+        if key.revoked or key.key_id in self.monitor_revoked:
             raise ApiError(403, "this API key has been revoked")
         return key
+
+    def finish_watched(self, key: ApiKey, image: torch.Tensor, output: torch.Tensor,
+                       input_sha: str) -> tuple[bytes, str | None, float, MonitorAlert | None]:
+        """`finish`, then (monitor on) the query's features to the key's monitor; runs in a codec thread.
+        The monitor's time is not part of the returned seconds (latency shaping of defended answers)."""
+        png, label, took_s = self.finish(key.name, image, output, input_sha)
+        alert = None
+        if self.monitor is not None:
+            alert = self.monitor.observe(key.key_id, key.name, query_features(image))
+        return png, label, took_s, alert
+
+    def on_alert(self, alert: MonitorAlert) -> None:
+        """Record the alert (query log database) and apply the policy to the key's later requests."""
+        if alert.action == MonitorPolicy.revoke.value:
+            self.monitor_revoked.add(alert.key_id)
+        elif alert.action == MonitorPolicy.throttle.value:
+            assert self.monitor is not None
+            self.monitor_next_s[alert.key_id] = time.monotonic() + 1.0 / self.monitor.config.throttle_rate
+        log.warning("extraction monitor: key %r flagged (%s after %d queries; policy %s)", alert.key_name,
+                    alert.label(), alert.queries, alert.action)
+        assert self.log_writer is not None
+        future = self.log_writer.submit_alert(alert)
+        future.add_done_callback(lambda f: f.exception() and log.error("could not record a monitor alert: %s", f.exception()))
+
+    def monitor_refuses(self, key: ApiKey) -> float:
+        """Seconds a throttled key must wait (0.0: go ahead; one request per 1 / throttle_rate seconds)."""
+        next_s = self.monitor_next_s.get(key.key_id)
+        if next_s is None:
+            return 0.0
+        now = time.monotonic()
+        if now < next_s:
+            return next_s - now
+        assert self.monitor is not None
+        self.monitor_next_s[key.key_id] = now + 1.0 / self.monitor.config.throttle_rate
+        return 0.0
 
     def finish(self, key_name: str, image: torch.Tensor, output: torch.Tensor, input_sha: str) -> tuple[bytes, str | None, float]:
         """Apply the defences in order, then encode; returns (PNG bytes, applied labels or None, seconds taken).
@@ -327,6 +390,9 @@ class _Service:
         if wait_s > 0:
             raise ApiError(429, f"rate limit of {self.settings.rate_per_s:g} requests/s exceeded",
                            {"Retry-After": str(max(1, math.ceil(wait_s)))})
+        wait_s = self.monitor_refuses(key)
+        if wait_s > 0:  # same words as any rate limit: the answer does not tell the client it was flagged
+            raise ApiError(429, "rate limit for this key exceeded", {"Retry-After": str(max(1, math.ceil(wait_s)))})
         if not self.batcher.admits(key.key_id):  # before reading the body: a refused flood costs little
             raise _key_busy()
         body = await read_body(request, self.settings.max_body_bytes)
@@ -341,7 +407,9 @@ class _Service:
             image = await loop.run_in_executor(codec, _decode, data)
             input_sha = sha256_bytes(data)
             output = await self._model_answer(image, key, gone)
-            png, label, took_s = await loop.run_in_executor(codec, self.finish, key.name, image, output, input_sha)
+            png, label, took_s, alert = await loop.run_in_executor(codec, self.finish_watched, key, image, output, input_sha)
+            if alert is not None:
+                self.on_alert(alert)
             await self.shape_latency(took_s, output.shape[-1] * output.shape[-2], label)
             if gone.done():  # computed, but nobody is left to send it to: not an answered query
                 self.abandoned += 1
@@ -349,7 +417,8 @@ class _Service:
             assert self.log_writer is not None
             record = QueryRecord(key_id=key.key_id, queried_at=queried_at, input_sha256=input_sha, input_bytes=len(data),
                                  input_width=image.shape[-1], input_height=image.shape[-2], output_sha256=sha256_bytes(png),
-                                 latency_ms=(time.perf_counter() - started) * 1000.0, defense=label)
+                                 latency_ms=(time.perf_counter() - started) * 1000.0, defense=label,
+                                 monitor=alert.label() if alert is not None else None)
             query_id = await asyncio.wrap_future(self.log_writer.submit(record))
         finally:
             gone.cancel()

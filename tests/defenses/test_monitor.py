@@ -1,0 +1,143 @@
+"""Extraction monitor: the per-key detector on synthetic feature streams, the features, and the server wiring."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from imgsteal.data.images import decode_image, encode_png
+from imgsteal.defenses.monitor import (FEATURE_DIM, ExtractionMonitor, MonitorConfig, query_features, shapiro_w)
+
+
+def _stream(kind: str, n: int, seed: int = 0) -> list[np.ndarray]:
+    """Synthetic feature streams: 'diverse' (every query a new point), 'album' (near-copies of 3 points),
+    'pairs' (each new point sent twice, nearly the same: PRADA's synthetic-query pattern)."""
+    rng = np.random.default_rng(seed)
+    bases = 0.05 * rng.standard_normal((n, FEATURE_DIM))
+    out = []
+    for i in range(n):
+        if kind == "diverse":
+            base = bases[i]
+        elif kind == "album":
+            base = bases[i % 3]
+        else:
+            base = bases[i // 2]
+        out.append((base + 0.001 * rng.standard_normal(FEATURE_DIM)).astype(np.float32))
+    return out
+
+
+def _first_alert(monitor: ExtractionMonitor, stream, key_id: int = 1):
+    for i, f in enumerate(stream, 1):
+        alert = monitor.observe(key_id, f"key{key_id}", f)
+        if alert is not None:
+            return i, alert
+    return None, None
+
+
+def test_many_distinct_images_are_flagged_near_copies_are_not():
+    cfg = MonitorConfig(distinct=20, min_queries=8)
+    at, alert = _first_alert(ExtractionMonitor(cfg), _stream("diverse", 60))
+    assert at == 20 and alert.test == "distinct" and alert.statistic == 20 and alert.queries == 20
+    assert alert.label() == "alert:distinct=20" and alert.action == "log"
+    monitor = ExtractionMonitor(cfg)
+    assert _first_alert(monitor, _stream("album", 300)) == (None, None)
+    assert monitor.stats(1)["distinct"] == 3 and monitor.flagged(1) is None
+
+
+def test_distinct_images_must_also_be_a_large_share_of_the_queries():
+    """25 new images hidden among 250 near-copies: 10%, under distinct_share 0.5, not flagged."""
+    album = _stream("album", 250, seed=1)
+    new = _stream("diverse", 25, seed=2)
+    stream = album[:]
+    for i, f in enumerate(new):
+        stream.insert(10 * i + 5, f)
+    assert _first_alert(ExtractionMonitor(MonitorConfig(distinct=20, distinct_share=0.5)), stream) == (None, None)
+    at, _ = _first_alert(ExtractionMonitor(MonitorConfig(distinct=20, distinct_share=0.05)), stream)
+    assert at is not None
+
+
+def test_prada_normality_test():
+    """Natural-looking streams give about normal nearest-query distances; a seed-and-perturb pattern does not."""
+    cfg = MonitorConfig(distinct=0, normality=0.9, min_queries=20)
+    at, alert = _first_alert(ExtractionMonitor(cfg), _stream("pairs", 80))
+    assert at is not None and alert.test == "normality" and alert.statistic < 0.9
+    assert alert.label().startswith("alert:normality=0.")
+    assert _first_alert(ExtractionMonitor(cfg), _stream("diverse", 80)) == (None, None)
+    assert shapiro_w([1.0, 1.0, 1.0]) == 1.0 and shapiro_w([1.0]) == 1.0
+
+
+def test_alert_once_history_cap_and_key_eviction():
+    monitor = ExtractionMonitor(MonitorConfig(distinct=8, history=16, max_keys=2))
+    stream = _stream("diverse", 40)
+    alerts = [monitor.observe(1, "a", f) for f in stream]
+    assert sum(a is not None for a in alerts) == 1  # flagged once
+    state = monitor._keys[1]
+    assert state.features.shape == (16, FEATURE_DIM) and len(state.distances) == 16  # bounded memory
+    monitor.observe(2, "b", stream[0])
+    monitor.observe(3, "c", stream[0])
+    assert set(monitor._keys) == {2, 3}  # the least recently seen key was dropped
+
+
+def test_query_features_tell_variants_from_new_images(kit):
+    x = decode_image(kit.png_bytes(height=48, width=64, seed=0))
+    f = query_features(x)
+    assert f.shape == (FEATURE_DIM,) and f.dtype == np.float32
+    radius = MonitorConfig().radius
+    variant = decode_image(encode_png((x * 1.02).clamp(0, 1)))  # re-encoded, 2% brighter
+    assert np.linalg.norm(f - query_features(variant)) < radius
+    other = decode_image(kit.png_bytes(height=48, width=64, seed=5))
+    assert np.linalg.norm(f - query_features(other)) > radius
+    assert query_features(torch.rand(3, 700, 500)).shape == (FEATURE_DIM,)  # large inputs are subsampled first
+    assert query_features(x[:1]).shape == (FEATURE_DIM,)
+
+
+def test_server_logs_the_alert_and_applies_the_policy(tmp_path, kit, victim):
+    """Monitor on, revoke policy: the 4th distinct image flags the key; its row carries the alert,
+    `keys list` shows it, the next request gets 403. Throttle policy: the next request gets 429."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from imgsteal.cli import app
+    from imgsteal.victim.accounts import AccountsDB
+    from imgsteal.victim.server import ServerSettings, create_app
+
+    for policy, refused in (("revoke", 403), ("throttle", 429)):
+        db = tmp_path / f"{policy}.sqlite"
+        settings = ServerSettings(rate_per_s=0, monitor=True, monitor_policy=policy, monitor_min_queries=2,
+                                  monitor_distinct=4, monitor_throttle_rate=0.01)
+        with AccountsDB(db) as accounts:
+            key = accounts.create_key("mallory")[1]
+            honest = accounts.create_key("alice")[1]
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "image/png"}
+        with TestClient(create_app(victim, db, settings)) as client:
+            codes = [client.post("/v1/translate", content=kit.png_bytes(seed=s), headers=headers).status_code
+                     for s in range(5)]
+            same = kit.png_bytes(seed=0)
+            alice = {"Authorization": f"Bearer {honest}", "Content-Type": "image/png"}
+            assert [client.post("/v1/translate", content=same, headers=alice).status_code for _ in range(6)] == [200] * 6
+        assert codes == [200, 200, 200, 200, refused], policy
+        with AccountsDB(db) as accounts:
+            rows = accounts.queries("mallory")
+            assert [r["monitor"] for r in rows] == [None, None, None, "alert:distinct=4"]
+            keys = {k.name: k for k in accounts.list_keys()}
+        assert keys["mallory"].alert == f"distinct=4 after 4 queries ({policy})" and keys["alice"].alert is None
+        assert keys["mallory"].revoked == (policy == "revoke")
+        listed = CliRunner().invoke(app, ["keys", "list", "--db", str(db)])
+        assert listed.exit_code == 0 and f"distinct=4 after 4 queries ({policy})" in listed.stdout
+
+
+def test_monitor_is_off_by_default_and_settings_are_validated():
+    from pydantic import ValidationError
+
+    from imgsteal.victim.server import ServerSettings
+
+    assert ServerSettings().monitor_config() is None
+    assert ServerSettings(monitor=True).monitor_config() == MonitorConfig()
+    with pytest.raises(ValidationError):
+        ServerSettings(monitor_policy="shout")
+    with pytest.raises(ValidationError):
+        ServerSettings(monitor_history=2)
