@@ -86,6 +86,66 @@ def defense_table(cfg: ExperimentConfig, records: list[dict]) -> tuple[list[str]
     return header, rows
 
 
+def budget_panels(cfg: ExperimentConfig, records: list[dict]) -> list:
+    """(title, lines, baseline, metric) per task with a budgets axis, for its first test set: PSNR for
+    super-resolution (the attacks' own yardstick), the main metric otherwise."""
+    from imgsteal.experiments.budgets import baseline_value, budget_lines
+
+    panels = []
+    for task in cfg.tasks:
+        grid = cfg.task_grid(task)
+        if not grid.budgets:
+            continue
+        metric = "psnr" if task.kind_spec.has_truth else ("ssim" if task.main_metric == "fid" else task.main_metric)
+        test_set = next(iter(task.test_sets))
+        lines = budget_lines(records, task.name, test_set, metric, grid.defenses[0])
+        if lines:
+            panels.append((f"{task.display_title}: {test_set}", lines, baseline_value(records, task.name, test_set, metric),
+                           metric))
+    return panels
+
+
+def budget_section(report: Report, cfg: ExperimentConfig, out: Path, records: list[dict], figure: Path | None) -> None:
+    """What a copy costs: fidelity vs queries (figure), queries and dollars to reach given fidelities,
+    and the copies at each budget."""
+    from imgsteal.experiments.budgets import default_targets, reach_table
+
+    report.heading("What a copy costs: fidelity against queries")
+    report.text("Each line is one way to steal (attack method, surrogate architecture, query selection): the copy's "
+                "(B) score against the victim at each query budget, mean ± std over seeds; every cell trains the "
+                "same number of steps, so the lines measure queries, not compute. The dotted line is doing nothing "
+                "(bicubic upscaling or the unstyled input against the victim).")
+    if figure is not None:
+        report.figure(figure.relative_to(out).as_posix(), "Fidelity of the copy against the number of queries (bottom) "
+                                                          f"and their price at ${cfg.price_usd:g} per query (top).")
+    for title, lines, baseline, metric in budget_panels(cfg, records):
+        header, rows = reach_table(lines, default_targets(lines, baseline), metric, cfg.price_usd)
+        if len(header) > 1:
+            report.table(header, rows, caption=f"{title}: queries (and dollars) each attack needs to reach a fidelity")
+    for task in cfg.tasks:
+        grid = cfg.task_grid(task)
+        if not grid.budgets:
+            continue
+        for attack in grid.attacks:
+            cells = [GridCell(task.name, 1.0, "none", grid.seed_list()[0], grid.defenses[0], attack, b, None,
+                             grid.selections[0]) for b in grid.budget_list()]
+            shown = [(c, read_result(c, out).get("gallery")) for c in cells if is_done(c, out)]
+            shown = [(c, g) for c, g in shown if g]
+            if not shown:
+                continue
+            n = min(len(g) for _, g in shown)
+            columns = [task.kind_spec.input_label, "victim F_V"] + [
+                f"F_A, {c.budget if c.budget else 'all'} queries" for c, _ in shown]
+            rows = []
+            for i in range(n):
+                row = [f"tasks/{task.name}/gallery/{i:02d}_input.png", f"tasks/{task.name}/gallery/{i:02d}_victim.png"]
+                row += [g[i] for _, g in shown]
+                if all((out / p).is_file() for p in row):
+                    rows.append(row)
+            if rows:
+                report.gallery(columns, rows, title=f"{task.display_title}: copies made by {attack} at each budget")
+
+
 def build_report(cfg: ExperimentConfig, out: Path, summaries: list[TaskSummary], stats: dict[Key, Stat],
                  progress: dict[str, tuple[int, int]], figures: dict[str, Path], records: list[dict] | None = None) -> Report:
     """progress: task -> (finished cells, cells); figures: name -> PNG path inside `out`; records: every
@@ -113,6 +173,9 @@ def build_report(cfg: ExperimentConfig, out: Path, summaries: list[TaskSummary],
             report.heading("Defences: how well surrogates copy the victim through each defended API")
             report.table(header, rows, caption="Surrogates trained on the answers of the API with those defences on, "
                                                "scored against the undefended victim; mean ± std over seeds")
+
+    if any(cfg.task_grid(t).budgets for t in cfg.tasks) and records:
+        budget_section(report, cfg, out, records, figures.get("budget_curves"))
 
     report.heading("Plateaus (section 6.1)")
     for s in summaries:

@@ -161,8 +161,11 @@ def make_jobs(cfg: ExperimentConfig, out: Path, resolved: dict, assets: dict, ce
         task = cfg.task(cell.task)
         a = assets[cell.task]
         grid = cfg.task_grid(task)
-        shown = is_base(cfg, cell) and cell.seed == grid.seed_list()[0] and \
-            cell.augmentation == base_augmentation([a.value for a in grid.augmentations])  # the report's gallery
+        # The report's galleries: the first seed of the base grid, and of every attack and budget there.
+        base = base_values(cfg, task)
+        shown = cell.defense == base["defense"] and cell.arch == base["arch"] and cell.selection == base["selection"] \
+            and cell.seed == grid.seed_list()[0] and \
+            cell.augmentation == base_augmentation([a.value for a in grid.augmentations])
         jobs.append(CellJob(
             cell=cell, kind=task.kind, out=str(out), store=str(a.stores[(cell.defense, cell.selection)].resolve()),
             victim_model=str(Path(a.victim_model).resolve()), surrogate=task.surrogate_settings(),
@@ -277,6 +280,13 @@ def write_outputs(cfg: ExperimentConfig, out: str | Path) -> dict[str, Path]:
         figures["fraction_curves"] = plot_fraction_curves(summaries, stats, out / "plots")[0]
         figures["augmentations"] = plot_augmentations(summaries, stats, out / "plots")[0]
     outputs.update(figures)
+    if any(cfg.task_grid(t).budgets for t in cfg.tasks) and all_records:
+        from imgsteal.experiments.report import budget_panels
+        from imgsteal.experiments.budgets import plot_budget_curves
+
+        panels = budget_panels(cfg, all_records)
+        if panels:
+            figures["budget_curves"] = plot_budget_curves(panels, cfg.price_usd, out / "plots")[0]
     report = build_report(cfg, out, summaries, stats, progress, figures, all_records)
     outputs["report"] = report.write(out / "report.html")
     outputs["table6"] = out / "table6.md"  # the same report in Markdown: every table is laid out once
