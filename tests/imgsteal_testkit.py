@@ -115,7 +115,7 @@ def make_sr_model(path: Path, seed: int = 0, role: str = "victim", with_discrimi
 
     torch.manual_seed(seed)
     generator = build_model("srresnet", scale=4, n_blocks=1, channels=8)
-    meta = {"role": role, "task": "sr", "scale": 4, "archs": {"generator": generator.build_spec}, "export": "generator"}
+    meta = {"role": role, "kind": "sr", "scale": 4, "archs": {"generator": generator.build_spec}, "export": "generator"}
     if with_discriminator:
         discriminator = build_model("vgg_discriminator", base_channels=4, dense=16)
         full = {**meta, "archs": {**meta["archs"], "discriminator": discriminator.build_spec}}
@@ -152,7 +152,7 @@ def make_style_model(path: Path, arch: str, role: str, seed: int = 0, size: int 
     else:
         generator = build_model("resnet_generator", ngf=4, n_blocks=1)
         extra = {"size_multiple": 1, "size": size}
-    meta = {"role": role, "task": "style", "scale": 1, **extra, "archs": {"generator": generator.build_spec}, "export": "generator"}
+    meta = {"role": role, "kind": "style", "scale": 1, **extra, "archs": {"generator": generator.build_spec}, "export": "generator"}
     return save_checkpoint(path, meta, {"generator": generator})
 
 

@@ -28,7 +28,7 @@ def test_victim_harvest_surrogate_evaluate(tmp_path):
     invoke("victim", "train", "--task", "sr", "--arch", "srgan", "--hr", tmp_path / "hr", "--out", tmp_path / "victim",
            "--pretrain-epochs", 1, "--gan-epochs", 1, "--content-loss", "pixel", *small)
     meta = load_checkpoint(tmp_path / "victim" / "model.safetensors").meta
-    assert meta["task"] == "sr" and meta["scale"] == 4 and meta["epoch"] == 2
+    assert meta["kind"] == "sr" and meta["scale"] == 4 and meta["epoch"] == 2
 
     out = invoke("harvest", "--oracle", tmp_path / "victim", "--inputs", tmp_path / "adv", "--out", tmp_path / "pairs",
                  "--downscale", 4).output

@@ -33,7 +33,7 @@ def test_tiny_style_grid_scores_fid_and_paired_metrics(tmp_path, monkeypatch):
     torch.manual_seed(0)
     generator = build_model("resnet_generator", ngf=4, n_blocks=1)
     victim = save_checkpoint(tmp_path / "victim" / "model.safetensors",
-                             {"role": "victim", "task": "style", "scale": 1, "size_multiple": 1,
+                             {"role": "victim", "task": "style", "scale": 1, "size_multiple": 1,  # "task": a run from before "kind"
                               "archs": {"generator": generator.build_spec}, "export": "generator"}, {"generator": generator})
     write_images(tmp_path / "adv", 6, size=(40, 48), seed=1)
     write_images(tmp_path / "test", 3, size=(48, 40), seed=2)

@@ -56,7 +56,7 @@ def test_served_oracle_harvests_over_http_and_stops_the_server(tiny_victim, tmp_
     with open_oracle(tiny_victim, transport="http", concurrency=3) as oracle, PairStore(tmp_path / "pairs") as store:
         url = oracle.url
         assert url.startswith("http://127.0.0.1:")
-        assert oracle.info()["task"] == "sr"
+        assert oracle.info()["kind"] == "sr"
         report = harvest(oracle, inputs, store, downscale=2, progress=False)
         assert report.queried == 6 and report.failed == 0
         x, y = store.load_pair(store.records()[0])

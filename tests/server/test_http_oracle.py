@@ -15,7 +15,7 @@ from imgsteal.attack.oracle import OracleError
 from imgsteal.errors import ImgstealError
 
 FAST = RetryPolicy(max_attempts=4, backoff_base_s=0.01, backoff_max_s=0.05)
-INFO = {"task": "sr", "scale": 4}
+INFO = {"kind": "sr", "scale": 4}
 
 
 class Script:

@@ -30,8 +30,8 @@ def test_health_and_info_say_nothing_about_the_network(api_client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/v1/info").status_code == 401
     info = client.get("/v1/info", headers=new_key(db)).json()
-    assert info["task"] == "sr" and info["scale"] == 4
-    assert set(info) == {"task", "scale", "input_media_types", "output_media_type", "limits", "key"}
+    assert info["kind"] == "sr" and info["scale"] == 4
+    assert set(info) == {"kind", "scale", "input_media_types", "output_media_type", "limits", "key"}
     assert info["limits"]["max_pixels"] == UNLIMITED.max_pixels
     text = json.dumps(info).lower()
     for secret in ("srresnet", "block", "channel", "generator", "arch", "weight", "safetensors"):
@@ -160,7 +160,7 @@ class Exploding(torch.nn.Module):
 def test_a_failing_model_answers_500_and_the_service_goes_on(api_client, tiny_translator, kit):
     from imgsteal.victim.inference import Translator
 
-    client, db = api_client(UNLIMITED, translator=Translator(Exploding(), task="sr", scale=4))
+    client, db = api_client(UNLIMITED, translator=Translator(Exploding(), kind="sr", scale=4))
     key = new_key(db)
     r = post_png(client, key, kit.png_bytes())
     assert r.status_code == 500 and "out of memory" not in r.text  # no internals leak

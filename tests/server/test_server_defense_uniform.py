@@ -32,7 +32,7 @@ def measure(tmp_path, name: str, shaped: bool, n: int = 36) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
-    translator = Translator(torch.nn.Upsample(scale_factor=2, mode="bilinear"), task="sr", scale=2)
+    translator = Translator(torch.nn.Upsample(scale_factor=2, mode="bilinear"), kind="sr", scale=2)
     db = tmp_path / f"{name}.sqlite"
     defense = WatermarkDefense(WatermarkOptions(db=tmp_path / f"{name}-wm.sqlite", fraction=0.3))
     app = create_app(translator, db, ServerSettings(rate_per_s=0), defenses=[defense])

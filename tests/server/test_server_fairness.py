@@ -132,7 +132,7 @@ def test_the_server_states_its_memory_bound_and_refuses_a_budget_too_small(tmp_p
     from imgsteal.victim.inference import Translator
     from imgsteal.victim.server import ServerSettings, create_app
 
-    translator = Translator(torch.nn.Upsample(scale_factor=2, mode="nearest"), task="sr", scale=2)
+    translator = Translator(torch.nn.Upsample(scale_factor=2, mode="nearest"), kind="sr", scale=2)
     app = create_app(translator, tmp_path / "a.sqlite", ServerSettings(max_pixels=64 * 64, max_memory_mb=4096))
     service = app.state.service
     assert service.memory.bound <= 4096 * MB and "memory bound 4096 MB" in service.memory.describe()

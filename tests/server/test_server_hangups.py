@@ -44,7 +44,7 @@ class SlowModel:
         return batch.clone()
 
     def info(self) -> dict:
-        return {"task": "sr", "scale": 1}
+        return {"kind": "sr", "scale": 1}
 
 
 def png(side: int, seed: int) -> bytes:
@@ -162,7 +162,7 @@ def test_trickling_and_idle_connections_are_closed_within_the_timeouts(tmp_path:
 
     settings = ServerSettings(rate_per_s=0, header_timeout_s=1.0, body_timeout_s=1.5, keep_alive_s=1.0, max_connections=16)
     db = tmp_path / "api.sqlite"
-    app = create_app(Translator(torch.nn.Identity(), task="sr", scale=1), db, settings)
+    app = create_app(Translator(torch.nn.Identity(), kind="sr", scale=1), db, settings)
     with AccountsDB(db) as accounts:
         key = accounts.create_key("k")[1]
     body = png(16, 3)
@@ -208,7 +208,7 @@ def test_connections_beyond_the_cap_are_closed_at_accept(tmp_path: Path):
     from imgsteal.victim.inference import Translator
 
     settings = ServerSettings(rate_per_s=0, header_timeout_s=5.0, max_connections=3)
-    app = create_app(Translator(torch.nn.Identity(), task="sr", scale=1), tmp_path / "api.sqlite", settings)
+    app = create_app(Translator(torch.nn.Identity(), kind="sr", scale=1), tmp_path / "api.sqlite", settings)
     with live(app, settings) as port:
         held = [socket.create_connection(("127.0.0.1", port), timeout=2) for _ in range(3)]
         time.sleep(0.2)

@@ -37,7 +37,7 @@ def test_pix2pix_surrogate_trains_and_exports_a_servable_unet(tmp_path):
     result = train_surrogate(cfg, tmp_path / "fa", progress=False)
     assert result.steps == 6 and all(set(row) >= {"g_adv", "l1", "d"} for row in result.history)
     meta = load_checkpoint(result.model_path).meta
-    assert meta["task"] == "style" and meta["scale"] == 1 and meta["size"] == 32 and meta["size_multiple"] == 32
+    assert meta["kind"] == "style" and meta["scale"] == 1 and meta["size"] == 32 and meta["size_multiple"] == 32
     assert meta["archs"]["generator"]["arch"] == "unet" and meta["archs"]["generator"]["kwargs"]["image_size"] == 32
     translator = load_translator(result.model_path, "cpu")
     out = translator(torch.rand(2, 3, 40, 27))  # padded to multiples of 32 inside, cropped back

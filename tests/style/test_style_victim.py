@@ -60,7 +60,7 @@ def test_killed_cyclegan_run_resumes_exactly(tmp_path, domains):
     assert schedule["epoch"] == 2 and schedule["lr_factor"] == pytest.approx(0.5)  # 3 epochs: 2 constant, 1 decaying
 
     model = load_checkpoint(full.model_path)
-    assert model.meta["task"] == "style" and model.meta["scale"] == 1 and model.meta["size"] == 32
+    assert model.meta["kind"] == "style" and model.meta["scale"] == 1 and model.meta["size"] == 32
     assert model.module_names() == ["generator"]
     translator = load_translator(full.model_path, "cpu")
     out = translator(torch.rand(1, 3, 37, 50))

@@ -64,7 +64,7 @@ def test_train_mode_answers_each_image_with_its_own_batch_statistics_and_dropout
     torch.manual_seed(0)
     unet = build_model("unet", ngf=4, image_size=64)  # depth 6: dropout in one decoder stage
     x = torch.rand(2, 3, 64, 64)
-    train = Translator(generator=unet, task="style", size_multiple=64, mode="train")
+    train = Translator(generator=unet, kind="style", size_multiple=64, mode="train")
     torch.manual_seed(1)
     batch = train(x)
     torch.manual_seed(1)
@@ -73,5 +73,5 @@ def test_train_mode_answers_each_image_with_its_own_batch_statistics_and_dropout
     assert not torch.allclose(train(x[:1]), train(x[:1]))  # dropout stays on
     running = [m.running_mean.clone() for m in unet.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(torch.count_nonzero(r) == 0 for r in running)  # stored statistics untouched
-    evaluated = Translator(generator=build_model("unet", ngf=4, image_size=64), task="style", size_multiple=64)
+    evaluated = Translator(generator=build_model("unet", ngf=4, image_size=64), kind="style", size_multiple=64)
     assert torch.equal(evaluated(x[:1]), evaluated(x[:1]))  # eval mode (the default) is deterministic

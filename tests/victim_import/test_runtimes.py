@@ -48,7 +48,7 @@ def test_onnx_model_with_declared_contract(tmp_path):
     _export_onnx(net, tmp_path / "sr.onnx")
     options = ImportOptions(input_range=(-1, 1), channel_order="bgr")
     result = import_model(tmp_path / "sr.onnx", tmp_path / "run", options)
-    assert result.info["runtime"] == "onnx" and result.info["scale"] == 2 and result.info["task"] == "sr"  # scale probed
+    assert result.info["runtime"] == "onnx" and result.info["scale"] == 2 and result.info["kind"] == "sr"  # scale probed
     assert (tmp_path / "run" / "model.onnx").exists()
     translator = load_translator(tmp_path / "run", "cpu")
     x = torch.rand(2, 3, 12, 20)

@@ -175,7 +175,7 @@ def train_surrogate(cfg: SurrogateConfig, out_dir: str | Path, *, resume: bool =
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
-    meta = {"role": "surrogate", "task": kind, "scale": scale, "size_multiple": size_multiple, "seed": cfg.seed,
+    meta = {"role": "surrogate", "kind": kind, "scale": scale, "size_multiple": size_multiple, "seed": cfg.seed,
             **({"size": cfg.size} if kind == "style" else {}), "attack": cfg.attack,
             "fraction": cfg.fraction, "pairs": len(inputs), "mode": cfg.test_mode, "config": cfg.model_dump(mode="json")}
     length = {"steps": total} if total != epochs * per_epoch else {}

@@ -26,7 +26,7 @@ def parse_test_sets(specs: list[str]) -> dict[str, list[Path]]:
 
 
 def evaluate(
-    task: str = typer.Option(..., help="sr or style"),
+    task: str = typer.Option(..., "--kind", "--task", help="the kind of translation: sr or style (--task: the old name)"),
     victim: Path = typer.Option(..., help="victim model (run folder or .safetensors)"),
     surrogate: list[Path] = typer.Option(..., help="surrogate models, one per seed; repeatable"),
     test: list[str] = typer.Option(..., help="NAME=DIR test sets of HR images (sr) or photos (style); repeatable"),

@@ -31,7 +31,8 @@ class ContentLoss(str, Enum):
 
 @victim_app.command("train")
 def train(
-    task: Task = typer.Option(..., help="sr (super-resolution) or style (unpaired style transfer)"),
+    task: Task = typer.Option(..., "--kind", "--task", help="the kind of translation: sr (super-resolution) or style "
+                                                            "(unpaired style transfer); --task is the old name"),
     arch: VictimArch = typer.Option(..., help="sr: srgan; style: cyclegan (Monet-to-Photo) or ugatit (Selfie-to-Anime)"),
     out: Path = typer.Option(..., "--out", "-o", help="run folder (checkpoints, model.safetensors, metrics)"),
     hr: list[str] = typer.Option([], help="[sr] HR training images: a folder or a dataset spec (e.g. div2k:PATH:train); repeatable"),
@@ -116,7 +117,8 @@ def import_(
     input_range: Optional[str] = typer.Option(None, help="value range the raw network reads, LO,HI (default: the format's convention; ONNX/TorchScript: 0,1)"),
     output_range: Optional[str] = typer.Option(None, help="value range it writes, LO,HI (default: as --input-range)"),
     channel_order: Optional[str] = typer.Option(None, help="rgb (default) or bgr"),
-    task: Optional[str] = typer.Option(None, help="sr or style (ONNX/TorchScript: default sr if the scale is above 1)"),
+    task: Optional[str] = typer.Option(None, "--kind", "--task", help="sr or style (ONNX/TorchScript: default sr if "
+                                                                      "the scale is above 1); --task is the old name"),
     input_size: Optional[int] = typer.Option(None, help="[onnx/torchscript] square side the network needs; inputs are resized to it and back"),
     size_multiple: Optional[int] = typer.Option(None, help="pad inputs to a multiple of this (reflect), output cropped back"),
     train_mode: bool = typer.Option(False, "--train-mode", help="answer with batch statistics and dropout (the reference test scripts without --eval); default: eval mode"),
@@ -133,7 +135,7 @@ def import_(
         from imgsteal.victim.formats import ImportOptions, import_model
 
         try:
-            options = ImportOptions(format=format, direction=direction, scale=scale, task=task,
+            options = ImportOptions(format=format, direction=direction, scale=scale, kind=task,
                                     input_range=_range(input_range, "--input-range"),
                                     output_range=_range(output_range, "--output-range"), channel_order=channel_order,
                                     input_size=input_size, size_multiple=size_multiple, train_mode=train_mode)
@@ -144,7 +146,7 @@ def import_(
         result = import_model(file, out, options, overwrite=overwrite, tiling=tiling)
         d = result.info["detected"]
         variant = d.get("variant") or d.get("arch") or d["format"]
-        typer.echo(f"imported {file} as {d['format']} {variant} ({result.info['task']}, x{result.info['scale']}) "
+        typer.echo(f"imported {file} as {d['format']} {variant} ({result.info['kind']}, x{result.info['scale']}) "
                    f"into {out} in {result.seconds:.2f} s")
 
 

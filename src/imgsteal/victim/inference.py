@@ -1,7 +1,7 @@
 """The victim's trained model as a service would run it: images in, images out.
 
 `Translator` is the only thing the server and the local oracle need from a checkpoint. It knows the
-task (`sr` or `style`), the scale, and the size rule of its network, and pads inputs to fit it.
+kind (`sr` or `style`), the scale, and the size rule of its network, and pads inputs to fit it.
 Large super-resolution inputs run in overlapping tiles (imgsteal.victim.tiling) within a memory bound.
 
 `load_translator` reads imgsteal checkpoints and run folders, run folders written by
@@ -38,7 +38,7 @@ class Translator:
     """
 
     generator: nn.Module
-    task: str
+    kind: str  # sr | style (imgsteal.pipeline.kinds)
     scale: int = 1
     size_multiple: int = 1  # inputs are reflect-padded to this multiple, outputs cropped back
     device: torch.device = torch.device("cpu")
@@ -92,7 +92,7 @@ class Translator:
         if batch.dim() != 4 or batch.shape[1] != 3:
             raise ValueError(f"expected N x 3 x H x W, got {tuple(batch.shape)}")
         h, w = batch.shape[-2:]
-        if self.task == "sr" and self.input_size is None and self.tiling is not None and self.tiling.applies(h, w):
+        if self.kind == "sr" and self.input_size is None and self.tiling is not None and self.tiling.applies(h, w):
             return tiled_forward(self._run, batch.cpu(), self.scale, self.tile_side(), self.tiling.overlap)
         if self.mode == "train" and len(batch) > 1:  # batch statistics of each image alone, as the reference's batch of 1
             return torch.cat([self._run(image[None]).cpu() for image in batch])
@@ -102,7 +102,7 @@ class Translator:
         return self(image.unsqueeze(0))[0]
 
     def info(self) -> dict:
-        return {"task": self.task, "scale": self.scale}
+        return {"kind": self.kind, "scale": self.scale}
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -119,10 +119,10 @@ def _wrap_contract(module: nn.Module, contract: Optional[dict]) -> nn.Module:
     return ContractModule(module, contract["input_range"], contract["output_range"], contract["channel_order"])
 
 
-def _default_tiling(task: str, meta: dict, tiling: Optional[TilingConfig]) -> Optional[TilingConfig]:
+def _default_tiling(kind: str, meta: dict, tiling: Optional[TilingConfig]) -> Optional[TilingConfig]:
     if tiling is not None:
         return tiling
-    if task != "sr":
+    if kind != "sr":
         return None
     return TilingConfig(**meta["tiling"]) if isinstance(meta.get("tiling"), dict) else TilingConfig()
 
@@ -131,17 +131,19 @@ def translator_from_checkpoint(ckpt: Checkpoint, device: torch.device, tiling: O
                                mode: Optional[str] = None) -> Translator:
     meta = ckpt.meta
     name = meta.get("export", "generator")
-    if "task" not in meta:
-        raise CheckpointError(f"{ckpt.path}: checkpoint does not record a task; is it a victim or surrogate model?")
+    kind = meta.get("kind", meta.get("task"))  # "task" in runs written before the rename
+    if kind is None:
+        raise CheckpointError(f"{ckpt.path}: checkpoint does not record its kind (sr or style); is it a victim or "
+                              "surrogate model?")
     return Translator(
         generator=_wrap_contract(ckpt.build_module(name), meta.get("contract")),
-        task=meta["task"],
+        kind=kind,
         scale=int(meta.get("scale", 1)),
         size_multiple=int(meta.get("size_multiple", 1)),
         device=device,
         input_size=meta.get("input_size"),
         mode=mode or meta.get("mode", "eval"),
-        tiling=_default_tiling(meta["task"], meta, tiling),
+        tiling=_default_tiling(kind, meta, tiling),
     )
 
 
@@ -159,10 +161,10 @@ def _translator_from_import(run_dir: Path, device: torch.device, tiling: Optiona
 
 def _translator_from_imported(info: dict[str, Any], module: nn.Module, device: torch.device,
                               tiling: Optional[TilingConfig], mode: Optional[str]) -> Translator:
-    return Translator(generator=_wrap_contract(module, info.get("contract")), task=info["task"],
+    return Translator(generator=_wrap_contract(module, info.get("contract")), kind=info.get("kind", info.get("task")),
                       scale=int(info["scale"]), size_multiple=int(info.get("size_multiple") or 1), device=device,
                       input_size=info.get("input_size"), mode=mode or info.get("mode", "eval"),
-                      tiling=_default_tiling(info["task"], info, tiling))
+                      tiling=_default_tiling(info.get("kind", info.get("task")), info, tiling))
 
 
 def _translator_from_foreign(path: Path, device: torch.device, tiling: Optional[TilingConfig],
@@ -170,7 +172,7 @@ def _translator_from_foreign(path: Path, device: torch.device, tiling: Optional[
     from imgsteal.victim.formats import load_foreign
 
     imported, _ = load_foreign(path)
-    info = {"task": imported.task, "scale": imported.scale, "size_multiple": imported.size_multiple,
+    info = {"kind": imported.kind, "scale": imported.scale, "size_multiple": imported.size_multiple,
             "input_size": imported.input_size, "contract": imported.contract}
     if imported.format == "onnx":  # rebuilt for the device (the import probe ran on the CPU provider)
         from imgsteal.victim.formats.runtime import load_runtime

@@ -449,7 +449,7 @@ class _Service:
         s = self.settings
         meta = self.translator.info()
         return {
-            "task": meta["task"],
+            "kind": meta["kind"],
             "scale": meta["scale"],
             "input_media_types": sorted(ACCEPTED_FORMATS.values()),
             "output_media_type": "image/png",

@@ -199,7 +199,7 @@ def train_style_victim(cfg: StyleVictimConfig, out_dir: str | Path, *, resume: b
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
-    meta = {"role": "victim", "task": "style", "arch": cfg.arch, "scale": 1, "size_multiple": 1, "size": cfg.size,
+    meta = {"role": "victim", "kind": "style", "arch": cfg.arch, "scale": 1, "size_multiple": 1, "size": cfg.size,
             "seed": cfg.seed, "images_a": len(a), "images_b": len(b), "precision": recipe.precision.describe(),
             "config": cfg.model_dump(mode="json")}
     return run_training(recipe, source, run_dir=out_dir, epochs=cfg.epochs, meta=meta, resume=resume,

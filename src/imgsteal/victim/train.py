@@ -99,7 +99,7 @@ def train_sr_victim(cfg: SRVictimConfig, out_dir: str | Path, *, resume: bool = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
-    meta = {"role": "victim", "task": "sr", "scale": cfg.scale, "seed": cfg.seed, "images": len(highs),
+    meta = {"role": "victim", "kind": "sr", "scale": cfg.scale, "seed": cfg.seed, "images": len(highs),
             "config": cfg.model_dump(mode="json")}
     return run_training(recipe, source, run_dir=out_dir, epochs=cfg.pretrain_epochs + cfg.gan_epochs,
                         steps=cfg.total_steps(), meta=meta, resume=resume, checkpoint_every=cfg.checkpoint_every, progress=progress,

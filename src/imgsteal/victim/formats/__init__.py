@@ -66,8 +66,8 @@ def _convert_weights(path: Path, obj: Any, options: ImportOptions) -> Imported:
 def _apply_overrides(imported: Imported, options: ImportOptions) -> Imported:
     if options.scale is not None and options.scale != imported.scale:
         raise CheckpointError(f"--scale {options.scale}, but the {imported.format} weights upscale by {imported.scale}")
-    if options.task is not None and options.task != imported.task:
-        raise CheckpointError(f"--task {options.task}, but a {imported.format} {imported.arch} network is a {imported.task} model")
+    if options.kind is not None and options.kind != imported.kind:
+        raise CheckpointError(f"--kind {options.kind}, but a {imported.format} {imported.arch} network is a {imported.kind} model")
     if options.input_size is not None:
         raise CheckpointError("--input-size is for ONNX/TorchScript models; torch formats record their own size rule")
     if options.input_range or options.output_range or options.channel_order:
@@ -98,8 +98,8 @@ def _runtime(path: Path, kind: str, options: ImportOptions) -> Imported:
     contract = contract_of(options)
     scale = options.scale or probe_scale(ContractModule(module, contract["input_range"], contract["output_range"],
                                                         contract["channel_order"]), fixed)
-    task = options.task or ("sr" if scale > 1 else "style")
-    return Imported(module, kind, task, scale, options.size_multiple or 1, None, {}, contract=contract,
+    translation = options.kind or ("sr" if scale > 1 else "style")
+    return Imported(module, kind, translation, scale, options.size_multiple or 1, None, {}, contract=contract,
                     input_size=fixed[0] if fixed else None, details={"runtime": kind})
 
 
@@ -169,7 +169,7 @@ def import_model(path: str | Path, out: str | Path, options: ImportOptions | Non
     info = {
         "format": IMPORT_FORMAT, "source": source, "detected": {"format": imported.format, "arch": imported.arch,
                                                                 "kwargs": imported.kwargs, **imported.details},
-        "runtime": runtime, "role": "victim", "task": imported.task, "scale": imported.scale,
+        "runtime": runtime, "role": "victim", "kind": imported.kind, "scale": imported.scale,
         "size_multiple": imported.size_multiple, "input_size": imported.input_size, "contract": imported.contract,
         "mode": "train" if options.train_mode else "eval",
     }
@@ -179,7 +179,7 @@ def import_model(path: str | Path, out: str | Path, options: ImportOptions | Non
         info["tiling"] = TilingConfig(**tiling).model_dump()
     if runtime == "torch":
         info["model_file"] = "model.safetensors"
-        meta = {"role": "victim", "task": imported.task, "scale": imported.scale,
+        meta = {"role": "victim", "kind": imported.kind, "scale": imported.scale,
                 "size_multiple": imported.size_multiple, "export": "generator",
                 "archs": {"generator": {"arch": imported.arch, "kwargs": imported.kwargs}},
                 "contract": imported.contract, "input_size": imported.input_size, "mode": info["mode"],

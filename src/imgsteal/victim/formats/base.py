@@ -40,7 +40,7 @@ class ImportOptions(BaseModel):
     input_range: Optional[tuple[float, float]] = None
     output_range: Optional[tuple[float, float]] = None
     channel_order: Optional[Literal["rgb", "bgr"]] = None
-    task: Optional[Literal["sr", "style"]] = None
+    kind: Optional[Literal["sr", "style"]] = None
     size_multiple: Optional[int] = Field(None, ge=1)
     input_size: Optional[int] = Field(None, ge=8, description="ONNX/TorchScript: square side the network needs (inputs resized to it and back)")
     train_mode: bool = False
@@ -56,7 +56,7 @@ class Imported:
 
     module: nn.Module
     format: str
-    task: str
+    kind: str
     scale: int
     size_multiple: int = 1
     arch: Optional[str] = None
