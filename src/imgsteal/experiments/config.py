@@ -27,6 +27,7 @@ from imgsteal.pipeline.kinds import KINDS, Kind, kind_of
 
 PAPER_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 NO_DEFENSE = "none"
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/imgsteal: `{package}` in paths
 # The paper's per-query price (section 8): $0.016 for a 256 x 256 answer.
 PAPER_PRICE_USD = 0.016
 
@@ -326,8 +327,9 @@ class ExperimentConfig(_Strict):
         return GridConfig.model_validate(merged)
 
     def expand(self, text: str) -> str:
-        """Substitute {data_root} in a dataset spec or path."""
-        return text.replace("{data_root}", self.data_root)
+        """Substitute {data_root} (the config's data root) and {package} (the folder imgsteal is installed
+        in, for models shipped with it, e.g. the demo's victims) in a dataset spec or path."""
+        return text.replace("{data_root}", self.data_root).replace("{package}", str(PACKAGE_ROOT))
 
     def dump_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
