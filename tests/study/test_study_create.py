@@ -130,7 +130,9 @@ def test_warns_when_sizes_would_give_the_source_away(tmp_path, task_dirs):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         create_study(StudySpec(tasks=task_dirs[1:], pairs=4), tmp_path / "t")
-    assert not [w for w in caught if "differ in size" in str(w.message)]
+    assert not [w for w in caught if "outputs differ in size" in str(w.message)]
+    # ...but each styled image has another aspect ratio than its original (40 x 40): a crop or stretch.
+    assert any("the original and the styled image differ in aspect ratio" in str(w.message) for w in caught)
 
 
 def _task_switches(study: Study, order: list[str]) -> int:

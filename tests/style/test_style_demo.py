@@ -38,6 +38,15 @@ def test_style_demo_reports_paired_scores_and_why_fid_was_skipped(tmp_path, monk
     assert not (out / "experiment" / "cells" / "style" / "f100-flip-s1" / "evaluation" / "outputs").exists()
     cell = json.loads((out / "experiment" / "cells" / "style" / "f100-flip-s0" / "result.json").read_text())
     assert cell["records"][0]["metrics"]["ssim"]["B"] > 0
+    # The user study takes the pipeline's outputs directly.
+    from typer.testing import CliRunner
+
+    from imgsteal.cli import app
+
+    result = CliRunner().invoke(app, ["study", "create", "--experiment", str(out), "--out", str(tmp_path / "study"),
+                                      "--pairs", "4", "--no-demographics"])
+    assert result.exit_code == 0, result.output
+    assert "F_V +" in result.output and "warning" not in result.output  # inputs and outputs match in size
     # A second run finds every stage done and only rebuilds the report.
     again = run_demo(out, tasks=("style",), progress=False, overrides=TINY_STYLE)["style"]
     assert again["harvest"] == payload["harvest"] and again["headline"] == payload["headline"]

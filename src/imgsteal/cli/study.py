@@ -31,6 +31,8 @@ def _per_task(values: List[str], n: int, option: str) -> List[Optional[str]]:
 def create(
     out: Path = typer.Option(..., "--out", help="New study folder (must not exist or be empty)."),
     spec: Optional[Path] = typer.Option(None, "--spec", help="YAML study spec (tasks, title, intro, pairs, ...)."),
+    experiment: Optional[Path] = typer.Option(None, "--experiment", help="An experiment or demo folder: its style "
+                                              "tasks' inputs and F_V / F_A outputs (instead of --spec or --task)."),
     task: List[str] = typer.Option([], "--task", help="Task name; repeat for several tasks."),
     originals: List[Path] = typer.Option([], "--originals", help="Folder of unstyled inputs (one per --task)."),
     victim: List[Path] = typer.Option([], "--victim", help="Folder of F_V outputs, same file stems (one per --task)."),
@@ -51,13 +53,18 @@ def create(
 
         from imgsteal.study.create import StudySpec, TaskSpec, create_study
 
-        if spec is not None and task:
-            raise UserError("give either --spec or --task options, not both")
-        if spec is not None:
+        if sum([spec is not None, bool(task), experiment is not None]) > 1:
+            raise UserError("give one of --spec, --experiment or --task options")
+        if experiment is not None:
+            from imgsteal.study.create import tasks_from_experiment
+
+            study_spec = StudySpec(tasks=tasks_from_experiment(experiment))
+        elif spec is not None:
             study_spec = StudySpec.from_yaml(spec)
         else:
             if not task:
-                raise UserError("give --spec FILE or at least one --task with --originals, --victim and --surrogate")
+                raise UserError("give --spec FILE, --experiment FOLDER, or at least one --task with --originals, "
+                                "--victim and --surrogate")
             n = len(task)
             for values, name in ((originals, "--originals"), (victim, "--victim"), (surrogate, "--surrogate")):
                 if len(values) != n:

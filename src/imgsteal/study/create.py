@@ -226,6 +226,59 @@ def _warn_if_sizes_differ(task: str, stems: list[str], victim: dict[str, Path], 
         )
 
 
+def _warn_if_shapes_differ(task: str, stems: list[str], originals: dict[str, Path], styled: dict[str, Path]) -> None:
+    """Warn when an original and its styled image differ in aspect ratio or size: participants compare
+    them side by side, and a crop or a stretch is a difference the model did not make."""
+    differing = []
+    for stem in stems:
+        (ow, oh), (sw, sh) = _image_size(originals[stem]), _image_size(styled[stem])
+        if (ow, oh) != (sw, sh):
+            differing.append((stem, (ow, oh), (sw, sh), abs(ow / oh - sw / sh) > 0.01))
+    if differing:
+        stem, original, other, aspect = differing[0]
+        what = "aspect ratio" if any(d[3] for d in differing) else "size"
+        warnings.warn(
+            f"task {task!r}: for {len(differing)} of {len(stems)} inputs the original and the styled image differ in "
+            f"{what} (e.g. {stem}: {original[0]}x{original[1]} vs {other[0]}x{other[1]}); use the inputs the models "
+            "were given (an experiment's evaluation/outputs/<set>/input, or `study create --experiment`)",
+            stacklevel=3,
+        )
+
+
+def tasks_from_experiment(folder: str | Path) -> list[TaskSpec]:
+    """Study tasks from an experiment's (or the demo's) style-transfer tasks: the inputs, F_V's and F_A's
+    outputs kept by the report's gallery cell (evaluation/outputs/<first test set>/, named by input
+    stem), and the task's style set as the style examples. ImgstealError when there are none."""
+    from imgsteal.experiments.config import load_config
+
+    folder = Path(folder)
+    if not (folder / "config.yaml").is_file() and (folder / "experiment" / "config.yaml").is_file():
+        folder = folder / "experiment"  # the demo's folder holds its experiment
+    if not (folder / "config.yaml").is_file():
+        raise ImgstealError(f"{folder} is not an experiment or demo folder (no config.yaml)")
+    cfg = load_config(folder / "config.yaml")
+    tasks = []
+    for task in cfg.tasks:
+        if task.kind_spec.has_truth:
+            continue  # the study rates style transfer
+        scored = sorted((folder / "cells" / task.name).glob("*/evaluation/outputs/*/surrogate0"), reverse=True)
+        if not scored:
+            continue
+        outputs = scored[0].parent  # the largest fraction first (folder names sort by fraction)
+        examples = None
+        if task.style_set:
+            from imgsteal.data.layouts import resolve_images
+
+            parents = {p.parent for p in resolve_images(cfg.expand(task.style_set))}
+            examples = parents.pop() if len(parents) == 1 else None
+        tasks.append(TaskSpec(name=task.display_title, originals=outputs / "input", victim=outputs / "victim",
+                              surrogate=outputs / "surrogate0", style_examples=examples))
+    if not tasks:
+        raise ImgstealError(f"{folder} holds no finished style-transfer cell with its scored images "
+                            "(run the experiment or `imgsteal demo --task style` first)")
+    return tasks
+
+
 def create_study(spec: StudySpec, out_dir: str | Path) -> Study:
     """Create `out_dir` (must not exist or be empty): images/, study.json and study.sqlite.
 
@@ -244,6 +297,9 @@ def create_study(spec: StudySpec, out_dir: str | Path) -> Study:
         common = sorted(set(originals) & set(victim) & set(surrogate))
         chosen = choose_pairs(common, spec.pairs, spec.victim_share, spec.seed, task.name)
         _warn_if_sizes_differ(task.name, [stem for stem, _ in chosen], victim, surrogate)
+        _warn_if_shapes_differ(task.name, [stem for stem, source in chosen if source is Source.victim], originals, victim)
+        _warn_if_shapes_differ(task.name, [stem for stem, source in chosen if source is Source.surrogate], originals,
+                               surrogate)
         examples: list[Path] = []
         if task.style_examples is not None:
             try:
