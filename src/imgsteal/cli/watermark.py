@@ -1,4 +1,5 @@
-"""`imgsteal watermark verify|clients`: the owner checks a suspect model against a client's trigger set."""
+"""`imgsteal watermark verify|clients|train|calibrate`: the owner checks a suspect model against a client's trigger
+set (DAWN), or trains, calibrates and verifies the box-free watermark (`--method boxfree`)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ TRIGGERS_OPTION = typer.Option(DEFAULT_TRIGGERS, envvar="IMGSTEAL_WATERMARK_DB",
 @watermark_app.command("verify")
 def verify(
     suspect: str = typer.Option(..., help="the suspect model: a checkpoint or run folder, or the http(s):// URL of its API"),
-    client: str = typer.Option(..., help="API key name of the client whose trigger set is checked"),
+    client: Optional[str] = typer.Option(None, help="API key name of the client whose trigger set is checked (dawn; required there)"),
+    method: str = typer.Option("dawn", help="dawn: a client's trigger set; boxfree: the box-free mark (needs --model)"),
+    model: Optional[Path] = typer.Option(None, envvar="IMGSTEAL_BOXFREE_MODEL",
+                                         help="boxfree: run folder of `imgsteal watermark train --method boxfree`"),
     triggers: Path = TRIGGERS_OPTION,
     api_key: Optional[str] = typer.Option(None, envvar="IMGSTEAL_SUSPECT_API_KEY", help="API key for a suspect URL"),
     alpha: float = typer.Option(0.01, help="significance level of the one-sided binomial test"),
@@ -39,6 +43,12 @@ def verify(
     with user_errors():
         from imgsteal.defenses.verify import open_suspect, verify_watermark
 
+        if _other_method(method, suspect, model, reference, api_key, device, json_out):
+            return
+        if client is None:
+            from imgsteal.errors import ImgstealError
+
+            raise ImgstealError("--client is required with --method dawn (the API key name whose trigger set is checked)")
         references = [open_suspect(spec, None, device) for spec in reference or []]  # never send the suspect's key elsewhere
         verdict = verify_watermark(triggers, client, open_suspect(suspect, api_key, device), suspect_name=suspect, alpha=alpha,
                                    references=references, closeness=closeness)
@@ -65,6 +75,106 @@ def clients(triggers: Path = TRIGGERS_OPTION) -> None:
                 typer.echo("no triggers recorded yet")
             for name in names:
                 typer.echo(f"{name}\t{store.count(name)} triggers")
+
+
+# -- box-free watermark (Zhang et al. 2020): train, calibrate, verify -----------------------------
+METHOD_OPTION = typer.Option("boxfree", help="watermark method: boxfree (the DAWN watermark needs no training)")
+
+
+def _check_boxfree(method: str) -> None:
+    from imgsteal.errors import ImgstealError
+
+    if method != "boxfree":
+        raise ImgstealError(f"unknown method {method!r} here: only boxfree is trained/calibrated (dawn needs neither)")
+
+
+def _other_method(method: str, suspect: str, model: Optional[Path], reference: Optional[List[str]], api_key: Optional[str],
+                  device: str, json_out: Optional[Path]) -> bool:
+    """`verify --method boxfree`: runs it and returns True; False for dawn; an error for anything else."""
+    from imgsteal.errors import ImgstealError
+
+    if method == "dawn":
+        return False
+    if method != "boxfree":
+        raise ImgstealError(f"unknown --method {method!r}; known: dawn, boxfree")
+    if model is None:
+        raise ImgstealError("--method boxfree needs --model (the run folder of `imgsteal watermark train --method boxfree`)")
+    from imgsteal.defenses.boxfree import BoxfreeModel, calibrate_threshold, suspect_outputs, verify_boxfree
+    from imgsteal.defenses.verify import open_suspect
+
+    owner = BoxfreeModel.load(model, device)
+    threshold = None
+    if reference:  # a threshold from these independent models, for this check only (the suspect is never one)
+        cal = owner.calibration() if (model / "calibration.json").exists() else {"margin": 0.1, "floor": 0.3}
+        queries = owner.queries()
+        scores = [owner.score(suspect_outputs(open_suspect(spec, None, device), queries)).ssim for spec in reference]
+        threshold = calibrate_threshold(scores, cal["margin"], cal["floor"])
+    verdict = verify_boxfree(owner, open_suspect(suspect, api_key, device), suspect_name=suspect, threshold=threshold)
+    if reference:
+        verdict.calibrated_on = len(reference)
+    typer.echo(verdict.summary())
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(verdict.as_dict(), indent=2))
+    return True
+
+
+@watermark_app.command("train")
+def train(
+    images: List[str] = typer.Option(..., help="folder or dataset spec of victim inputs (repeatable); the answers are the "
+                                               "victim's outputs on crops of them (the images themselves without --victim)"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder (0700: networks, the secret mark, queries, threshold)"),
+    method: str = METHOD_OPTION,
+    victim: Optional[str] = typer.Option(None, help="the victim checkpoint or run folder whose answers are marked"),
+    mark: str = typer.Option("auto", help="mark image file, or auto for a fresh random secret mark"),
+    size: int = typer.Option(64, help="answer crop side, px (a multiple of the victim's scale)"),
+    mark_size: int = typer.Option(32, help="side of the mark image, px"),
+    steps: int = typer.Option(600, help="stage-1 steps (embedder, extractor, discriminator)"),
+    surrogates: int = typer.Option(2, help="stage 2: surrogates trained on marked answers"),
+    negatives: int = typer.Option(2, help="stage 2: models trained on clean answers"),
+    surrogate_steps: int = typer.Option(300, help="steps of each stage-2 / calibration model"),
+    finetune_steps: int = typer.Option(300, help="stage 2: extractor fine-tuning steps"),
+    calibration_models: int = typer.Option(4, help="independent clean-answer models the threshold is calibrated on "
+                                                   "(0: calibrate later with `watermark calibrate`)"),
+    batch_size: int = typer.Option(16),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto (cuda if present), cpu, cuda, cuda:1 ..."),
+    resume: bool = typer.Option(False, help="continue a killed stage 1 from its last checkpoint"),
+) -> None:
+    """Train the box-free watermark (stage 1, stage 2 with surrogates) and calibrate its threshold."""
+    with user_errors():
+        _check_boxfree(method)
+        from imgsteal.defenses.boxfree import BoxfreeTrainConfig, train_boxfree
+
+        cfg = BoxfreeTrainConfig(images=images, victim=victim, mark=mark, size=size, mark_size=mark_size, steps=steps,
+                                 surrogates=surrogates, negatives=negatives, surrogate_steps=surrogate_steps,
+                                 finetune_steps=finetune_steps, calibration_models=calibration_models,
+                                 batch_size=batch_size, seed=seed, device=device)
+        result = train_boxfree(cfg, out, resume=resume)
+        typer.echo(result.summary())
+        typer.echo(f"networks, secret mark and threshold in {out} (owner-only)")
+
+
+@watermark_app.command("calibrate")
+def calibrate(
+    model: Path = typer.Option(..., help="run folder of `imgsteal watermark train --method boxfree`"),
+    reference: List[str] = typer.Option(..., help="an independent model (checkpoint, run folder or URL) trained on clean "
+                                                  "answers, never the suspect; repeatable (>= 10 to speak of a 10% FPR)"),
+    method: str = METHOD_OPTION,
+    margin: float = typer.Option(0.1, help="the threshold sits this far above the highest independent similarity"),
+    floor: float = typer.Option(0.3, help="the threshold is never below this similarity"),
+    device: str = typer.Option("auto", help="where reference checkpoints run: auto, cpu, cuda ..."),
+) -> None:
+    """Set the box-free decision threshold from independent models' mark similarities (stored in the run folder)."""
+    with user_errors():
+        _check_boxfree(method)
+        from imgsteal.defenses.boxfree import BoxfreeModel, calibrate_boxfree
+        from imgsteal.defenses.verify import open_suspect
+
+        owner = BoxfreeModel.load(model, device)
+        record = calibrate_boxfree(owner, {spec: open_suspect(spec, None, device) for spec in reference}, margin, floor)
+        typer.echo(f"threshold {record['threshold']:.3f}: highest independent similarity {record['max']:.3f} "
+                   f"(mean {record['mean']:.3f}) on {record['models']} models")
 
 
 def register(app: typer.Typer) -> None:

@@ -33,6 +33,15 @@ class FingerprintOptions(BaseModel):
                                                     "fingerprint); required")
 
 
+class BoxfreeOptions(BaseModel):
+    """Settings of the box-free output watermark."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Optional[Path] = Field(None, description="run folder of `imgsteal watermark train --method boxfree` (networks + "
+                                                    "the secret mark); required")
+
+
 @dataclass(frozen=True)
 class DefenseContext:
     """Where the defended service runs: fills the options a setup leaves unset."""
@@ -67,6 +76,14 @@ def _fingerprint(options: FingerprintOptions, ctx: DefenseContext):
     if options.model is None:
         raise ImgstealError("the fingerprint defence needs --fingerprint-model (a run folder of `imgsteal fingerprint train`)")
     return FingerprintDefense(FingerprintModel.load(options.model, ctx.device))
+
+
+def _boxfree(options: BoxfreeOptions, ctx: DefenseContext):
+    from imgsteal.defenses.boxfree import BoxfreeDefense, BoxfreeModel
+
+    if options.model is None:
+        raise ImgstealError("the boxfree defence needs --boxfree-model (a run folder of `imgsteal watermark train --method boxfree`)")
+    return BoxfreeDefense(BoxfreeModel.load(options.model, ctx.device))
 
 
 def _pgd(options, ctx: DefenseContext):
@@ -106,6 +123,8 @@ DEFENSES: dict[str, DefenseSpec] = {
                                "stamp every answer with the owner's steganographic fingerprint"),
     "pgd": DefenseSpec("pgd", _pgd_options, _pgd,
                        "add a PGD perturbation (L-inf) against the victim's discriminator to every answer"),
+    "boxfree": DefenseSpec("boxfree", lambda: BoxfreeOptions, _boxfree,
+                           "hide the owner's secret mark in every answer (box-free watermark, Zhang et al. 2020)"),
 }
 
 
@@ -129,6 +148,7 @@ class DefenseSetup(BaseModel):
     watermark: dict[str, Any] = Field(default_factory=dict)
     fingerprint: dict[str, Any] = Field(default_factory=dict)
     pgd: dict[str, Any] = Field(default_factory=dict)
+    boxfree: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _valid(self) -> "DefenseSetup":

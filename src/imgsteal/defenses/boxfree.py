@@ -1,0 +1,799 @@
+"""Box-free output watermark (after Zhang et al., AAAI 2020 and TPAMI 2021): a secret mark image
+hidden in every answer, which an extractor recovers from the outputs of any model trained on them.
+
+Networks (all fully convolutional up to the extractor's global pooling, so any answer size works):
+- embedder H: (answer, mark) -> answer + residual; the residual is a local function of the answer's
+  content conditioned on a code of the mark, bounded by tanh to +-`strength` (0.012 by default,
+  which keeps every marked answer at >= 38.4 dB PSNR by construction).
+- extractor R: image -> mark_size x mark_size mark image in [0, 1]; the secret mark for marked
+  images and for outputs of models trained on marked answers, a blank (all-zero) image otherwise.
+- discriminator D: marked vs clean answers (adversarial loss on H), as in the papers.
+
+Differences from the papers, on purpose: the papers' residual is tied to pixel positions (the mark
+image is concatenated spatially), which a surrogate trained on random crops cannot learn (the
+structure-consistency follow-up, Zhang et al. 2021, shows exactly this failure under crops). Here the
+residual is a content-dependent texture that a translation-equivariant surrogate can learn, and R
+reads it through global pooling.
+
+Training (`train_boxfree`), as in Zhang et al.:
+- stage 1: H, R, D on clean answers: fidelity (L2 + adversarial), mark recovery from marked
+  answers (through 8-bit rounding), blank from clean answers;
+- stage 2 ("adversarial stage"): small surrogates are trained on (input, marked answer) pairs and
+  others on (input, clean answer) pairs; R is fine-tuned to return the mark from the former's
+  outputs (and from marked answers) and the blank from the latter's (and from clean answers);
+- calibration: more models trained on clean answers, with other seeds and architectures than any
+  used in stage 2, give the similarities an innocent model reaches; the decision threshold is set
+  above them (`calibrate_threshold`) and stored. It is never fitted on a suspect.
+
+Verification: the suspect answers the stored query inputs; R's extractions are averaged and compared
+with the secret mark by a global SSIM (one window over the whole mark: it needs the mark's shape and
+its contrast, so a faint or blank extraction scores near 0); NCC is reported alongside.
+
+Run folder (0700; everything in it owner-only):
+    config.json, metrics.jsonl, checkpoints/   stage-1 training (resumable)
+    boxfree_model.safetensors                  H, R, D (0600)
+    mark.png                                   the secret mark (0600)
+    queries/                                   verification query inputs (PNG)
+    stage2/, calibration/                      the surrogates and independent models trained here
+    calibration.json                           threshold, independent models' similarities
+    metrics.json                               PSNR, similarities of marked/clean/surrogate outputs
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from imgsteal.errors import ImgstealError
+from imgsteal.files import private_dir, read_private, write_private
+from imgsteal.models.registry import register_model
+
+MODEL_FILE = "boxfree_model.safetensors"
+MARK_FILE = "mark.png"
+QUERIES_DIR = "queries"
+CALIBRATION_FILE = "calibration.json"
+METRICS_FILE = "metrics.json"
+LABEL = "boxfree"
+
+# A suspect: list of 3 x h x w inputs in [0, 1] -> list of 3 x H x W outputs in [0, 1].
+Suspect = Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
+
+
+# -- networks ----------------------------------------------------------------------------------
+@register_model("boxfree_embedder")
+class BoxfreeEmbedder(nn.Module):
+    """(N x 3 x H x W answers in [0, 1], 1 x 1 x M x M mark in [0, 1]) -> marked answers in [0, 1].
+
+    The residual is strength * tanh(conv net of the answer, conditioned on a code of the mark
+    broadcast to every position): at most `strength` per pixel, any H x W.
+    """
+
+    def __init__(self, mark_size: int = 32, channels: int = 16, depth: int = 2, code: int = 8,
+                 strength: float = 0.012, gain: float = 5.0) -> None:
+        super().__init__()
+        self.mark_size, self.strength, self.code_dim, self.gain = mark_size, strength, code, gain
+        self.code = nn.Linear(mark_size * mark_size, code)
+        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(inplace=True))
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers += [nn.Conv2d(channels + (code if i == 0 else 0), channels, 3, padding=1), nn.ReLU(inplace=True)]
+        self.body = nn.Sequential(*layers)
+        self.residual = nn.Conv2d(channels, 3, 3, padding=1)
+
+    def forward(self, image: torch.Tensor, mark: torch.Tensor) -> torch.Tensor:
+        code = self.code(mark.reshape(mark.shape[0], -1) * 2 - 1)
+        code = code.expand(image.shape[0], -1)[:, :, None, None].expand(-1, -1, *image.shape[-2:])
+        h = self.body(torch.cat([self.stem(image * 2 - 1), code], 1))
+        texture = torch.tanh(self.gain * self.residual(h))
+        # Fine detail only (minus its 3x3 local mean): the extractor reads the mark there, where the
+        # image content has little energy. Scaled to an RMS of 1 per image (the full budget: the
+        # stronger the imprint, the more of it a surrogate learns), then clamped: the residual is at
+        # most `strength` per pixel, so the marked answer is >= 20 log10(1 / strength) dB PSNR.
+        texture = texture - F.avg_pool2d(F.pad(texture, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        texture = texture / texture.pow(2).mean((1, 2, 3), keepdim=True).add(1e-8).sqrt()
+        return (image + self.strength * texture.clamp(-1, 1)).clamp(0, 1)
+
+
+@register_model("boxfree_extractor")
+class BoxfreeExtractor(nn.Module):
+    """(N x 3 x H x W image in [0, 1], N x 3 x H x W hint) -> N x 1 x M x M mark image in [0, 1].
+
+    The hint is the residual the embedder would add to this very image (H(image) - image, computed by
+    `BoxfreeModel.extract`): an image that carries the mark - or the learnt imprint of it - has fine
+    detail that correlates with that residual, a clean image does not. The extractor sees the image's
+    detail (image minus its 3x3 local mean), the hint and their product, then a shallow conv stack,
+    global mean and standard deviation of its features, and two dense layers that draw the mark.
+    Still box-free: it needs the suspect's output image only.
+    """
+
+    def __init__(self, mark_size: int = 32, channels: int = 32, hidden: int = 64, strength: float = 0.012) -> None:
+        super().__init__()
+        self.mark_size, self.strength = mark_size, strength
+        self.features = nn.Sequential(nn.Conv2d(9, channels, 3, padding=1), nn.ReLU(inplace=True),
+                                      nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
+        self.head = nn.Sequential(nn.Linear(2 * channels + 3, hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, mark_size * mark_size))
+
+    def forward(self, image: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
+        detail = (image - F.avg_pool2d(F.pad(image, (1, 1, 1, 1), mode="replicate"), 3, stride=1)) / self.strength
+        hint = hint / self.strength
+        product = detail * hint
+        f = self.features(torch.cat([detail, hint, product], 1)).flatten(2)
+        pooled = torch.cat([f.mean(-1), f.std(-1), product.flatten(2).mean(-1)], 1)
+        m = self.mark_size
+        return torch.sigmoid(self.head(pooled)).view(-1, 1, m, m)
+
+
+@register_model("boxfree_discriminator")
+class BoxfreeDiscriminator(nn.Module):
+    """N x 3 x H x W in [0, 1] -> N logits (> 0: reads as a clean answer); a small patch discriminator."""
+
+    def __init__(self, channels: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, channels, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
+                                 nn.Conv2d(channels, 2 * channels, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
+                                 nn.Conv2d(2 * channels, 1, 3, padding=1))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(image * 2 - 1).mean((1, 2, 3))
+
+
+# -- marks and similarity ------------------------------------------------------------------------
+def new_mark(size: int) -> torch.Tensor:
+    """A fresh secret mark: an 8 x 8 grid of black/white cells from the OS's CSPRNG, size x size (1 x M x M)."""
+    cells = secrets.randbits(64)
+    grid = torch.tensor([float((cells >> i) & 1) for i in range(64)]).view(1, 1, 8, 8)
+    if grid.std() < 0.3:  # (nearly) uniform grids make poor marks: add a fixed frame
+        grid[..., 0, :], grid[..., -1, :] = 1.0, 0.0
+    return F.interpolate(grid, size=(size, size), mode="nearest")[0]
+
+
+def load_mark(path: str | Path, size: int) -> torch.Tensor:
+    """A mark image file (any format PIL reads) -> 1 x size x size grayscale in [0, 1]."""
+    from imgsteal.data.images import load_image
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImgstealError(f"mark image not found: {path}")
+    rgb = load_image(path)
+    gray = (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2])[None, None]
+    mark = F.interpolate(gray, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    if float(mark.std()) < 0.05:
+        raise ImgstealError(f"the mark image {path} is (nearly) uniform: a mark needs visible structure")
+    return mark.clamp(0, 1)
+
+
+def mark_ssim(extracted: torch.Tensor, mark: torch.Tensor) -> float:
+    """Global SSIM (one window over the whole image) of two 1 x M x M images in [0, 1], in [-1, 1].
+
+    Needs the right mean, contrast and structure: a blank or faint extraction scores near 0.
+    """
+    x, y = extracted.double().flatten(), mark.double().flatten()
+    c1, c2 = 0.01**2, 0.03**2
+    mx, my = x.mean(), y.mean()
+    vx, vy = x.var(unbiased=False), y.var(unbiased=False)
+    cov = ((x - mx) * (y - my)).mean()
+    return float((2 * mx * my + c1) * (2 * cov + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
+
+
+def mark_ncc(extracted: torch.Tensor, mark: torch.Tensor) -> float:
+    """Normalised cross-correlation (Pearson) of two images, in [-1, 1]; 0 when one is constant."""
+    x, y = extracted.double().flatten(), mark.double().flatten()
+    x, y = x - x.mean(), y - y.mean()
+    denom = float(x.norm() * y.norm())
+    return 0.0 if denom < 1e-12 else float((x * y).sum()) / denom
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two images in [0, 1] (100 when identical)."""
+    mse = float(F.mse_loss(a.detach().float(), b.detach().float()))
+    return 100.0 if mse == 0 else 10 * math.log10(1 / mse)
+
+
+# -- the trained model -----------------------------------------------------------------------------
+def _save_private_modules(path: Path, meta: dict, modules: dict[str, nn.Module]) -> None:
+    from safetensors.torch import save
+
+    tensors = {f"{name}.{k}": v.detach().cpu().contiguous().clone() for name, m in modules.items()
+               for k, v in m.state_dict().items()}
+    write_private(path, save(tensors, metadata={"meta": json.dumps(meta)}))
+
+
+def _load_private_modules(path: Path) -> tuple[dict, dict[str, nn.Module]]:
+    """Rebuild the networks of a private model file (safetensors: no pickle)."""
+    from safetensors.torch import load
+
+    from imgsteal.models import build_model
+
+    data = read_private(path)
+    tensors = load(data)
+    meta = _safetensors_meta(data)
+    modules = {}
+    for name, spec in meta["archs"].items():
+        module = build_model(spec["arch"], **spec.get("kwargs", {}))
+        prefix = f"{name}."
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        modules[name] = module.eval()
+    return meta, modules
+
+
+def _safetensors_meta(data: bytes) -> dict:
+    """The JSON `meta` entry of a safetensors file's header (read without loading tensors)."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    return json.loads(header.get("__metadata__", {}).get("meta", "{}"))
+
+
+class BoxfreeModel:
+    """The owner's trained networks, secret mark, verification queries and calibrated threshold."""
+
+    def __init__(self, embedder: nn.Module, extractor: nn.Module, mark: torch.Tensor,
+                 device: torch.device = torch.device("cpu"), run_dir: Path | None = None) -> None:
+        self.device = device
+        self.embedder, self.extractor = embedder.to(device).eval(), extractor.to(device).eval()
+        self.mark = mark.float().to(device)
+        self.run_dir = run_dir
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str | torch.device | None = "cpu") -> "BoxfreeModel":
+        """Load a run folder of `train_boxfree` (networks and the secret mark)."""
+        from imgsteal.data.images import decode_image
+        from imgsteal.device import pick_device
+
+        run_dir = Path(run_dir)
+        model_path, mark_path = run_dir / MODEL_FILE, run_dir / MARK_FILE
+        if not model_path.exists() or not mark_path.exists():
+            raise ImgstealError(f"{run_dir} is not a trained box-free watermark (needs {MODEL_FILE} and {MARK_FILE}); "
+                                "run `imgsteal watermark train --method boxfree` first")
+        _, modules = _load_private_modules(model_path)
+        mark = decode_image(read_private(mark_path), "mark")[:1]
+        device = device if isinstance(device, torch.device) else pick_device(device)
+        return cls(modules["embedder"], modules["extractor"], mark, device, run_dir)
+
+    @torch.no_grad()
+    def embed(self, image: torch.Tensor) -> torch.Tensor:
+        """3 x H x W answer in [0, 1] -> the same answer carrying the owner's mark (residual <= strength)."""
+        return self.embedder(image.to(self.device, torch.float32)[None], self.mark[None])[0].cpu()
+
+    @torch.no_grad()
+    def extract(self, image: torch.Tensor) -> torch.Tensor:
+        """3 x H x W image in [0, 1] -> 1 x M x M extracted mark (blank, all 0, for clean images)."""
+        x = image.to(self.device, torch.float32)[None]
+        return self.extractor(x, self.embedder(x, self.mark[None]) - x)[0].cpu()
+
+    def score(self, images: Sequence[torch.Tensor]) -> "MarkScore":
+        """Similarity of the mean extraction over `images` to the secret mark (see MarkScore)."""
+        if not images:
+            raise ImgstealError("no images to extract the mark from")
+        extracted = torch.stack([self.extract(img) for img in images])
+        mean = extracted.mean(0)
+        mark = self.mark.cpu()
+        return MarkScore(images=len(images), ssim=mark_ssim(mean, mark), ncc=mark_ncc(mean, mark),
+                         per_image_ssim=sum(mark_ssim(e, mark) for e in extracted) / len(extracted))
+
+    def queries(self) -> list[torch.Tensor]:
+        """The stored verification query inputs (3 x h x w in [0, 1])."""
+        from imgsteal.data.images import decode_image
+
+        folder = None if self.run_dir is None else self.run_dir / QUERIES_DIR
+        if folder is None or not folder.is_dir():
+            raise ImgstealError("this box-free model has no stored verification queries")
+        files = sorted(folder.glob("*.png"))
+        if not files:
+            raise ImgstealError(f"no verification queries in {folder}")
+        return [decode_image(read_private(p), p.name) for p in files]
+
+    def calibration(self) -> dict:
+        path = None if self.run_dir is None else self.run_dir / CALIBRATION_FILE
+        if path is None or not path.exists():
+            raise ImgstealError("the box-free watermark has no calibrated threshold yet: run "
+                                "`imgsteal watermark calibrate --method boxfree --model RUN --reference MODEL ...`")
+        return json.loads(read_private(path))
+
+
+@dataclass
+class MarkScore:
+    """How much of the owner's mark a set of images carries.
+
+    ssim: global SSIM of the mean extraction vs the mark (the decision statistic; ~1 for the mark, ~0 blank);
+    ncc: Pearson correlation of the same two images (shape only, amplitude-blind: informative);
+    per_image_ssim: mean over images of each extraction's SSIM.
+    """
+
+    images: int
+    ssim: float
+    ncc: float
+    per_image_ssim: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class BoxfreeDefense:
+    """Output defence: hides the owner's mark in every answer (label "boxfree")."""
+
+    name = LABEL
+
+    def __init__(self, model: BoxfreeModel) -> None:
+        self.model = model
+
+    def apply(self, key_name: str, input_image: torch.Tensor, output_image: torch.Tensor,
+              input_sha256: str) -> tuple[torch.Tensor, str | None]:
+        return self.model.embed(output_image), self.name
+
+
+# -- verification and calibration ------------------------------------------------------------------
+@dataclass
+class BoxfreeVerdict:
+    """Outcome of checking one suspect: similarity of its extracted mark against the calibrated threshold."""
+
+    suspect: str
+    queries: int
+    similarity: float  # global SSIM of the mean extracted mark vs the secret mark
+    ncc: float
+    threshold: float
+    calibrated_on: int  # independent models behind the threshold
+    verified: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        decision = ("the suspect CARRIES the box-free watermark" if self.verified
+                    else "no evidence the suspect carries the box-free watermark")
+        return (f"{self.suspect}: mark similarity (SSIM) {self.similarity:.3f}, NCC {self.ncc:.3f}, on {self.queries} "
+                f"queries; threshold {self.threshold:.3f} (calibrated on {self.calibrated_on} independent models): {decision}")
+
+
+def suspect_outputs(suspect: Suspect, queries: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    answers = suspect(list(queries))
+    if len(answers) != len(queries):
+        raise ImgstealError(f"the suspect answered {len(answers)} of {len(queries)} queries")
+    return answers
+
+
+def verify_boxfree(model: BoxfreeModel, suspect: Suspect, suspect_name: str = "suspect",
+                   threshold: float | None = None) -> BoxfreeVerdict:
+    """Query the suspect with the stored inputs, extract, compare with the mark and decide.
+
+    threshold: None = the calibrated one stored in the run folder (an error if there is none).
+    """
+    calibrated_on = 0
+    if threshold is None:
+        cal = model.calibration()
+        threshold, calibrated_on = float(cal["threshold"]), int(cal["models"])
+    queries = model.queries()
+    score = model.score(suspect_outputs(suspect, queries))
+    return BoxfreeVerdict(suspect=suspect_name, queries=len(queries), similarity=score.ssim, ncc=score.ncc,
+                          threshold=threshold, calibrated_on=calibrated_on, verified=score.ssim > threshold)
+
+
+def calibrate_threshold(scores: Sequence[float], margin: float = 0.1, floor: float = 0.3) -> float:
+    """The decision threshold from independent models' similarities: `margin` above the highest of
+    them, and never below `floor`. (With n independent models, the false-positive rate this shows is
+    at most about 1/n: use at least 10 models to speak of 10%, 100 for 1%.)"""
+    if not scores:
+        raise ImgstealError("calibration needs at least one independent model")
+    return max(floor, max(scores) + margin)
+
+
+def write_calibration(run_dir: Path, scores: dict[str, float], margin: float, floor: float) -> dict:
+    """Store the threshold calibrated on `scores` (name -> similarity of an independent model)."""
+    threshold = calibrate_threshold(list(scores.values()), margin, floor)
+    values = list(scores.values())
+    record = {"threshold": threshold, "models": len(values), "margin": margin, "floor": floor,
+              "max": max(values), "mean": sum(values) / len(values), "scores": scores}
+    write_private(run_dir / CALIBRATION_FILE, json.dumps(record, indent=2).encode())
+    return record
+
+
+def calibrate_boxfree(model: BoxfreeModel, references: dict[str, Suspect], margin: float = 0.1,
+                      floor: float = 0.3) -> dict:
+    """Score each independent reference model (trained on clean answers, never the suspect) and store
+    the threshold in the run folder; returns the calibration record."""
+    if model.run_dir is None:
+        raise ImgstealError("calibration needs the model's run folder")
+    queries = model.queries()
+    scores = {name: model.score(suspect_outputs(s, queries)).ssim for name, s in references.items()}
+    return write_calibration(model.run_dir, scores, margin, floor)
+
+
+# -- surrogates (stage 2 and calibration) ----------------------------------------------------------
+def surrogate_specs(scale: int) -> list[tuple[str, dict]]:
+    """Small architectures for surrogates / independent models of a task of `scale` (1: same size)."""
+    if scale == 1:
+        return [("unet", {"ngf": 8, "depth": 3, "use_dropout": False}),
+                ("resnet_generator", {"ngf": 8, "n_blocks": 1}),
+                ("unet", {"ngf": 4, "depth": 2, "use_dropout": False, "norm": "instance"}),
+                ("resnet_generator", {"ngf": 4, "n_blocks": 2})]
+    return [("srresnet", {"scale": scale, "n_blocks": 1, "channels": 16}),
+            ("msrresnet", {"scale": scale, "n_blocks": 1, "channels": 16}),
+            ("edsr", {"scale": scale, "n_blocks": 1, "channels": 16}),
+            ("srresnet", {"scale": scale, "n_blocks": 2, "channels": 8})]
+
+
+def train_surrogate(inputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], arch: str, kwargs: dict,
+                    run_dir: Path, *, steps: int, seed: int, lr: float = 2e-3, batch_size: int = 8,
+                    patch: int | None = None, device: torch.device = torch.device("cpu"),
+                    progress: bool = False) -> nn.Module:
+    """Train one small generator on (input, target) pairs with a pixel (L1) loss; returns it (eval mode).
+
+    inputs / targets: 3 x h x w and 3 x sh x sw in [0, 1]; patch: input crop side (None: whole images).
+    """
+    from imgsteal.data.patches import PairedPatchSource, to_uint8_tensor
+    from imgsteal.models import build_model
+    from imgsteal.train.loop import run_training
+    from imgsteal.train.paired import PixelRecipe
+
+    scale = targets[0].shape[-1] // inputs[0].shape[-1]
+    torch.manual_seed(seed)
+    generator = build_model(arch, **kwargs)
+    recipe = PixelRecipe(generator, device, lr=lr, loss="l1")
+    source = PairedPatchSource([to_uint8_tensor(x) for x in inputs], [to_uint8_tensor(y) for y in targets],
+                               scale=scale, patch=patch, batch_size=batch_size, seed=seed, repeat=1)
+    source.repeat = max(1, math.ceil(steps * source.batch_size / len(inputs)))  # one epoch: one checkpoint
+    run_training(recipe, source, run_dir=run_dir, epochs=1, steps=steps, progress=progress, checkpoint_every=0,
+                 meta={"role": "boxfree-surrogate", "task": "sr" if scale > 1 else "style", "scale": scale, "seed": seed,
+                       "size_multiple": _size_multiple(generator)},
+                 description=f"surrogate {arch}")
+    return generator.eval()
+
+
+def _size_multiple(generator: nn.Module) -> int:
+    depth = getattr(generator, "depth", None)
+    if depth is not None:
+        return 2**depth
+    return 4 if type(generator).__name__ == "ResnetGenerator" else 1
+
+
+@torch.no_grad()
+def run_generator(generator: nn.Module, inputs: Sequence[torch.Tensor], device: torch.device = torch.device("cpu"),
+                  batch: int = 16) -> list[torch.Tensor]:
+    """Outputs of a generator in eval mode on equally sized inputs, clamped and rounded to 8 bits."""
+    from imgsteal.data.images import quantize
+
+    generator = generator.to(device).eval()
+    out: list[torch.Tensor] = []
+    for i in range(0, len(inputs), batch):
+        x = torch.stack(list(inputs[i : i + batch])).to(device)
+        out += [quantize(y.cpu()) for y in generator(x)]
+    return out
+
+
+def module_suspect(generator: nn.Module, device: torch.device = torch.device("cpu")) -> Suspect:
+    return lambda images: run_generator(generator, images, device)
+
+
+# -- training ----------------------------------------------------------------------------------------
+class BoxfreeTrainConfig(BaseModel):
+    """Box-free watermark training (stage 1, stage 2, calibration). Defaults: a small CPU-sized run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[str] = Field(description="folders or dataset specs of images (victim inputs, or answers when no victim)")
+    victim: Optional[str] = Field(None, description="victim checkpoint/run folder; None: the images are the answers")
+    mark: str = Field("auto", description="mark image file, or 'auto' for a fresh random secret mark")
+    size: int = Field(64, ge=16, description="answer crop side, px (a multiple of the victim's scale)")
+    mark_size: int = Field(32, ge=8, le=128)
+    crops_per_image: int = Field(2, ge=1)
+    max_images: int = Field(64, ge=1)
+    queries: int = Field(16, ge=1, description="verification query inputs kept in the run folder")
+    channels: int = Field(16, ge=1)
+    depth: int = Field(2, ge=1)
+    extractor_channels: int = Field(32, ge=1)
+    strength: float = Field(0.012, gt=0, le=0.2, description="max residual per pixel (0.012 keeps PSNR >= 38.4 dB)")
+    steps: int = Field(600, ge=1, description="stage-1 steps")
+    batch_size: int = Field(16, ge=1)
+    lr: float = 1e-3
+    image_weight: float = Field(0.0, ge=0, description="weight of an extra L2 fidelity loss (the residual is bounded by `strength` anyway)")
+    adv_weight: float = Field(0.01, ge=0, description="weight of the discriminator's loss on H (0: no discriminator)")
+    ramp: float = Field(0.3, ge=0, le=1, description="share of stage 1 over which the fidelity weight rises from 0")
+    surrogates: int = Field(2, ge=0, description="stage 2: surrogates trained on marked answers")
+    negatives: int = Field(2, ge=0, description="stage 2: models trained on clean answers (R learns blank on them)")
+    surrogate_steps: int = Field(300, ge=1)
+    surrogate_lr: float = 2e-3
+    finetune_steps: int = Field(300, ge=0, description="stage 2: extractor fine-tuning steps")
+    calibration_models: int = Field(4, ge=0, description="independent clean-answer models for the threshold (0: calibrate later)")
+    calibration_margin: float = Field(0.1, ge=0)
+    calibration_floor: float = Field(0.3, ge=0, le=1)
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 500
+
+
+class BoxfreeStage1Recipe:
+    """Stage 1: H, R (and D) on clean answers (a `train.loop` recipe)."""
+
+    export_module = "embedder"
+
+    def __init__(self, embedder: nn.Module, extractor: nn.Module, discriminator: nn.Module, mark: torch.Tensor,
+                 device: torch.device, lr: float, image_weight: float, adv_weight: float, seed: int,
+                 ramp_steps: int = 0) -> None:
+        self.embedder, self.extractor = embedder.to(device), extractor.to(device)
+        self.discriminator = discriminator.to(device)
+        self.mark = mark.to(device)[None]
+        self.device, self.image_weight, self.adv_weight, self.seed = device, image_weight, adv_weight, seed
+        self.ramp_steps = ramp_steps
+        self.modules = {"embedder": self.embedder, "extractor": self.extractor, "discriminator": self.discriminator}
+        params = list(self.embedder.parameters()) + list(self.extractor.parameters())
+        self.optimizers = {"hr": torch.optim.Adam(params, lr=lr),
+                           "d": torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))}
+        self.step = 0
+
+    def begin_epoch(self, epoch: int) -> None:
+        for m in self.modules.values():
+            m.train()
+
+    def train_step(self, batch) -> dict[str, float]:
+        clean = batch[1].to(self.device)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.step)
+        noise = ((torch.rand(clean.shape, generator=gen) - 0.5) / 255).to(self.device)
+        marked = self.embedder(clean, self.mark)
+        target = self.mark.expand(len(clean), -1, -1, -1)
+        seen = marked + noise  # answers are 8-bit PNGs
+        mark_loss = F.mse_loss(self.extractor(seen, self.embedder(seen, self.mark) - seen), target)
+        blank_loss = F.mse_loss(self.extractor(clean, marked - clean), torch.zeros_like(target))
+        image_loss = F.mse_loss(marked, clean)
+        weight = self.image_weight * min(1.0, self.step / self.ramp_steps) if self.ramp_steps else self.image_weight
+        loss = mark_loss + blank_loss + weight * image_loss
+        adv = torch.zeros(())
+        if self.adv_weight > 0:
+            adv = F.binary_cross_entropy_with_logits(self.discriminator(marked), torch.ones(len(clean), device=self.device))
+            loss = loss + self.adv_weight * adv
+        opt = self.optimizers["hr"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if self.adv_weight > 0:
+            d = self.optimizers["d"]
+            d.zero_grad(set_to_none=True)
+            real, fake = self.discriminator(clean), self.discriminator(marked.detach())
+            d_loss = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                      + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+            d_loss.backward()
+            d.step()
+        self.step += 1
+        return {"mark": mark_loss.item(), "blank": blank_loss.item(), "l2": image_loss.item(), "adv": adv.item()}
+
+    def state(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.step = int(state.get("step", 0))
+
+
+@dataclass
+class LabelledImages:
+    """Equally sized images (N x 3 x S x S, uint8) and whether each should give the mark (1) or the blank (0)."""
+
+    images: torch.Tensor
+    flags: torch.Tensor
+    batch_size: int
+    seed: int
+    steps: int
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.steps
+
+    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed((self.seed * 7919 + epoch) * 1_000_003 + index)
+        pick = torch.randint(0, len(self.images), (self.batch_size,), generator=gen)
+        return self.images[pick].float() / 255, self.flags[pick].float()
+
+
+class ExtractorFinetuneRecipe:
+    """Stage 2: fine-tune R on marked/clean answers and on the outputs of surrogates trained on
+    marked (-> mark) and on clean answers (-> blank)."""
+
+    export_module = "extractor"
+
+    def __init__(self, extractor: nn.Module, embedder: nn.Module, mark: torch.Tensor, device: torch.device,
+                 lr: float) -> None:
+        self.extractor, self.embedder, self.device = extractor.to(device), embedder.to(device).eval(), device
+        self.mark = mark.to(device)[None]
+        self.modules = {"extractor": self.extractor}
+        self.optimizers = {"r": torch.optim.Adam(self.extractor.parameters(), lr=lr)}
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.extractor.train()
+
+    def train_step(self, batch) -> dict[str, float]:
+        images, flags = (t.to(self.device) for t in batch)
+        target = flags[:, None, None, None] * self.mark
+        with torch.no_grad():
+            hint = self.embedder(images, self.mark) - images
+        loss = F.mse_loss(self.extractor(images, hint), target)
+        opt = self.optimizers["r"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"r": loss.item()}
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def _crop(image: torch.Tensor, side: int, gen: torch.Generator) -> torch.Tensor:
+    h, w = image.shape[-2:]
+    top = int(torch.randint(0, h - side + 1, (), generator=gen))
+    left = int(torch.randint(0, w - side + 1, (), generator=gen))
+    return image[:, top : top + side, left : left + side]
+
+
+def make_pairs(cfg: BoxfreeTrainConfig, device: torch.device, seed_offset: int = 0,
+               images: list[str] | None = None, with_answers: bool = True
+               ) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
+    """(victim inputs, clean answers, scale): crops of the images and the victim's answers on them
+    (no answers when `with_answers` is False)."""
+    from imgsteal.data.images import load_images, quantize
+    from imgsteal.data.layouts import resolve_image_specs
+
+    scale, translator = 1, None
+    if cfg.victim is not None:
+        from imgsteal.victim.inference import load_translator
+
+        translator = load_translator(cfg.victim, device)
+        scale = int(translator.scale)
+    if cfg.size % scale:
+        raise ImgstealError(f"--size {cfg.size} is not a multiple of the victim's scale {scale}")
+    side = cfg.size // scale
+    paths = resolve_image_specs(images or cfg.images)[: cfg.max_images]
+    loaded = [img for _, img in load_images(paths) if min(img.shape[-2:]) >= side]
+    if not loaded:
+        raise ImgstealError(f"no image is at least {side} px on its shorter side")
+    gen = torch.Generator().manual_seed(cfg.seed * 31 + seed_offset)
+    inputs = [quantize(_crop(img, side, gen)) for img in loaded for _ in range(cfg.crops_per_image)]
+    if translator is None or not with_answers:
+        return inputs, list(inputs) if translator is None else [], scale
+    answers = [quantize(translator.translate(x)) for x in inputs]
+    return inputs, answers, scale
+
+
+def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool = False,
+                  progress: bool = True) -> "BoxfreeTrainResult":
+    """Stage 1, stage 2 and calibration (see the module docstring); returns what was measured."""
+    from imgsteal.data.images import encode_png, quantize
+    from imgsteal.data.patches import PairedPatchSource, to_uint8_tensor
+    from imgsteal.device import pick_device
+    from imgsteal.models import build_model
+    from imgsteal.train.loop import run_training
+
+    started = time.perf_counter()
+    device = pick_device(cfg.device)
+    out_dir = private_dir(out_dir)
+    private_dir(out_dir / "checkpoints")
+    (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
+
+    mark_path = out_dir / MARK_FILE
+    if mark_path.exists():  # keep the owner's mark if an earlier run drew one
+        from imgsteal.data.images import decode_image
+
+        mark = decode_image(read_private(mark_path), "mark")[:1]
+    else:
+        mark = new_mark(cfg.mark_size) if cfg.mark == "auto" else load_mark(cfg.mark, cfg.mark_size)
+        mark = quantize(mark)
+        write_private(mark_path, encode_png(mark.expand(3, -1, -1)))
+
+    inputs, answers, scale = make_pairs(cfg, device)
+    queries_dir = private_dir(out_dir / QUERIES_DIR)
+    q_inputs = make_pairs(cfg, device, seed_offset=1, with_answers=False)[0]
+    for i, q in enumerate(q_inputs[: cfg.queries]):
+        write_private(queries_dir / f"query_{i:03d}.png", encode_png(q))
+
+    # -- stage 1
+    torch.manual_seed(cfg.seed)
+    embedder = build_model("boxfree_embedder", mark_size=cfg.mark_size, channels=cfg.channels, depth=cfg.depth,
+                           strength=cfg.strength)
+    extractor = build_model("boxfree_extractor", mark_size=cfg.mark_size, channels=cfg.extractor_channels,
+                            strength=cfg.strength)
+    discriminator = build_model("boxfree_discriminator", channels=cfg.channels)
+    recipe = BoxfreeStage1Recipe(embedder, extractor, discriminator, mark, device, cfg.lr, cfg.image_weight,
+                                 cfg.adv_weight, cfg.seed, ramp_steps=round(cfg.ramp * cfg.steps))
+    u8 = [to_uint8_tensor(a) for a in answers]
+    source = PairedPatchSource(u8, u8, scale=1, patch=None, batch_size=cfg.batch_size, seed=cfg.seed,
+                               repeat=max(1, math.ceil(min(cfg.steps, 100) * cfg.batch_size / len(u8))))
+    training = run_training(recipe, source, run_dir=out_dir, epochs=1, steps=cfg.steps, resume=resume, progress=progress,
+                            meta={"role": "boxfree", "seed": cfg.seed}, checkpoint_every=cfg.checkpoint_every,
+                            description="boxfree stage 1")
+    (out_dir / "model.safetensors").unlink(missing_ok=True)  # the networks live in the private MODEL_FILE
+    model = BoxfreeModel(embedder, extractor, mark, device, out_dir)
+    marked = [quantize(model.embed(a)) for a in answers]
+
+    # -- stage 2: surrogates on marked answers (-> mark) and on clean answers (-> blank), then fine-tune R
+    specs = surrogate_specs(scale)
+    pos_out, neg_out = [], []
+    for k in range(cfg.surrogates):
+        arch, kwargs = specs[k % len(specs)]
+        g = train_surrogate(inputs, marked, arch, kwargs, out_dir / "stage2" / f"marked-{k}", steps=cfg.surrogate_steps,
+                            seed=cfg.seed * 101 + k, lr=cfg.surrogate_lr, device=device)
+        pos_out += run_generator(g, inputs, device)
+    for k in range(cfg.negatives):
+        arch, kwargs = specs[(k + 1) % len(specs)]
+        g = train_surrogate(inputs, answers, arch, kwargs, out_dir / "stage2" / f"clean-{k}", steps=cfg.surrogate_steps,
+                            seed=cfg.seed * 101 + 50 + k, lr=cfg.surrogate_lr, device=device)
+        neg_out += run_generator(g, inputs, device)
+    if cfg.finetune_steps and (pos_out or neg_out):
+        pool = [(img, 1.0) for img in marked + pos_out] + [(img, 0.0) for img in answers + neg_out]
+        labelled = LabelledImages(torch.stack([to_uint8_tensor(i) for i, _ in pool]),
+                                  torch.tensor([f for _, f in pool]), cfg.batch_size, cfg.seed, cfg.finetune_steps)
+        ft = ExtractorFinetuneRecipe(extractor, embedder, mark, device, cfg.lr)
+        run_training(ft, labelled, run_dir=out_dir / "stage2" / "extractor", epochs=1, steps=cfg.finetune_steps,
+                     progress=progress, checkpoint_every=0, meta={"role": "boxfree-extractor"},
+                     description="boxfree stage 2")
+        (out_dir / "stage2" / "extractor" / "model.safetensors").unlink(missing_ok=True)
+        model = BoxfreeModel(embedder, extractor, mark, device, out_dir)
+
+    meta = {"role": "boxfree", "scale": scale, "size": cfg.size, "mark_size": cfg.mark_size, "steps": training.steps,
+            "archs": {"embedder": embedder.build_spec, "extractor": extractor.build_spec,
+                      "discriminator": discriminator.build_spec}}
+    _save_private_modules(out_dir / MODEL_FILE, meta, {"embedder": embedder, "extractor": extractor,
+                                                        "discriminator": discriminator})
+
+    # -- calibration on independent models (clean answers; seeds and architectures not used above)
+    calibration = None
+    if cfg.calibration_models:
+        references = {}
+        for k in range(cfg.calibration_models):
+            arch, kwargs = specs[(k + 2) % len(specs)]
+            g = train_surrogate(inputs, answers, arch, kwargs, out_dir / "calibration" / f"independent-{k}",
+                                steps=cfg.surrogate_steps, seed=cfg.seed * 101 + 500 + k, lr=cfg.surrogate_lr,
+                                device=device)
+            references[f"independent-{k}"] = module_suspect(g, device)
+        calibration = calibrate_boxfree(model, references, cfg.calibration_margin, cfg.calibration_floor)
+
+    result = BoxfreeTrainResult(
+        images=len(answers), scale=scale,
+        psnr_db=sum(psnr(m, a) for m, a in zip(marked, answers)) / len(answers),
+        marked=model.score(marked), clean=model.score(answers),
+        surrogates=model.score(pos_out) if pos_out else None, negatives=model.score(neg_out) if neg_out else None,
+        threshold=None if calibration is None else calibration["threshold"],
+        steps=training.steps, seconds=time.perf_counter() - started)
+    write_private(out_dir / METRICS_FILE, json.dumps(result.as_dict(), indent=2).encode())
+    return result
+
+
+@dataclass
+class BoxfreeTrainResult:
+    """What `train_boxfree` measured on its training crops (stage-2 models on their own training inputs)."""
+
+    images: int
+    scale: int
+    psnr_db: float  # marked (8-bit) vs clean answers, mean
+    marked: MarkScore
+    clean: MarkScore
+    surrogates: MarkScore | None = None  # stage-2 surrogates trained on marked answers
+    negatives: MarkScore | None = None  # stage-2 models trained on clean answers
+    threshold: float | None = None
+    steps: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("extra")
+        return out
+
+    def summary(self) -> str:
+        lines = [f"marked vs clean answers: PSNR {self.psnr_db:.2f} dB on {self.images} crops",
+                 f"mark similarity (SSIM): marked {self.marked.ssim:.3f}, clean {self.clean.ssim:.3f}"]
+        if self.surrogates is not None:
+            lines.append(f"stage-2 surrogates on marked answers {self.surrogates.ssim:.3f}"
+                         + (f", on clean answers {self.negatives.ssim:.3f}" if self.negatives is not None else ""))
+        lines.append("threshold " + (f"{self.threshold:.3f} (calibrated on independent models)" if self.threshold is not None
+                                     else "not calibrated yet: run `imgsteal watermark calibrate --method boxfree`"))
+        return "\n".join(lines)

@@ -1,0 +1,218 @@
+"""Box-free output watermark: networks, similarity, calibration, a tiny full training run (stage 1,
+stage 2, calibration), surrogates verified or not, secrets, the CLI and the served defence."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from imgsteal.cli import app
+from imgsteal.data.images import decode_image, encode_png, quantize
+from imgsteal.defenses.boxfree import (
+    CALIBRATION_FILE, MARK_FILE, MODEL_FILE, BoxfreeDefense, BoxfreeModel, BoxfreeTrainConfig, calibrate_threshold,
+    load_mark, make_pairs, mark_ncc, mark_ssim, module_suspect, new_mark, psnr, train_boxfree, train_surrogate,
+    verify_boxfree,
+)
+from imgsteal.errors import ImgstealError
+from imgsteal.models import build_model
+
+
+def test_networks_take_any_size_and_the_residual_is_bounded():
+    emb = build_model("boxfree_embedder", mark_size=16, channels=4, strength=0.012)
+    ext = build_model("boxfree_extractor", mark_size=16, channels=4)
+    mark = new_mark(16)
+    for shape in [(2, 3, 32, 32), (1, 3, 21, 37)]:
+        x = torch.rand(shape)
+        marked = emb(x, mark[None])
+        assert marked.shape == x.shape
+        assert (marked - x).abs().max() <= 0.012 + 1e-6  # by construction: PSNR >= 38.4 dB
+        assert psnr(marked, x) >= 38.4
+        out = ext(marked, marked - x)
+        assert out.shape == (shape[0], 1, 16, 16) and 0 <= out.min() and out.max() <= 1
+
+
+def test_mark_similarity_needs_shape_and_contrast():
+    mark = new_mark(16)
+    assert mark.shape == (1, 16, 16) and set(mark.unique().tolist()) <= {0.0, 1.0}
+    assert mark_ssim(mark, mark) == pytest.approx(1.0)
+    assert abs(mark_ssim(torch.zeros_like(mark), mark)) < 0.01  # the blank
+    assert mark_ssim(0.02 * mark, mark) < 0.1  # a faint extraction is no match, though its NCC is 1
+    assert mark_ncc(0.02 * mark, mark) == pytest.approx(1.0)
+    assert mark_ssim(1 - mark, mark) < 0 and mark_ncc(torch.full_like(mark, 0.3), mark) == 0.0
+
+
+def test_mark_files(tmp_path):
+    from PIL import Image
+
+    logo = torch.zeros(3, 40, 40)
+    logo[:, 10:30, 15:25] = 1
+    (tmp_path / "logo.png").write_bytes(encode_png(logo))
+    mark = load_mark(tmp_path / "logo.png", 16)
+    assert mark.shape == (1, 16, 16) and mark.max() > 0.9 and mark.min() < 0.1
+    Image.new("RGB", (20, 20), (90, 90, 90)).save(tmp_path / "flat.png")
+    with pytest.raises(ImgstealError, match="uniform"):
+        load_mark(tmp_path / "flat.png", 16)
+    with pytest.raises(ImgstealError, match="not found"):
+        load_mark(tmp_path / "none.png", 16)
+
+
+def test_threshold_sits_above_every_independent_model():
+    assert calibrate_threshold([0.1, 0.25, 0.2], margin=0.1, floor=0.3) == pytest.approx(0.35)
+    assert calibrate_threshold([0.0, 0.05], margin=0.1, floor=0.3) == pytest.approx(0.3)
+    with pytest.raises(ImgstealError):
+        calibrate_threshold([])
+
+
+def test_registry_and_clear_errors(tmp_path):
+    from imgsteal.defenses.registry import DEFENSES, DefenseSetup, build_defenses
+
+    assert "boxfree" in DEFENSES
+    with pytest.raises(ImgstealError, match="--boxfree-model"):
+        build_defenses(DefenseSetup(defenses=["boxfree"]))
+    with pytest.raises(ImgstealError, match="not a trained box-free watermark"):
+        build_defenses(DefenseSetup(defenses=["boxfree"], boxfree={"model": str(tmp_path)}))
+    runner = CliRunner()
+    missing = runner.invoke(app, ["watermark", "verify", "--method", "boxfree", "--model", str(tmp_path),
+                                  "--suspect", str(tmp_path / "nope"), "--device", "cpu"])
+    assert missing.exit_code == 2 and "watermark train --method boxfree" in missing.output
+    no_model = runner.invoke(app, ["watermark", "verify", "--method", "boxfree", "--suspect", "x"], env={})
+    assert no_model.exit_code == 2 and "--model" in no_model.output
+    wrong = runner.invoke(app, ["watermark", "calibrate", "--method", "dawn", "--model", str(tmp_path), "--reference", "x"])
+    assert wrong.exit_code == 2 and "only boxfree" in wrong.output
+
+
+# -- a tiny full run ---------------------------------------------------------------------------------
+def _write_images(folder, n, seed, size=64):
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        coarse = rng.integers(0, 256, size=(9, 9, 3), dtype=np.uint8)
+        Image.fromarray(coarse).resize((size, size), Image.BICUBIC).save(folder / f"img_{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Stage 1, stage 2 (one surrogate on marked, one on clean answers) and 3 calibration models, at
+    32 px on 8 synthetic images, the images being the answers (about a minute on the busy box)."""
+    root = tmp_path_factory.mktemp("boxfree")
+    images = _write_images(root / "images", 8, seed=0)
+    torch.set_num_threads(1)
+    cfg = BoxfreeTrainConfig(images=[str(images)], size=32, mark_size=16, crops_per_image=4, queries=8, channels=8,
+                             extractor_channels=16, steps=300, batch_size=8, surrogates=2, negatives=2,
+                             surrogate_steps=300, finetune_steps=300, calibration_models=3, device="cpu")
+    result = train_boxfree(cfg, root / "run", progress=False)
+    return root, root / "run", cfg, result
+
+
+@pytest.mark.slow
+def test_marked_answers_keep_fidelity_and_carry_the_mark(trained):
+    root, run, _, result = trained
+    assert result.psnr_db >= 38.0, result.as_dict()
+    assert result.marked.ssim >= 0.9 and result.clean.ssim <= 0.2, result.as_dict()
+    model = BoxfreeModel.load(run)
+    image = decode_image((root / "images" / "img_0.png").read_bytes())  # 64 px: another size than the 32 px crops
+    marked = decode_image(encode_png(model.embed(image)))  # through 8-bit PNG, as served
+    assert psnr(marked, image) >= 38.0
+    assert model.score([marked]).ssim >= 0.8 and model.score([image]).ssim <= 0.2
+    blank = model.extract(image)
+    assert float(blank.max()) < 0.5  # the extractor returns a (nearly) blank image for a clean one
+
+
+@pytest.mark.slow
+def test_secrets_are_owner_only_and_never_printed(trained):
+    _, run, _, result = trained
+    assert stat.S_IMODE(os.stat(run).st_mode) == 0o700
+    for name in (MODEL_FILE, MARK_FILE, CALIBRATION_FILE, "metrics.json"):
+        assert stat.S_IMODE(os.stat(run / name).st_mode) == 0o600, name
+    assert not (run / "model.safetensors").exists()  # the embedder lives only in the private model file
+    assert "mark" not in json.dumps(result.as_dict()).replace("marked", "")
+
+
+@pytest.mark.slow
+def test_surrogate_on_marked_answers_is_verified_and_independent_one_is_not(trained, tmp_path):
+    """Attackers train on crops the owner never used: one on marked answers, one on clean answers
+    (another seed); the stored threshold was calibrated on other independent models."""
+    root, run, cfg, result = trained
+    model = BoxfreeModel.load(run)
+    attacker_images = _write_images(tmp_path / "attacker", 8, seed=7)
+    inputs, answers, _ = make_pairs(cfg.model_copy(update={"images": [str(attacker_images)], "seed": 3}), torch.device("cpu"))
+    marked = [quantize(model.embed(a)) for a in answers]
+    stolen = train_surrogate(inputs, marked, "unet", {"ngf": 8, "depth": 3, "use_dropout": False},
+                             tmp_path / "stolen", steps=300, seed=11)
+    innocent = train_surrogate(inputs, answers, "unet", {"ngf": 8, "depth": 3, "use_dropout": False},
+                               tmp_path / "innocent", steps=300, seed=12)
+    yes = verify_boxfree(model, module_suspect(stolen), "stolen")
+    no = verify_boxfree(model, module_suspect(innocent), "innocent")
+    assert yes.threshold == result.threshold and yes.calibrated_on == 3
+    assert yes.verified and yes.similarity > yes.threshold, (yes, no)
+    assert not no.verified and no.similarity < no.threshold, (yes, no)
+
+    # The same through the CLI, with the surrogates as checkpoints (run folders).
+    runner = CliRunner()
+    base = ["watermark", "verify", "--method", "boxfree", "--model", str(run), "--device", "cpu"]
+    out = runner.invoke(app, base + ["--suspect", str(tmp_path / "stolen"), "--json", str(tmp_path / "v.json")])
+    assert out.exit_code == 0, out.output
+    assert "CARRIES the box-free watermark" in out.output and "threshold" in out.output
+    verdict = json.loads((tmp_path / "v.json").read_text())
+    assert verdict["verified"] and verdict["similarity"] > verdict["threshold"]
+    out = runner.invoke(app, base + ["--suspect", str(tmp_path / "innocent")])
+    assert out.exit_code == 0 and "no evidence" in out.output, out.output
+    mark_png = (run / MARK_FILE).read_bytes()
+    assert str(mark_png[:64]) not in out.output
+
+
+@pytest.mark.slow
+def test_calibrate_command_uses_reference_models_only(trained, tmp_path):
+    _, run, _, _ = trained
+    refs = sorted((run / "calibration").glob("independent-*"))
+    before = json.loads((run / CALIBRATION_FILE).read_text())
+    out = CliRunner().invoke(app, ["watermark", "calibrate", "--method", "boxfree", "--model", str(run), "--device", "cpu",
+                                   *sum((["--reference", str(r)] for r in refs), [])])
+    assert out.exit_code == 0, out.output
+    after = json.loads((run / CALIBRATION_FILE).read_text())
+    assert after["models"] == len(refs) and after["threshold"] == pytest.approx(before["threshold"], abs=1e-6)
+    assert stat.S_IMODE(os.stat(run / CALIBRATION_FILE).st_mode) == 0o600
+
+
+@pytest.mark.slow
+def test_served_defence_labels_answers_boxfree(trained, api, victim, kit):
+    from imgsteal.defenses.registry import DefenseContext, build_defenses, setup_from_options
+    from imgsteal.victim.accounts import AccountsDB
+
+    _, run, _, _ = trained
+    defenses = build_defenses(setup_from_options(["boxfree"], {"boxfree": {"model": run}}), DefenseContext())
+    assert isinstance(defenses[0], BoxfreeDefense)
+    client, db, headers = api(victim, defenses)
+    data = kit.png_bytes(seed=1)
+    response = client.post("/v1/translate", content=data, headers=headers)
+    assert response.status_code == 200
+    answer = decode_image(response.content)
+    clean = victim.translate(decode_image(data))
+    assert answer.shape == clean.shape and psnr(answer, quantize(clean)) >= 38.0
+    with AccountsDB(db) as accounts:
+        assert [q["defense"] for q in accounts.queries()] == ["boxfree"]
+
+
+def test_train_command_is_thin_and_prints_no_secret(tmp_path):
+    images = _write_images(tmp_path / "images", 4, seed=1, size=40)
+    out = tmp_path / "bf"
+    result = CliRunner().invoke(app, ["watermark", "train", "--method", "boxfree", "--images", str(images), "--out", str(out),
+                                      "--size", "32", "--mark-size", "16", "--steps", "3", "--surrogates", "0",
+                                      "--negatives", "0", "--calibration-models", "0", "--batch-size", "4",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "PSNR" in result.output and "not calibrated yet" in result.output
+    assert stat.S_IMODE(os.stat(out / MARK_FILE).st_mode) == 0o600
+    model = BoxfreeModel.load(out)
+    with pytest.raises(ImgstealError, match="calibrate"):
+        model.calibration()
+    assert len(model.queries()) == 8  # 4 images x 2 crops (at most --queries, 16)
