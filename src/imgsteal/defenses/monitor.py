@@ -1,8 +1,8 @@
 """Extraction detection in the query stream: one monitor per API key (issue 15 item 4).
 
-Every answered query's input gets a cheap feature vector (`query_features`: an 8 x 8 colour
-thumbnail and a 12-bin gradient-orientation histogram of a 32 x 32 grey copy; no network, no
-download, about a millisecond for a 512 x 512 image). Per key, the monitor keeps the features of
+Every answered query's input gets a cheap feature vector (`query_features`: a 6 x 6 colour
+thumbnail and a 12-bin gradient-orientation histogram of a 32 x 32 grey copy, both made
+mirror-invariant; no network, no download, under a millisecond for a 512 x 512 image). Per key, the monitor keeps the features of
 the last `history` queries and, for each new query, its distance d to the nearest of them. Two
 tests run on each key's stream once it has `min_queries` queries:
 
@@ -20,7 +20,7 @@ queries seen. What it cannot see: an attacker with few queries (a few-shot attac
 that spreads its queries over many keys under the distinct count each, or one whose images all
 look alike to these features (e.g. crops of a few large photos).
 
-Per key the state is `history` x 204 float32 (about 200 kB at 256), and at most `max_keys` keys are
+Per key the state is `history` x 228 float32 (about 230 kB at 256), and at most `max_keys` keys are
 tracked (least recently seen dropped first). Each query costs O(history) distance computations
 plus, with the normality test on, one Shapiro-Wilk test over at most `history` values.
 """
@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-THUMB = 8  # thumbnail side, px
+THUMB = 6  # thumbnail side, px
 GRID = 32  # grey copy side for the gradient histogram, px
 ORIENTATIONS = 12
-FEATURE_DIM = 3 * THUMB * THUMB + ORIENTATIONS
+FEATURE_DIM = 2 * 3 * THUMB * THUMB + ORIENTATIONS
 
 
 class MonitorPolicy(str, Enum):
@@ -62,8 +62,8 @@ class MonitorConfig(BaseModel):
                                                                  "throttle (to throttle_rate requests/s), revoke")
     min_queries: int = Field(8, ge=2, description="queries of a key before any test runs")
     distinct: int = Field(20, ge=0, description="alert when a key has sent this many distinct images (0 = test off)...")
-    distinct_share: float = Field(0.5, ge=0, le=1, description="... and they are at least this share of its queries")
-    radius: float = Field(0.05, gt=0, description="feature distance above which a query counts as a new image")
+    distinct_share: float = Field(0.7, ge=0, le=1, description="... and they are at least this share of its queries")
+    radius: float = Field(0.1, gt=0, description="feature distance above which a query counts as a new image")
     normality: float = Field(0.0, ge=0, le=1, description="PRADA: alert when the Shapiro-Wilk W of the key's "
                                                           "nearest-query distances falls below this (0 = test off)")
     history: int = Field(256, ge=8, le=4096, description="queries per key whose features are kept (the distance window)")
@@ -73,9 +73,12 @@ class MonitorConfig(BaseModel):
 
 # -- features ----------------------------------------------------------------------------------
 def query_features(image: torch.Tensor) -> np.ndarray:
-    """3 x H x W image in [0, 1] -> float32 vector of FEATURE_DIM: the 8 x 8 colour thumbnail
-    (divided by sqrt(192), so its distance is the RMS colour difference in [0, 1] units) and the
-    gradient-orientation histogram of a 32 x 32 grey copy (magnitude-weighted, sums to 0.5)."""
+    """3 x H x W image in [0, 1] -> float32 vector of FEATURE_DIM: the 6 x 6 colour thumbnail as its
+    mirror-symmetric and (absolute) antisymmetric halves, divided by sqrt(108) (so distances are RMS
+    colour differences in [0, 1] units), and the gradient-orientation histogram of a 32 x 32 grey copy
+    (magnitude-weighted, sums to 0.5, averaged with its mirror image). A mirrored query has the same
+    features; a crop, a re-encode or a brightness change moves them little (thresholds calibrated in
+    benchmarks/bench_monitor.py)."""
     x = image.detach().float()
     if x.dim() != 3:
         raise ValueError(f"expected a 3 x H x W image, got {tuple(x.shape)}")
@@ -86,7 +89,9 @@ def query_features(image: torch.Tensor) -> np.ndarray:
     if step > 1:
         x = x[..., ::step, ::step]
     with torch.no_grad():
-        thumb = F.adaptive_avg_pool2d(x, (THUMB, THUMB)).flatten() / math.sqrt(3 * THUMB * THUMB)
+        thumb = F.adaptive_avg_pool2d(x, (THUMB, THUMB))
+        mirrored = thumb.flip(-1)
+        thumb = torch.cat([(thumb + mirrored) / 2, (thumb - mirrored).abs() / 2], 1).flatten() / math.sqrt(3 * THUMB * THUMB)
         grey = F.adaptive_avg_pool2d(x.mean(1, keepdim=True), (GRID, GRID))[0, 0]
         gx = grey[1:-1, 2:] - grey[1:-1, :-2]
         gy = grey[2:, 1:-1] - grey[:-2, 1:-1]
@@ -96,6 +101,7 @@ def query_features(image: torch.Tensor) -> np.ndarray:
         hist = torch.zeros(ORIENTATIONS).index_add_(0, bins, magnitude)
         total = float(hist.sum())
         hist = hist / (2 * total) if total > 0 else torch.full((ORIENTATIONS,), 0.5 / ORIENTATIONS)
+        hist = (hist + hist.flip(0)) / 2  # a mirror maps orientation a to pi - a
     return torch.cat([thumb, hist]).numpy().astype(np.float32)
 
 
