@@ -174,6 +174,7 @@ def test_frechet_distance_matches_pytorch_fid_formula(singular):
     assert fid_from_features(a, b) == pytest.approx(reference, rel=1e-6)
 
 
+@pytest.mark.slow  # shares the pytorch-fid reference features (7-11 s to compute here) with the test above
 def test_fid_equals_pytorch_fid(pytorch_fid_features, folders, weights_file, shared_cache, our_features):
     """Same weights, same folders: FID within 0.5% of pytorch-fid's (here within 1e-4)."""
     # pytorch-fid's formula (sqrtm) takes tens of seconds at D=2048 on 2 cores; it is checked
