@@ -68,7 +68,9 @@ def audit_experiment(cfg: AuditConfig):
     else:
         harvest["resize"] = cfg.size
         surrogate.setdefault("size", cfg.size)
-    task = {"name": "victim", "title": f"audit of {Path(cfg.victim).name}", "kind": kind, "device": cfg.device,
+    path = Path(cfg.victim)
+    shown = path.parent.name if path.name == "model.safetensors" else path.name
+    task = {"name": "victim", "title": f"audit of {shown}", "kind": kind, "device": cfg.device,
             "victim": {"model": str(cfg.victim)}, "harvest": harvest, "surrogate": surrogate,
             "test_sets": cfg.test_sets, "evaluation": {"metric": "ssim", "gallery_images": 2}}
     if cfg.style_set:

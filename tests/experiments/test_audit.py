@@ -38,7 +38,7 @@ def test_audit_reports_fidelity_against_queries_and_dollars(victim_and_pool):
     assert "queries (and dollars) each attack needs" in html and "$0.0" in html
     assert "copies made by few-shot at each budget" in html
     svg = (out / "plots" / "budget_curves.svg").read_text()
-    assert "few-shot" in svg and "no copy (baseline vs F_V)" in svg and "$0.06" in svg  # 4 queries at $0.016
+    assert "few-shot" in svg and "no copy (baseline vs F_V)" in svg and "$0.064" in svg  # 4 queries at $0.016
     cells = sorted(p.name for p in (out / "cells" / "victim").iterdir())
     assert cells == sorted(f"f100-none-s0{a}-b{b}" for a in ("", "-afew-shot") for b in (1, 2, 4))
 

@@ -76,6 +76,11 @@ def default_targets(lines: list[BudgetLine], baseline: float | None) -> list[tup
     return targets
 
 
+def dollars(value: float) -> str:
+    """$0.016, $0.128, $1.28, $1,280: three significant digits below $10, cents above."""
+    return f"${value:.3g}" if value < 10 else f"${value:,.2f}"
+
+
 def reach_table(lines: list[BudgetLine], targets: list[tuple[str, float]], metric: str, price: float) -> tuple[list[str], list[list[str]]]:
     """Rows: one per way to steal; per target, the queries and dollars needed to reach it ('not reached')."""
     info = metric_info(metric)
@@ -85,7 +90,7 @@ def reach_table(lines: list[BudgetLine], targets: list[tuple[str, float]], metri
         cells = []
         for _, value in targets:
             q = queries_to_reach(line, value, info.higher_is_better)
-            cells.append("not reached" if q is None else f"{q:,} queries (${q * price:,.2f})")
+            cells.append("not reached" if q is None else f"{q:,} queries ({dollars(q * price)})")
         rows.append([line.label, *cells])
     return header, rows
 
@@ -109,12 +114,16 @@ def plot_budget_curves(panels: list[tuple[str, list[BudgetLine], float | None, s
         if baseline is not None:
             ax.axhline(baseline, color="grey", linestyle=(0, (1, 3)), linewidth=1.5, label="no copy (baseline vs F_V)")
         if budgets:
+            from matplotlib.ticker import NullLocator
+
             ax.set_xscale("log", base=2)
             ax.set_xticks(budgets)
             ax.set_xticklabels([f"{q:,}" for q in budgets])
+            ax.xaxis.set_minor_locator(NullLocator())
             top = ax.secondary_xaxis("top")
             top.set_xticks(budgets)
-            top.set_xticklabels([f"${q * price:,.2f}" for q in budgets], fontsize=7)
+            top.set_xticklabels([dollars(q * price) for q in budgets], fontsize=7)
+            top.xaxis.set_minor_locator(NullLocator())
             top.set_xlabel(f"cost at ${price:g} per query")
         ax.set_xlabel("queries to the victim")
         ax.set_ylabel(f"(B) {info.label}, copy vs victim ({'higher' if info.higher_is_better else 'lower'} is closer)")
