@@ -57,3 +57,17 @@ def test_budgets_methods_and_selection_run_through_the_pipeline(tiny_sr, tmp_pat
         assert len(store) == 4
     few = json.loads((out / "cells" / "sr" / "f100-none-s0-afew-shot-b2" / "surrogate" / "config.json").read_text())
     assert few["attack"] == "few-shot" and few["budget"] == 2 and few["steps"] == 3
+
+
+def test_bundled_attack_presets_are_valid():
+    from pathlib import Path
+
+    from imgsteal.experiments.config import load_config
+
+    root = Path(__file__).resolve().parents[2] / "configs" / "attacks"
+    demo = load_config(root / "demo.yaml")
+    assert demo.task_grid(demo.task("sr")).attacks == ["paper", "domain-shift", "few-shot"]
+    assert demo.task("sr").surrogate["steps"] == 190  # the demo's, compute-matched across budgets
+    paper = load_config(root / "paper-sr.yaml")
+    grid = paper.task_grid(paper.tasks[0])
+    assert grid.surrogates == ["srresnet", "edsr"] and grid.budgets[-1] == "all"
