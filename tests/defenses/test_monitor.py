@@ -141,3 +141,26 @@ def test_monitor_is_off_by_default_and_settings_are_validated():
         ServerSettings(monitor_policy="shout")
     with pytest.raises(ValidationError):
         ServerSettings(monitor_history=2)
+
+
+def test_a_database_from_before_the_monitor_gets_the_column(tmp_path):
+    import sqlite3
+
+    from imgsteal.victim.accounts import AccountsDB, QueryRecord
+
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as old:
+        old.executescript("""
+            CREATE TABLE api_keys (key_id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,
+                public_id TEXT NOT NULL UNIQUE, salt TEXT NOT NULL, key_hash TEXT NOT NULL, created_at REAL NOT NULL,
+                revoked_at REAL);
+            CREATE TABLE query_log (query_id INTEGER PRIMARY KEY AUTOINCREMENT, key_id INTEGER NOT NULL,
+                queried_at REAL NOT NULL, input_sha256 TEXT NOT NULL, input_bytes INTEGER NOT NULL,
+                input_width INTEGER NOT NULL, input_height INTEGER NOT NULL, output_sha256 TEXT NOT NULL,
+                latency_ms REAL NOT NULL, defense TEXT);""")
+    with AccountsDB(db) as accounts:
+        key = accounts.create_key("old")[0]
+        accounts.log_queries([QueryRecord(key.key_id, 0.0, "a" * 64, 1, 1, 1, "b" * 64, 1.0, monitor="alert:distinct=20")])
+        assert accounts.queries()[0]["monitor"] == "alert:distinct=20"
+    with AccountsDB(db) as again:  # opening twice adds nothing twice
+        assert again.list_keys()[0].alert is None
