@@ -188,3 +188,29 @@ def test_fingerprint_verdict_is_relative_to_unstamped_models():
     assert fingerprint_verdict(_detection(per(0.80, 16))).found
     assert not fingerprint_verdict(_detection(per(0.53, 16))).found
     assert not fingerprint_verdict(_detection([0.9])).found  # one image: nothing significant to claim
+
+
+def test_a_two_step_surrogate_from_an_undefended_service_is_not_accused(triggers, kit):
+    """Issue 15's case: a tiny surrogate trained 2 steps on clean answers (about 8 dB from the victim)
+    is closer to the blurred answer than to the clean one, and must not be accused."""
+    import torch.nn.functional as F
+
+    from imgsteal.models import build_model
+
+    torch.manual_seed(0)
+    x = torch.stack([decode_image(kit.png_bytes(seed=seed)) for seed in range(12)])
+    y = victim(x)
+    model = build_model("srresnet", scale=2, n_blocks=1, channels=8)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for _ in range(2):
+        loss = F.l1_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def surrogate(images):
+        with torch.no_grad():
+            return [model(image[None])[0].clamp(0, 1) for image in images]
+
+    verdict = verify_watermark(triggers, "mallory", surrogate, "two-step")
+    assert verdict.closer >= 10 and verdict.matched == 0 and not verdict.stolen
