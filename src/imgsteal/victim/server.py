@@ -327,7 +327,10 @@ class _Service:
         png, label, took_s = self.finish(key.name, image, output, input_sha)
         alert = None
         if self.monitor is not None:
-            alert = self.monitor.observe(key.key_id, key.name, query_features(image))
+            try:
+                alert = self.monitor.observe(key.key_id, key.name, query_features(image))
+            except Exception:  # the monitor never costs a client its answer
+                log.exception("extraction monitor failed on a query of key %r", key.name)
         return png, label, took_s, alert
 
     def on_alert(self, alert: MonitorAlert) -> None:
