@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--independent", type=int, default=10, help="independent models trained on clean answers")
     parser.add_argument("--calibration", type=int, default=4, help="independent models the owner calibrates on")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--extractor", default="matched", choices=["learned", "matched"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None, help="keep the run here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=None, help="also write the measurements as JSON")
@@ -60,8 +61,8 @@ def main() -> None:
         root = args.out or Path(tmp)
         cfg = BoxfreeTrainConfig(images=["demo:victim"], victim=args.victim, size=args.size, mark_size=32,
                                  crops_per_image=2, queries=16, steps=args.steps, batch_size=16, surrogates=2,
-                                 negatives=2, surrogate_steps=args.surrogate_steps, finetune_steps=args.finetune_steps,
-                                 calibration_models=args.calibration, seed=args.seed, device=args.device)
+                                 negatives=4, surrogate_steps=args.surrogate_steps, finetune_steps=args.finetune_steps,
+                                 calibration_models=args.calibration, seed=args.seed, extractor=args.extractor, device=args.device)
         result = train_boxfree(cfg, root / "owner", progress=False)
         owner_s = time.perf_counter() - started
         model = BoxfreeModel.load(root / "owner", args.device)

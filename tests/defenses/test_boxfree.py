@@ -36,6 +36,20 @@ def test_networks_take_any_size_and_the_residual_is_bounded():
         assert out.shape == (shape[0], 1, 16, 16) and 0 <= out.min() and out.max() <= 1
 
 
+def test_matched_extractor_draws_the_mark_only_where_the_residual_is():
+    torch.manual_seed(0)
+    emb = build_model("boxfree_embedder", mark_size=16, channels=4)
+    ext = build_model("boxfree_matched_extractor", mark_size=16)
+    mark = new_mark(16)
+    ext.mark.copy_(mark[None])
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 6, 6), size=(32, 32), mode="bilinear")  # smooth images
+    with torch.no_grad():
+        residual = emb(x, mark[None]) - x
+        marked, clean = ext(x + residual, residual), ext(x, residual)
+    assert mark_ssim(marked.mean(0), mark) > 0.9 and mark_ssim(clean.mean(0), mark) < 0.1
+    assert float(clean.max()) < 0.1  # a blank
+
+
 def test_mark_similarity_needs_shape_and_contrast():
     mark = new_mark(16)
     assert mark.shape == (1, 16, 16) and set(mark.unique().tolist()) <= {0.0, 1.0}
@@ -179,8 +193,17 @@ def test_calibrate_command_uses_reference_models_only(trained, tmp_path):
                                    *sum((["--reference", str(r)] for r in refs), [])])
     assert out.exit_code == 0, out.output
     after = json.loads((run / CALIBRATION_FILE).read_text())
-    assert after["models"] == len(refs) and after["threshold"] == pytest.approx(before["threshold"], abs=1e-6)
+    assert after["models"] == len(refs) and after["threshold"] == pytest.approx(before["threshold"], abs=1e-3)
     assert stat.S_IMODE(os.stat(run / CALIBRATION_FILE).st_mode) == 0o600
+
+    # verify --reference: a threshold from these models for this check only; never the suspect itself
+    base = ["watermark", "verify", "--method", "boxfree", "--model", str(run), "--device", "cpu",
+            *sum((["--reference", str(r)] for r in refs), [])]
+    out = CliRunner().invoke(app, base + ["--suspect", str(run / "stage2" / "marked-0")])
+    assert out.exit_code == 0 and f"calibrated on {len(refs)} independent models" in out.output, out.output
+    assert "CARRIES" in out.output
+    out = CliRunner().invoke(app, base + ["--suspect", str(refs[0])])
+    assert out.exit_code == 2 and "cannot be one of the --reference" in out.output
 
 
 @pytest.mark.slow

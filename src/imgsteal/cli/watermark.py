@@ -99,13 +99,17 @@ def _other_method(method: str, suspect: str, model: Optional[Path], reference: O
         raise ImgstealError(f"unknown --method {method!r}; known: dawn, boxfree")
     if model is None:
         raise ImgstealError("--method boxfree needs --model (the run folder of `imgsteal watermark train --method boxfree`)")
-    from imgsteal.defenses.boxfree import BoxfreeModel, calibrate_threshold, suspect_outputs, verify_boxfree
+    from imgsteal.defenses.boxfree import (
+        CALIBRATION_FILE, BoxfreeModel, calibrate_threshold, suspect_outputs, verify_boxfree,
+    )
     from imgsteal.defenses.verify import open_suspect
 
     owner = BoxfreeModel.load(model, device)
     threshold = None
     if reference:  # a threshold from these independent models, for this check only (the suspect is never one)
-        cal = owner.calibration() if (model / "calibration.json").exists() else {"margin": 0.1, "floor": 0.3}
+        if suspect in reference:
+            raise ImgstealError("the suspect cannot be one of the --reference models the threshold is calibrated on")
+        cal = owner.calibration() if (model / CALIBRATION_FILE).exists() else {"margin": 0.1, "floor": 0.3}
         queries = owner.queries()
         scores = [owner.score(suspect_outputs(open_suspect(spec, None, device), queries)).ssim for spec in reference]
         threshold = calibrate_threshold(scores, cal["margin"], cal["floor"])
@@ -131,7 +135,7 @@ def train(
     mark_size: int = typer.Option(32, help="side of the mark image, px"),
     steps: int = typer.Option(600, help="stage-1 steps (embedder, extractor, discriminator)"),
     surrogates: int = typer.Option(2, help="stage 2: surrogates trained on marked answers"),
-    negatives: int = typer.Option(2, help="stage 2: models trained on clean answers"),
+    negatives: int = typer.Option(4, help="stage 2: models trained on clean answers"),
     surrogate_steps: int = typer.Option(300, help="steps of each stage-2 / calibration model"),
     finetune_steps: int = typer.Option(300, help="stage 2: extractor fine-tuning steps"),
     calibration_models: int = typer.Option(4, help="independent clean-answer models the threshold is calibrated on "

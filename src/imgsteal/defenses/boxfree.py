@@ -2,11 +2,12 @@
 hidden in every answer, which an extractor recovers from the outputs of any model trained on them.
 
 Networks (all fully convolutional up to the extractor's global pooling, so any answer size works):
-- embedder H: (answer, mark) -> answer + residual; the residual is a local function of the answer's
-  content conditioned on a code of the mark, bounded by tanh to +-`strength` (0.012 by default,
-  which keeps every marked answer at >= 38.4 dB PSNR by construction).
+- embedder H: (answer, mark) -> answer + residual; the residual is fine detail, a local function of
+  the answer's content conditioned on a code of the mark, scaled to the full budget and clamped to
+  +-`strength` per pixel (0.012 by default: every marked answer is >= 38.4 dB PSNR by construction).
 - extractor R: image -> mark_size x mark_size mark image in [0, 1]; the secret mark for marked
   images and for outputs of models trained on marked answers, a blank (all-zero) image otherwise.
+  It reads how the image's fine detail correlates with the residual H would add to that same image.
 - discriminator D: marked vs clean answers (adversarial loss on H), as in the papers.
 
 Differences from the papers, on purpose: the papers' residual is tied to pixel positions (the mark
@@ -45,6 +46,7 @@ import io
 import json
 import math
 import secrets
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,8 +77,9 @@ Suspect = Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
 class BoxfreeEmbedder(nn.Module):
     """(N x 3 x H x W answers in [0, 1], 1 x 1 x M x M mark in [0, 1]) -> marked answers in [0, 1].
 
-    The residual is strength * tanh(conv net of the answer, conditioned on a code of the mark
-    broadcast to every position): at most `strength` per pixel, any H x W.
+    The residual: a conv net of the answer, conditioned on a code of the mark broadcast to every
+    position, through tanh, minus its 3x3 local mean, scaled to an RMS of 1, clamped to +-1 and times
+    `strength`: at most `strength` per pixel, any H x W.
     """
 
     def __init__(self, mark_size: int = 32, channels: int = 16, depth: int = 2, code: int = 8,
@@ -119,7 +122,7 @@ class BoxfreeExtractor(nn.Module):
 
     def __init__(self, mark_size: int = 32, channels: int = 32, hidden: int = 64, strength: float = 0.012) -> None:
         super().__init__()
-        self.mark_size, self.strength = mark_size, strength
+        self.mark_size, self.strength = mark_size, strength  # the embedder's: detail and hint are read in its units
         self.features = nn.Sequential(nn.Conv2d(9, channels, 3, padding=1), nn.ReLU(inplace=True),
                                       nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
         self.head = nn.Sequential(nn.Linear(2 * channels + 3, hidden), nn.ReLU(inplace=True),
@@ -133,6 +136,33 @@ class BoxfreeExtractor(nn.Module):
         pooled = torch.cat([f.mean(-1), f.std(-1), product.flatten(2).mean(-1)], 1)
         m = self.mark_size
         return torch.sigmoid(self.head(pooled)).view(-1, 1, m, m)
+
+
+@register_model("boxfree_matched_extractor")
+class BoxfreeMatchedExtractor(nn.Module):
+    """(image, hint) -> confidence x the mark (N x 1 x M x M in [0, 1]): a matched filter.
+
+    The confidence is sigmoid(a * (c - b)), c the correlation of the image's fine detail with the
+    hint (the residual H would add to this image) in units of the hint's energy: about 1 for a marked
+    answer, about 0 for a clean image, in between for a surrogate that learnt part of the mark. Only
+    a and b are learnt, so it cannot key on other features of the image (a textured photo, a model's
+    artifacts). The mark is a buffer set at training time (and kept in the private model file).
+    """
+
+    def __init__(self, mark_size: int = 32, strength: float = 0.012) -> None:
+        super().__init__()
+        self.mark_size, self.strength = mark_size, strength
+        self.register_buffer("mark", torch.zeros(1, 1, mark_size, mark_size))
+        self.gain = nn.Parameter(torch.tensor(8.0))
+        self.center = nn.Parameter(torch.tensor(0.5))
+
+    def correlation(self, image: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
+        detail = image - F.avg_pool2d(F.pad(image, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        return (detail * hint).mean((1, 2, 3)) / hint.pow(2).mean((1, 2, 3)).add(1e-12)
+
+    def forward(self, image: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
+        confidence = torch.sigmoid(self.gain * (self.correlation(image, hint) - self.center))
+        return confidence[:, None, None, None] * self.mark
 
 
 @register_model("boxfree_discriminator")
@@ -357,10 +387,14 @@ class BoxfreeVerdict:
 
 
 def suspect_outputs(suspect: Suspect, queries: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The suspect's answers to the queries, rounded to 8 bits (as any image API serves them): a
+    checkpoint run locally and the same model behind a URL score alike."""
+    from imgsteal.data.images import quantize
+
     answers = suspect(list(queries))
     if len(answers) != len(queries):
         raise ImgstealError(f"the suspect answered {len(answers)} of {len(queries)} queries")
-    return answers
+    return [quantize(a) for a in answers]
 
 
 def verify_boxfree(model: BoxfreeModel, suspect: Suspect, suspect_name: str = "suspect",
@@ -492,6 +526,9 @@ class BoxfreeTrainConfig(BaseModel):
     channels: int = Field(16, ge=1)
     depth: int = Field(2, ge=1)
     extractor_channels: int = Field(32, ge=1)
+    extractor: str = Field("matched", pattern="^(learned|matched)$",
+                           description="matched: a 2-parameter matched filter scales the mark (stable, few false "
+                                       "positives); learned: a small CNN draws it (can key on other image features)")
     strength: float = Field(0.012, gt=0, le=0.2, description="max residual per pixel (0.012 keeps PSNR >= 38.4 dB)")
     steps: int = Field(600, ge=1, description="stage-1 steps")
     batch_size: int = Field(16, ge=1)
@@ -500,7 +537,7 @@ class BoxfreeTrainConfig(BaseModel):
     adv_weight: float = Field(0.01, ge=0, description="weight of the discriminator's loss on H (0: no discriminator)")
     ramp: float = Field(0.3, ge=0, le=1, description="share of stage 1 over which the fidelity weight rises from 0")
     surrogates: int = Field(2, ge=0, description="stage 2: surrogates trained on marked answers")
-    negatives: int = Field(2, ge=0, description="stage 2: models trained on clean answers (R learns blank on them)")
+    negatives: int = Field(4, ge=0, description="stage 2: models trained on clean answers (R learns blank on them)")
     surrogate_steps: int = Field(300, ge=1)
     surrogate_lr: float = 2e-3
     finetune_steps: int = Field(300, ge=0, description="stage 2: extractor fine-tuning steps")
@@ -699,8 +736,12 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
     torch.manual_seed(cfg.seed)
     embedder = build_model("boxfree_embedder", mark_size=cfg.mark_size, channels=cfg.channels, depth=cfg.depth,
                            strength=cfg.strength)
-    extractor = build_model("boxfree_extractor", mark_size=cfg.mark_size, channels=cfg.extractor_channels,
-                            strength=cfg.strength)
+    if cfg.extractor == "matched":
+        extractor = build_model("boxfree_matched_extractor", mark_size=cfg.mark_size, strength=cfg.strength)
+        extractor.mark.copy_(mark[None])
+    else:
+        extractor = build_model("boxfree_extractor", mark_size=cfg.mark_size, channels=cfg.extractor_channels,
+                                strength=cfg.strength)
     discriminator = build_model("boxfree_discriminator", channels=cfg.channels)
     recipe = BoxfreeStage1Recipe(embedder, extractor, discriminator, mark, device, cfg.lr, cfg.image_weight,
                                  cfg.adv_weight, cfg.seed, ramp_steps=round(cfg.ramp * cfg.steps))
@@ -715,6 +756,8 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
     marked = [quantize(model.embed(a)) for a in answers]
 
     # -- stage 2: surrogates on marked answers (-> mark) and on clean answers (-> blank), then fine-tune R
+    for derived in ("stage2", "calibration"):  # a resumed run trains these again from scratch
+        shutil.rmtree(out_dir / derived, ignore_errors=True)
     specs = surrogate_specs(scale)
     pos_out, neg_out = [], []
     for k in range(cfg.surrogates):
