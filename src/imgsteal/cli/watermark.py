@@ -138,6 +138,7 @@ def train(
     negatives: int = typer.Option(4, help="stage 2: models trained on clean answers"),
     surrogate_steps: int = typer.Option(300, help="steps of each stage-2 / calibration model"),
     finetune_steps: int = typer.Option(300, help="stage 2: extractor fine-tuning steps"),
+    extractor: str = typer.Option("matched", help="matched (a matched filter scales the mark) or learned (a small CNN draws it)"),
     calibration_models: int = typer.Option(4, help="independent clean-answer models the threshold is calibrated on "
                                                    "(0: calibrate later with `watermark calibrate`)"),
     batch_size: int = typer.Option(16),
@@ -149,10 +150,14 @@ def train(
     with user_errors():
         _check_boxfree(method)
         from imgsteal.defenses.boxfree import BoxfreeTrainConfig, train_boxfree
+        from imgsteal.errors import ImgstealError
+
+        if extractor not in ("matched", "learned"):
+            raise ImgstealError(f"--extractor must be matched or learned, not {extractor!r}")
 
         cfg = BoxfreeTrainConfig(images=images, victim=victim, mark=mark, size=size, mark_size=mark_size, steps=steps,
                                  surrogates=surrogates, negatives=negatives, surrogate_steps=surrogate_steps,
-                                 finetune_steps=finetune_steps, calibration_models=calibration_models,
+                                 finetune_steps=finetune_steps, calibration_models=calibration_models, extractor=extractor,
                                  batch_size=batch_size, seed=seed, device=device)
         result = train_boxfree(cfg, out, resume=resume)
         typer.echo(result.summary())
