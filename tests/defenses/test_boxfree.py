@@ -240,3 +240,19 @@ def test_train_command_is_thin_and_prints_no_secret(tmp_path):
     with pytest.raises(ImgstealError, match="calibrate"):
         model.calibration()
     assert len(model.queries()) == 8  # 4 images x 2 crops (at most --queries, 16)
+
+
+def test_training_on_a_victims_answers(tmp_path, victim_run, victim):
+    """With --victim the answers are the victim's outputs (here a tiny SR model): queries are its
+    inputs, stage-2 and calibration models are SR surrogates of its scale (a smoke test, a few steps)."""
+    images = _write_images(tmp_path / "images", 3, seed=2, size=40)
+    scale = int(victim.scale)
+    cfg = BoxfreeTrainConfig(images=[str(images)], victim=str(victim_run), size=8 * scale, mark_size=8, crops_per_image=1,
+                             queries=2, channels=4, extractor_channels=4, steps=3, batch_size=2, surrogates=1, negatives=1,
+                             surrogate_steps=2, finetune_steps=2, calibration_models=1, device="cpu")
+    result = train_boxfree(cfg, tmp_path / "run", progress=False)
+    assert result.scale == scale and result.threshold is not None and result.psnr_db >= 38.0
+    model = BoxfreeModel.load(tmp_path / "run")
+    assert [tuple(q.shape) for q in model.queries()] == [(3, 8, 8)] * 2
+    verdict = verify_boxfree(model, lambda xs: [victim.translate(x) for x in xs], "victim")  # the unmarked victim
+    assert verdict.queries == 2 and verdict.calibrated_on == 1
