@@ -304,3 +304,13 @@ def test_steps_are_independent_of_the_number_of_pairs(tmp_path):
         assert result.steps == 104  # one pair or three: the same number of steps
         meta = load_checkpoint(result.model_path).meta
         assert meta["total_steps"] == 104 and meta["steps_per_epoch"] == 100 and meta["pairs"] == budget
+
+
+def test_few_shot_without_symmetries_keeps_crops_as_cut():
+    image = torch.arange(3 * 20 * 20).reshape(3, 20, 20).to(torch.uint8)
+    source = MultiScaleCropSource([image], [image.clone()], scale=1, crop=8, batch_size=6, seed=0, zooms=(1.0,),
+                                  symmetries=False)
+    x, _ = source.batch(0, 0)
+    windows = (image.float() / 255).unfold(1, 8, 1).unfold(2, 8, 1)
+    for crop in x:  # every crop is a window of the image itself, not a rotated or mirrored one
+        assert (windows - crop[:, None, None]).abs().amax(dim=(0, 3, 4)).min() < 1e-6

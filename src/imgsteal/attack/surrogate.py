@@ -75,6 +75,8 @@ class SurrogateConfig(BaseModel):
     # few-shot (Spingarn-Eliezer and Michaeli)
     crop_zooms: tuple[float, ...] = Field(DEFAULT_ZOOMS, min_length=1,
                                           description="relative crop sizes, one drawn per batch (> 0)")
+    crop_symmetries: bool = Field(True, description="each crop under one of the 8 flips/90-degree rotations; "
+                                  "off for a victim that is not equivariant to them")
     device: str = "auto"
     checkpoint_every: int = 200
 

@@ -94,6 +94,7 @@ def build_source(cfg: "SurrogateConfig", inputs: list[torch.Tensor], targets: li
         try:
             return MultiScaleCropSource(inputs, targets, scale=scale, crop=crop, batch_size=cfg.batch_size, seed=cfg.seed,
                                         zooms=tuple(cfg.crop_zooms), resample=kind == "style",
+                                        symmetries=cfg.crop_symmetries,
                                         steps_per_epoch=steps_per_epoch or natural_epoch_steps(cfg, len(inputs)))
         except ValueError as exc:
             raise ImgstealError(f"few-shot crops: {exc}") from exc

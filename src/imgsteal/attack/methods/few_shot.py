@@ -41,7 +41,8 @@ class MultiScaleCropSource:
 
     inputs[k]: C x h x w uint8 query, targets[k]: C x (scale h) x (scale w) uint8 answer.
     crop: input-side crop size at zoom 1 (super-resolution) or the output size of every crop (style).
-    zooms: relative crop sizes; one is drawn per batch. steps_per_epoch: batches in one epoch (an
+    zooms: relative crop sizes; one is drawn per batch. symmetries: each crop under one of the 8
+    flips/90-degree rotations (False: as cropped). steps_per_epoch: batches in one epoch (an
     epoch is only a bookkeeping unit here: checkpoints and logs). Batch (epoch, index) depends only
     on (seed, epoch, index), so a resumed run sees the same batches.
     """
@@ -55,6 +56,7 @@ class MultiScaleCropSource:
     zooms: tuple[float, ...] = DEFAULT_ZOOMS
     resample: bool = False
     steps_per_epoch: int = 100
+    symmetries: bool = True  # False: crops as they are (for a victim that is not flip/rotation equivariant)
 
     def __post_init__(self) -> None:
         if len(self.inputs) != len(self.targets) or not self.inputs:
@@ -95,7 +97,7 @@ class MultiScaleCropSource:
             h, w = x.shape[-2:]
             top = int(torch.randint(0, h - side + 1, (), generator=gen))
             left = int(torch.randint(0, w - side + 1, (), generator=gen))
-            transform = int(torch.randint(8, (), generator=gen))
+            transform = int(torch.randint(8, (), generator=gen)) if self.symmetries else 0
             xc = x[:, top : top + side, left : left + side].float().div_(255)
             yc = y[:, top * s : (top + side) * s, left * s : (left + side) * s].float().div_(255)
             if self.resample:
