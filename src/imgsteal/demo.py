@@ -19,6 +19,7 @@ import numpy as np
 from imgsteal.report.html import Report
 
 DEMO_PRESET = "preset:demo"
+TRAIN_VICTIMS_PRESET = "preset:demo-train-victims"  # --train-victim: no shipped weights
 EXPERIMENT_FOLDER = "experiment"
 Log = Callable[[str], None]
 
@@ -27,21 +28,23 @@ def _print(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-def demo_config(tasks: tuple[str, ...] | None = None, overrides: dict | None = None):
+def demo_config(tasks: tuple[str, ...] | None = None, overrides: dict | None = None, train_victim: bool = False):
     """The demo's experiment config, restricted to `tasks` (default: all), with `overrides` merged in
-    (same rules as a config's `base`, e.g. {"tasks": {"sr": {"surrogate": {"epochs": 1}}}})."""
+    (same rules as a config's `base`, e.g. {"tasks": {"sr": {"surrogate": {"epochs": 1}}}});
+    train_victim: train every victim from scratch instead of using the shipped one."""
     from imgsteal.config import merge_config, read_raw_config, validate_config
     from imgsteal.errors import ImgstealError
     from imgsteal.experiments.config import ConfigError, ExperimentConfig
 
-    raw = read_raw_config(DEMO_PRESET, "demo preset", ConfigError)
+    preset = TRAIN_VICTIMS_PRESET if train_victim else DEMO_PRESET
+    raw = read_raw_config(preset, "demo preset", ConfigError)
     names = [t["name"] for t in raw["tasks"]]
     unknown = [t for t in tasks or () if t not in names]
     if unknown:
         raise ImgstealError(f"unknown demo setting {', '.join(unknown)}; choose from {', '.join(names)}")
     selection = {"tasks": {name: {} for name in (tasks or names)}}
     raw = merge_config(merge_config(raw, selection, ConfigError), overrides or {}, ConfigError)
-    return validate_config(raw, ExperimentConfig, "experiment config", DEMO_PRESET, ConfigError)
+    return validate_config(raw, ExperimentConfig, "experiment config", preset, ConfigError)
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
@@ -128,8 +131,8 @@ def _add_task(report: Report, cfg, task, payload: dict[str, Any], out: Path) -> 
     from imgsteal.experiments.report import gallery_rows
 
     kind = task.kind_spec
-    report.heading(f"{task.display_title}: {task.victim.train['arch'] if task.victim.train else 'given'} victim, "
-                   f"{task.surrogate_settings()['arch']} surrogate")
+    victim = task.victim.train["arch"] if task.victim.train else "shipped"
+    report.heading(f"{task.display_title}: {victim} victim, {task.surrogate_settings()['arch']} surrogate")
     for name, row in payload["headline"].items():
         for line in _headline_text(kind, name, row):
             report.text(line)
@@ -169,13 +172,15 @@ def _add_task(report: Report, cfg, task, payload: dict[str, Any], out: Path) -> 
 
 
 def run_demo(out: str | Path = "runs/demo", tasks: tuple[str, ...] | None = None, progress: bool = True,
-             overrides: dict | None = None, log: Log = _print) -> dict:
+             overrides: dict | None = None, log: Log = _print, train_victim: bool = False) -> dict:
     """Run the demo for `tasks` (sr, style; default both) into `out`; writes out/report.html and
-    out/results.json and returns the results. Re-running resumes and reuses every finished stage."""
+    out/results.json and returns the results. Re-running resumes and reuses every finished stage.
+    train_victim: train the victims from scratch (preset demo-train-victims) instead of using the
+    shipped super-resolution victim."""
     from imgsteal.experiments.runner import run_experiment
 
     out = Path(out)
-    cfg = demo_config(tasks, overrides)
+    cfg = demo_config(tasks, overrides, train_victim)
     experiment = out / EXPERIMENT_FOLDER
     before = {t.name: _stage_seconds(experiment / "tasks" / t.name / "victim") > 0 for t in cfg.tasks}
     run = run_experiment(cfg, experiment, progress=progress, log=log)

@@ -421,7 +421,9 @@ def task_settings(cfg: ExperimentConfig, task: TaskConfig) -> dict[str, dict[str
     Speed-only settings (device, checkpoint_every, concurrency, oracle transport) are left out, so
     moving an experiment to a GPU does not invalidate its finished stages and cells.
     """
-    victim = {"model": cfg.expand(task.victim.model)} if task.victim.model else {
+    # A shipped model ({package}) is named as written: the settings stay the same wherever imgsteal is installed.
+    model = task.victim.model
+    victim = {"model": model if model and "{package}" in model else cfg.expand(model or "")} if model else {
         k: (cfg.expand(v) if isinstance(v, str) else v) for k, v in (task.victim.train or {}).items()
         if k not in NOT_FINGERPRINTED}
     harvest = {"inputs": [cfg.expand(s) for s in task.harvest.inputs], "downscale": task.harvest.downscale,
