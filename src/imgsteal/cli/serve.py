@@ -30,8 +30,9 @@ def serve(
                                                      "flags given as well override its settings"),
     port_file: Optional[Path] = typer.Option(None, help="write the bound port to this file once listening"),
     log_level: str = typer.Option("warning", help="uvicorn log level (info shows every request)"),
-    defense: Optional[List[str]] = typer.Option(None, "--defense", help="output defence: watermark, fingerprint or pgd; "
-                                                                        "repeat to combine (applied in order; docs/defenses.md)"),
+    defense: Optional[List[str]] = typer.Option(None, "--defense", help="output defence (`imgsteal defense list` names "
+                                                                        "them: watermark, fingerprint, pgd, boxfree); repeat "
+                                                                        "to combine (applied in order; docs/defenses.md)"),
     **options,
 ) -> None:
     """Serve a victim model: POST /v1/translate, GET /v1/info, GET /healthz (see docs/api.md)."""
