@@ -22,6 +22,14 @@ class Arch(str, Enum):
     pix2pix_resnet = "pix2pix_resnet"
 
 
+class Attack(str, Enum):
+    """SurrogateConfig.attack's choices (docs/attacks.md)."""
+
+    paper = "paper"
+    domain_shift = "domain-shift"
+    few_shot = "few-shot"
+
+
 class TestMode(str, Enum):
     eval = "eval"
     train = "train"
@@ -38,6 +46,12 @@ def train(
     augmentation: str = typer.Option("none", help="paired augmentation: none, flip, rotation, cutout or contrast"),
     epochs: int = typer.Option(20, help="passes over the pairs (pix2pix's reference: 100 + 100 epochs, but on sets of "
                                "400-3,000 pairs; a harvest holds far more)"),
+    steps: Optional[int] = typer.Option(None, min=1, help="optimisation steps whatever the number of pairs (overrides "
+                                        "--epochs; compute-matched runs)"),
+    attack: Attack = typer.Option(Attack.paper, help="training method: paper, domain-shift (Mi et al. 2024) or "
+                                  "few-shot (Spingarn-Eliezer and Michaeli 2024); docs/attacks.md"),
+    budget: Optional[int] = typer.Option(None, min=1, help="train on this many pairs of the seeded subset (nested: "
+                                         "budget k's pairs are among budget k+1's)"),
     batch_size: Optional[int] = typer.Option(None, help="default: the architecture's reference, 16 (srresnet, edsr), 1 (pix2pix)"),
     patch: Optional[int] = typer.Option(24, help="input-side crop size (srresnet); pix2pix trains on --size crops"),
     repeat: int = typer.Option(1, help="passes over the pairs per epoch"),
@@ -57,7 +71,7 @@ def train(
         from imgsteal.attack.surrogate import SurrogateConfig, train_surrogate
 
         cfg = SurrogateConfig(store=str(store), arch=arch.value, seed=seed, fraction=fraction, augmentation=augmentation,
-                              epochs=epochs, batch_size=batch_size, patch=patch, repeat=repeat, lr=lr,
+                              epochs=epochs, steps=steps, attack=attack.value, budget=budget, batch_size=batch_size, patch=patch, repeat=repeat, lr=lr,
                               n_blocks=n_blocks, channels=channels, size=size, test_mode=test_mode.value, device=device,
                               checkpoint_every=checkpoint_every)
         result = train_surrogate(cfg, out, resume=resume)
