@@ -81,3 +81,15 @@ def test_shared_helpers_have_one_home():
         if path.name != "gan.py":
             for copy in ("full_like(logits, float(real)", "ones_like(real_logits)", "ones_like(gen_logits)"):
                 assert copy not in text, f"{path}: a GAN loss written again; use imgsteal.train.gan.gan_loss"
+
+
+def test_oracles_are_opened_one_way():
+    """Clients of a victim (HTTP, API spec) are built only by pipeline.open_oracle (and the attack layer
+    that defines them), so time-outs, keys and defences are handled in one place."""
+    homes = {ROOT / "pipeline" / "oracle.py", ROOT / "attack" / "http_oracle.py", ROOT / "attack" / "api_spec.py"}
+    for path in ROOT.rglob("*.py"):
+        if path in homes:
+            continue
+        text = path.read_text(encoding="utf-8")
+        for client in ("HttpOracle(", "SpecOracle("):
+            assert client not in text, f"{path}: open a victim with imgsteal.pipeline.oracle.open_oracle"

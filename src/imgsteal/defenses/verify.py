@@ -201,10 +201,10 @@ def checkpoint_suspect(path: str | Path, device: str | None = "cpu") -> Suspect:
 
 def http_suspect(url: str, api_key: str | None = None, concurrency: int = 4, timeout_s: float = 120.0) -> Suspect:
     """A suspect service at `url` (an imgsteal-style API: POST /v1/translate), queried as a client would."""
-    from imgsteal.attack.http_oracle import HttpOracle
+    from imgsteal.pipeline.oracle import open_oracle
 
     def run(images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        with HttpOracle(url, api_key=api_key, concurrency=concurrency, timeout_s=timeout_s) as oracle:
+        with open_oracle(url, api_key=api_key, concurrency=concurrency, timeout_s=timeout_s) as oracle:
             answers: dict[int, torch.Tensor] = {}
             for answer in oracle.stream((i, encode_png(image)) for i, image in enumerate(images)):
                 if answer.image is None:

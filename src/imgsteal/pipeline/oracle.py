@@ -45,12 +45,14 @@ def open_oracle(
     api_spec=None,
     environ: Mapping[str, str] | None = None,
     server_settings: dict | None = None,
+    timeout_s: float | None = None,
 ) -> Iterator:
     """Yield an Oracle for `target` (see the module docstring) and close it afterwards.
 
     workdir: for a served model, where its key database, service config, server log and (for the
     watermark) owner-only secrets go; default a temporary folder. server_settings: ServerSettings
     fields for a served model (default: no rate limit, since the adversary is the only client).
+    timeout_s: seconds to wait for one answer of a URL oracle (default: the client's own).
     """
     environ = os.environ if environ is None else environ
     defenses = defenses or DefenseSetup()
@@ -66,7 +68,8 @@ def open_oracle(
         else:
             from imgsteal.attack.http_oracle import HttpOracle
 
-            oracle = HttpOracle(str(target), api_key=api_key or environ.get(API_KEY_ENV) or None, concurrency=concurrency)
+            timeout = {} if timeout_s is None else {"timeout_s": timeout_s}
+            oracle = HttpOracle(str(target), api_key=api_key or environ.get(API_KEY_ENV) or None, concurrency=concurrency, **timeout)
         with contextlib.closing(oracle):
             yield oracle
         return
