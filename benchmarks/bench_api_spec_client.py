@@ -17,20 +17,15 @@ the best of --repeats interleaved runs, and the ratio of each to the raw round t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_harvest_client import timed, write_inputs  # noqa: E402  (same folder: one way to make inputs and time)
+from bench_harvest_client import raw_posts, serve_routes, start_server, timed, write_inputs  # noqa: E402  (same folder: one mock server, one timing loop)
 
 KEY = "bench-key-0123456789"
 SPEC = {
@@ -45,10 +40,6 @@ SPEC = {
 
 def serve_mock(port_file: Path) -> None:
     """The mock third-party API: echoes the base64 image back at another JSON path."""
-    import socket
-
-    import uvicorn
-    from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
@@ -62,48 +53,13 @@ def serve_mock(port_file: Path) -> None:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    app = Starlette(routes=[Route("/v1/predict", predict, methods=["POST"]), Route("/healthz", healthz)])
-    sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
-    tmp = port_file.with_name(port_file.name + ".tmp")
-    tmp.write_text(str(sock.getsockname()[1]))
-    os.replace(tmp, port_file)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
-
-
-def start_mock(work: Path) -> tuple[subprocess.Popen, str]:
-    port_file = work / "mock.port"
-    process = subprocess.Popen([sys.executable, __file__, "--serve-mock", str(port_file)])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if port_file.exists():
-            url = f"http://127.0.0.1:{int(port_file.read_text())}"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    return process, url
-            except httpx.TransportError:
-                pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the mock API did not start")
+    serve_routes([Route("/v1/predict", predict, methods=["POST"]), Route("/healthz", healthz)], port_file)
 
 
 def raw_httpx(url: str, bodies: list[bytes], concurrency: int) -> None:
     """POST ready JSON bodies with `concurrency` workers; read each answer, decode nothing."""
-    async def run() -> None:
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-        for body in bodies:
-            queue.put_nowait(body)
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
-
-        async def worker(client: httpx.AsyncClient) -> None:
-            while not queue.empty():
-                r = await client.post("/v1/predict", content=queue.get_nowait(), headers=headers)
-                r.raise_for_status()
-
-        async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=concurrency)) as client:
-            await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-
-    asyncio.run(run())
+    raw_posts(url, "/v1/predict", bodies, concurrency,
+              {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
 
 
 def main() -> int:
@@ -135,7 +91,7 @@ def main() -> int:
         images = [prepare_query(p, None)[0] for p in paths]
         bodies = [json.dumps({"instances": [{"format": "png", "image": {"b64": base64.b64encode(i).decode()}}],
                               "parameters": {"scale": 1}}).encode() for i in images]
-        process, url = start_mock(work)
+        process, url = start_server(__file__, "--serve-mock", work)
         try:
             raw_httpx(url, bodies[: args.concurrency * 2], args.concurrency)  # warm-up
 

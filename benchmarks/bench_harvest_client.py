@@ -31,13 +31,41 @@ import numpy as np
 from PIL import Image
 
 
-def serve_echo(port_file: Path) -> None:
-    """A minimal API that answers every image with itself (no auth, no model)."""
+def serve_routes(routes: list, port_file: Path) -> None:
+    """Serve Starlette `routes` on a free 127.0.0.1 port, written to `port_file` once bound."""
     import os
     import socket
 
     import uvicorn
     from starlette.applications import Starlette
+
+    sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    tmp = port_file.with_name(port_file.name + ".tmp")
+    tmp.write_text(str(sock.getsockname()[1]))
+    os.replace(tmp, port_file)
+    uvicorn.Server(uvicorn.Config(Starlette(routes=routes), log_level="warning", access_log=False)).run(sockets=[sock])
+
+
+def start_server(script: str, flag: str, work: Path) -> tuple[subprocess.Popen, str]:
+    """Run `python script flag PORT_FILE` (a benchmark's own mock server) and wait until /healthz answers."""
+    port_file = work / f"{flag.strip('-')}.port"
+    process = subprocess.Popen([sys.executable, script, flag, str(port_file)])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if port_file.exists():
+            url = f"http://127.0.0.1:{int(port_file.read_text())}"
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    return process, url
+            except httpx.TransportError:
+                pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"the benchmark's server ({flag}) did not start")
+
+
+def serve_echo(port_file: Path) -> None:
+    """A minimal API that answers every image with itself (no auth, no model)."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
@@ -51,30 +79,8 @@ def serve_echo(port_file: Path) -> None:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    app = Starlette(routes=[Route("/v1/translate", translate, methods=["POST"]), Route("/v1/info", info),
-                            Route("/healthz", healthz)])
-    sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
-    tmp = port_file.with_name(port_file.name + ".tmp")
-    tmp.write_text(str(sock.getsockname()[1]))
-    os.replace(tmp, port_file)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
-
-
-def start_echo(work: Path) -> tuple[subprocess.Popen, str]:
-    port_file = work / "echo.port"
-    process = subprocess.Popen([sys.executable, __file__, "--serve-echo", str(port_file)])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if port_file.exists():
-            url = f"http://127.0.0.1:{int(port_file.read_text())}"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    return process, url
-            except httpx.TransportError:
-                pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the echo server did not start")
+    serve_routes([Route("/v1/translate", translate, methods=["POST"]), Route("/v1/info", info),
+                  Route("/healthz", healthz)], port_file)
 
 
 def write_inputs(folder: Path, count: int, size: int) -> list[Path]:
@@ -96,7 +102,8 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def raw_httpx(url: str, bodies: list[bytes], concurrency: int) -> None:
+def raw_posts(url: str, path: str, bodies: list[bytes], concurrency: int, headers: dict[str, str]) -> None:
+    """POST ready bodies to url+path with `concurrency` workers; read each answer, decode nothing."""
     async def run() -> None:
         queue: asyncio.Queue[bytes] = asyncio.Queue()
         for body in bodies:
@@ -104,13 +111,17 @@ def raw_httpx(url: str, bodies: list[bytes], concurrency: int) -> None:
 
         async def worker(client: httpx.AsyncClient) -> None:
             while not queue.empty():
-                r = await client.post("/v1/translate", content=queue.get_nowait(), headers={"Content-Type": "image/png"})
+                r = await client.post(path, content=queue.get_nowait(), headers=headers)
                 r.raise_for_status()
 
         async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=concurrency)) as client:
             await asyncio.gather(*(worker(client) for _ in range(concurrency)))
 
     asyncio.run(run())
+
+
+def raw_httpx(url: str, bodies: list[bytes], concurrency: int) -> None:
+    raw_posts(url, "/v1/translate", bodies, concurrency, {"Content-Type": "image/png"})
 
 
 def main() -> int:
@@ -137,7 +148,7 @@ def main() -> int:
         work = Path(tmp)
         paths = write_inputs(work / "inputs", args.queries, args.size)
         bodies = [prepare_query(p, None)[0] for p in paths]
-        process, url = start_echo(work)
+        process, url = start_server(__file__, "--serve-echo", work)
         try:
             raw_httpx(url, bodies[: args.concurrency * 2], args.concurrency)  # warm-up
             results = {}
