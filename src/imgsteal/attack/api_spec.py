@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Hashable, Literal, Mapping, Union
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from imgsteal.attack.http_oracle import HttpOracleBase, HttpOracleError, RetryPolicy, check_api_key, media_type_of
 from imgsteal.attack.oracle import OracleAnswer
@@ -59,6 +59,14 @@ def parse_json_path(path: str) -> list[PathToken]:
             tokens.append(int(name) if name.isdigit() else name)
         tokens.extend(int(i) for i in re.findall(r"\[(\d+)\]", indexes))
     return tokens
+
+
+def _checked_json_path(path: str) -> str:
+    parse_json_path(path)
+    return path
+
+
+JsonPath = Annotated[str, AfterValidator(_checked_json_path)]  # a string that parse_json_path accepts
 
 
 def get_at(document: Any, path: list[PathToken]) -> Any:
@@ -153,15 +161,9 @@ class JsonRequest(_RequestBase):
     """A JSON body: `fields` with the image base64-encoded (or as a data: URL) at `image_path`."""
 
     type: Literal["json"]
-    image_path: str
+    image_path: JsonPath
     encoding: Literal["base64", "data_url"] = "base64"
     fields: dict[str, Any] = {}
-
-    @field_validator("image_path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        parse_json_path(value)
-        return value
 
     @model_validator(mode="after")
     def _fits_fields(self) -> "JsonRequest":
@@ -194,13 +196,7 @@ class JsonBase64Response(_Strict):
     """A JSON body with the image base64-encoded (or a data: URL) at `image_path`."""
 
     type: Literal["json_base64"]
-    image_path: str
-
-    @field_validator("image_path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        parse_json_path(value)
-        return value
+    image_path: JsonPath
 
 
 class JsonUrlResponse(_Strict):
@@ -208,13 +204,7 @@ class JsonUrlResponse(_Strict):
     resolve against the API). The key is sent with the fetch only to the API's own origin."""
 
     type: Literal["json_url"]
-    url_path: str
-
-    @field_validator("url_path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        parse_json_path(value)
-        return value
+    url_path: JsonPath
 
 
 class AuthSpec(_Strict):
