@@ -43,6 +43,32 @@ def test_serve_with_a_wrong_defence_creates_no_database(empty_cwd, tiny_victim):
     assert "nosuch" in out
 
 
+def test_serve_on_a_port_in_use_says_so_and_creates_no_database(empty_cwd, tiny_victim):
+    with socket.socket() as taken:  # another server holds the port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for extra in ([], ["--defense", "watermark"]):  # nor the watermark's trigger DB
+            out = fails_cleanly(empty_cwd, "serve", "--model", tiny_victim, "--port", port, *extra)
+            assert f"cannot listen on 127.0.0.1:{port}" in out and "--port" in out, out
+            assert "Traceback" not in out
+        out = fails_cleanly(empty_cwd, "serve", "--model", tiny_victim, "--port", port, "--db", "keys/api.sqlite",
+                            "--port-file", "port.txt")
+        assert "cannot listen" in out
+
+
+def test_the_server_library_binds_before_it_opens_its_database(tmp_path, tiny_translator):
+    from imgsteal.errors import ImgstealError
+    from imgsteal.victim.server import serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ImgstealError, match="cannot listen"):
+            serve(tiny_translator, tmp_path / "api.sqlite", port=taken.getsockname()[1], port_file=tmp_path / "port")
+    assert list(tmp_path.iterdir()) == []
+
+
 class _RefusingHandler(http.server.BaseHTTPRequestHandler):
     """An API that refuses every key, as imgsteal's does an unknown one (401, JSON detail)."""
 

@@ -42,7 +42,7 @@ def serve(
         from imgsteal.victim.accounts import AccountsDB
         from imgsteal.victim.inference import load_translator
         from imgsteal.victim.launch import ServiceConfig, load_service_config
-        from imgsteal.victim.server import ServerSettings, serve as run_server
+        from imgsteal.victim.server import ServerSettings, listen, serve as run_server
 
         # Validate everything before creating anything: a wrong --model or option leaves no database behind.
         service = load_service_config(config) if config is not None else ServiceConfig()
@@ -55,17 +55,24 @@ def serve(
         else:
             setup = service.defenses
         translator = load_translator(model, device)
-        defenses = build_defenses(setup, DefenseContext(api_db=db, victim_model=model, device=device))
-        with AccountsDB(db) as accounts:
-            if not any(not k.revoked for k in accounts.list_keys()):
-                typer.echo(f"note: no active API key yet; create one with: imgsteal keys create --db {db} --name NAME", err=True)
+        # Bind the port before any file is made: a port in use leaves no database behind.
+        sock = listen(host, port)
+        try:
+            defenses = build_defenses(setup, DefenseContext(api_db=db, victim_model=model, device=device))
+            with AccountsDB(db) as accounts:
+                if not any(not k.revoked for k in accounts.list_keys()):
+                    typer.echo(f"note: no active API key yet; create one with: imgsteal keys create --db {db} --name NAME",
+                               err=True)
+        except BaseException:
+            sock.close()
+            raise
 
         def ready(url: str) -> None:
             shown = f", defences: {', '.join(setup.defenses)}" if setup.defenses else ""
             typer.echo(f"serving {model} at {url} (keys and query log: {db}{shown})", err=True)
 
         run_server(translator, db, settings, host=host, port=port, device=device, port_file=port_file,
-                   log_level=log_level, on_ready=ready, defenses=defenses)
+                   log_level=log_level, on_ready=ready, defenses=defenses, sock=sock)
 
 
 def register(app: typer.Typer) -> None:

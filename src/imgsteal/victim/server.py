@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import io
 import logging
 import math
@@ -535,6 +536,25 @@ def uvicorn_config(app: FastAPI, settings: ServerSettings, log_level: str = "war
                           timeout_keep_alive=settings.keep_alive_s, limit_concurrency=settings.max_connections + 1)
 
 
+def listen(host: str = "127.0.0.1", port: int = 8000):
+    """Bind and listen on host:port (port 0 picks a free one); returns the socket.
+
+    Bind before creating anything (database, defence files): a port in use then fails cleanly.
+    Raises ImgstealError naming host:port when the address cannot be bound.
+    """
+    import socket
+
+    from imgsteal.errors import ImgstealError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as exc:
+        hint = " (is another server using it? pick another --port, or 0 for a free one)" \
+            if exc.errno == errno.EADDRINUSE else ""
+        raise ImgstealError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from exc
+
+
 def serve(
     model_path: str | Path | Translator,
     db_path: str | Path,
@@ -547,40 +567,39 @@ def serve(
     log_level: str = "warning",
     on_ready=None,
     defenses: Sequence[Defense] = (),
+    sock=None,
 ) -> None:
     """Load the victim model (or take the loaded Translator) and serve it until interrupted (SIGINT/SIGTERM).
 
     defenses: output defences applied in order to every answer (see imgsteal.defenses.registry).
     port 0 picks a free port; the port actually bound is written to `port_file` (if given) and passed
-    to `on_ready(url)` before the first request is accepted.
+    to `on_ready(url)` before the first request is accepted. sock: a socket from `listen()` to serve
+    on instead of binding host:port here (the caller then binds before creating its own files).
+    The port is bound before the database is opened: a port in use leaves no database behind.
     """
-    import socket
     import sys
 
     import uvicorn
 
-    from imgsteal.errors import ImgstealError
     from imgsteal.victim.inference import load_translator
 
     settings = settings or ServerSettings()
     translator = model_path if isinstance(model_path, Translator) else load_translator(model_path, device)
-    app = create_app(translator, db_path, settings, defenses)
-    sys.stderr.write(app.state.service.memory.describe() + "\n")
+    if sock is None:
+        sock = listen(host, port)
     try:
-        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=1024)
-    except OSError as exc:
-        raise ImgstealError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from exc
-    bound = sock.getsockname()[1]
-    url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
-    if port_file is not None:
-        port_file = Path(port_file)
-        tmp = port_file.with_name(port_file.name + ".tmp")
-        tmp.write_text(str(bound))
-        os.replace(tmp, port_file)
-    if on_ready is not None:
-        on_ready(url)
-    config = uvicorn_config(app, settings, log_level)
-    try:
+        app = create_app(translator, db_path, settings, defenses)
+        sys.stderr.write(app.state.service.memory.describe() + "\n")
+        bound = sock.getsockname()[1]
+        url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
+        if port_file is not None:
+            port_file = Path(port_file)
+            tmp = port_file.with_name(port_file.name + ".tmp")
+            tmp.write_text(str(bound))
+            os.replace(tmp, port_file)
+        if on_ready is not None:
+            on_ready(url)
+        config = uvicorn_config(app, settings, log_level)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
