@@ -8,7 +8,7 @@ constant for the first half of the epochs, then linearly decayed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -59,28 +59,50 @@ class Pix2PixRecipe:
         """One discriminator step and one generator step; returns the losses."""
         p = self.precision
         x, y = (p.input(t) for t in batch)
-        opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
+        opt_g = self.optimizers["generator"]
+        self.before_step()
         with p.autocast():
             fake = self.generator(x)
+        fake_detached = fake.detach()
 
-        opt_d.zero_grad(set_to_none=True)
-        with p.autocast():
-            loss_d = 0.5 * (gan_loss("vanilla", self.discriminator(torch.cat([x, y], 1)), True)
-                            + gan_loss("vanilla", self.discriminator(torch.cat([x, fake.detach()], 1)), False))
-        p.backward(loss_d)
-        p.step(opt_d)
+        def d_loss() -> torch.Tensor:
+            with p.autocast():
+                return 0.5 * (gan_loss("vanilla", self.discriminator(torch.cat([x, y], 1)), True)
+                              + gan_loss("vanilla", self.discriminator(torch.cat([x, fake_detached], 1)), False))
+
+        loss_d = self.update_discriminator(d_loss)
 
         set_requires_grad([self.discriminator], False)
         opt_g.zero_grad(set_to_none=True)
         with p.autocast():
             adversarial = gan_loss("vanilla", self.discriminator(torch.cat([x, fake], 1)), True)
-            l1 = l1_pm1(fake.float(), y)
-            loss_g = adversarial + self.lambda_l1 * l1
+        l1 = l1_pm1(fake.float(), y)
+        extra = self.generator_terms(fake.float(), y)
+        loss_g = adversarial + self.lambda_l1 * l1 + sum(weight * term for weight, term in extra.values())
         p.backward(loss_g)
         p.step(opt_g)
         set_requires_grad([self.discriminator], True)
         p.end_step()
-        return {"g_adv": adversarial.detach(), "l1": l1.detach(), "d": loss_d.detach()}
+        return {"g_adv": adversarial.detach(), "l1": l1.detach(),
+                **{name: term.detach() for name, (_, term) in extra.items()}, "d": loss_d.detach()}
+
+    # Hooks for recipes built on this step (attack.methods.domain_shift): the schedule, the
+    # discriminator's optimiser step, and extra weighted generator terms.
+    def before_step(self) -> None:
+        """Called first in every step (pix2pix's schedule is per epoch: nothing here)."""
+
+    def update_discriminator(self, d_loss: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """One optimiser step of the discriminator on d_loss(); returns the loss."""
+        opt_d = self.optimizers["discriminator"]
+        opt_d.zero_grad(set_to_none=True)
+        loss = d_loss()
+        self.precision.backward(loss)
+        self.precision.step(opt_d)
+        return loss
+
+    def generator_terms(self, fake: torch.Tensor, y: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
+        """Extra generator losses as name -> (weight, loss), added to GAN + lambda_l1 * L1 (none here)."""
+        return {}
 
     def state(self) -> dict[str, Any]:
         return {"schedule": self.schedule.state(), **self.precision.state()}

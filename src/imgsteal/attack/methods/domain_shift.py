@@ -16,14 +16,13 @@ discriminator, so SAM goes on the generator, or off with sam_rho = 0; docs/attac
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import nn
 
 from imgsteal.attack.methods.sam import SharpnessAwareMinimization
 from imgsteal.attack.methods.wavelet import WaveletHighFrequencyLoss
-from imgsteal.train.gan import gan_loss, l1_pm1, set_requires_grad
 from imgsteal.train.paired import pixel_loss
 from imgsteal.train.pix2pix import Pix2PixRecipe
 
@@ -128,40 +127,19 @@ class DomainShiftPix2PixRecipe(Pix2PixRecipe):
     def begin_epoch(self, epoch: int) -> None:
         pass  # the schedule is per step
 
-    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        p = self.precision
-        x, y = (p.input(t) for t in batch)
-        opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
+    def before_step(self) -> None:
         self.schedule.before_step()
-        with p.autocast():
-            fake = self.generator(x)
-        fake_detached = fake.detach()
 
-        def d_loss() -> torch.Tensor:
-            with p.autocast():
-                return 0.5 * (gan_loss("vanilla", self.discriminator(torch.cat([x, y], 1)), True)
-                              + gan_loss("vanilla", self.discriminator(torch.cat([x, fake_detached], 1)), False))
+    def update_discriminator(self, d_loss: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if self.sam is None:
+            return super().update_discriminator(d_loss)
+        p = self.precision
+        return self.sam.step(self.optimizers["discriminator"], d_loss, backward=p.backward, apply=p.step,
+                             module=self.discriminator)
 
-        if self.sam is not None:
-            loss_d = self.sam.step(opt_d, d_loss, backward=p.backward, apply=p.step, module=self.discriminator)
-        else:
-            opt_d.zero_grad(set_to_none=True)
-            loss_d = d_loss()
-            p.backward(loss_d)
-            p.step(opt_d)
-
-        set_requires_grad([self.discriminator], False)
-        opt_g.zero_grad(set_to_none=True)
-        with p.autocast():
-            adversarial = gan_loss("vanilla", self.discriminator(torch.cat([x, fake], 1)), True)
-        l1 = l1_pm1(fake.float(), y)
-        wavelet = self.wavelet(fake.float(), y) if self.wavelet_weight else fake.new_zeros((), dtype=torch.float32)
-        loss_g = adversarial + self.lambda_l1 * l1 + self.wavelet_weight * wavelet
-        p.backward(loss_g)
-        p.step(opt_g)
-        set_requires_grad([self.discriminator], True)
-        p.end_step()
-        return {"g_adv": adversarial.detach(), "l1": l1.detach(), "wavelet": wavelet.detach(), "d": loss_d.detach()}
+    def generator_terms(self, fake: torch.Tensor, y: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
+        wavelet = self.wavelet(fake, y) if self.wavelet_weight else fake.new_zeros(())
+        return {"wavelet": (self.wavelet_weight, wavelet)}
 
     def state(self) -> dict[str, Any]:
         return {"schedule": self.schedule.state(), **self.precision.state()}
