@@ -286,10 +286,15 @@ def read_weights_file(path) -> object:
     arbitrary unpickling. Raises ValueError with imgsteal's own message (torch's advice to load with
     weights_only=False is never passed on: that would run code from the file)."""
     import pickle
+    import warnings
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: the message below says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # not a pickle of tensors at all: bytes of another format
+            raise ValueError(f"{path} is not a PyTorch weights file (another format, or damaged)") from None
         raise ValueError(f"{path} holds Python objects besides tensors; imgsteal reads weights files as "
                          "plain state dicts of tensors only and never unpickles objects from them") from None
     except Exception as exc:  # truncated zip, another format, a legacy file torch cannot parse
