@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from imgsteal.attack.methods import arch_kind, build_recipe, build_source, natural_epoch_steps
+from imgsteal.attack.methods import AttackMethod, arch_kind, build_recipe, build_source, natural_epoch_steps
+from imgsteal.attack.methods.adaptive import AdaptiveOptions
 from imgsteal.attack.methods.few_shot import DEFAULT_ZOOMS
 from imgsteal.attack.methods.steps import StepSource, epoch_length, epochs_for
 from imgsteal.data.augment import Augmentation
@@ -38,7 +39,7 @@ class SurrogateConfig(BaseModel):
     store: str
     arch: Literal["srresnet", "edsr", "pix2pix", "pix2pix_resnet"] = Field(
         "srresnet", description="super-resolution: srresnet, edsr; style: pix2pix (UNet), pix2pix_resnet (ResNet generator)")
-    attack: Literal["paper", "domain-shift", "few-shot"] = Field(
+    attack: AttackMethod = Field(
         "paper", description="training method on the pairs (imgsteal.attack.methods; docs/attacks.md)")
     seed: int = 0
     fraction: float = Field(1.0, gt=0, le=1)
@@ -77,6 +78,9 @@ class SurrogateConfig(BaseModel):
                                           description="relative crop sizes, one drawn per batch (> 0)")
     crop_symmetries: bool = Field(True, description="each crop under one of the 8 flips/90-degree rotations; "
                                   "off for a victim that is not equivariant to them")
+    # adaptive attacks on output defences (jpeg, resize, noise, overmark, finetune)
+    adaptive: AdaptiveOptions = Field(default_factory=AdaptiveOptions,
+                                      description="settings of the adaptive attacks (imgsteal.attack.methods.adaptive)")
     device: str = "auto"
     checkpoint_every: int = 200
 

@@ -37,9 +37,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from imgsteal.defenses.registry import DEFENSES, DefenseSetup
+from imgsteal.defenses.scorecard import ScorecardSection
 from imgsteal.errors import ImgstealError
 from imgsteal.experiments.config import NO_DEFENSE, TaskConfig
 
@@ -57,6 +58,14 @@ class _Strict(BaseModel):
 
 class FingerprintSection(_Strict):
     """Either `model` (a trained fingerprint run folder) or `train` (FingerprintTrainConfig settings)."""
+
+    model: str | None = None
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+class BoxfreeSection(_Strict):
+    """Either `model` (a run folder of `imgsteal watermark train --method boxfree`) or `train`
+    (BoxfreeTrainConfig settings; trained once on the experiment's victim into OUT/boxfree)."""
 
     model: str | None = None
     train: dict[str, Any] = Field(default_factory=dict)
@@ -101,12 +110,15 @@ class DefenseEvalConfig(_Strict):
         description="run name -> defences applied (in order) or a RunSpec; a clean run 'none' is always added")
     watermark: dict[str, Any] = Field(default_factory=dict, description="WatermarkOptions fields")
     fingerprint: FingerprintSection = Field(default_factory=FingerprintSection)
+    boxfree: BoxfreeSection = Field(default_factory=BoxfreeSection)
     pgd: dict[str, Any] = Field(default_factory=dict, description="PGDOptions fields")
+    scorecard: ScorecardSection | None = Field(None, description="the adaptive-attack scorecard (imgsteal.defenses.scorecard)")
     transfer: TransferSection = Field(default_factory=TransferSection)
     alpha: float = Field(0.01, gt=0, lt=1, description="significance level of the watermark verdict")
     detect_images: int = Field(16, ge=1, description="test images whose outputs are checked for the fingerprint")
     gallery_images: int = Field(2, ge=0, description="test images shown in the preview panels")
     notes: list[str] = Field(default_factory=list, description="shown at the top of the report")
+    _boxfree_dir: Path | None = PrivateAttr(None)  # OUT/boxfree once trained there
 
     @field_validator("runs", mode="before")
     @classmethod
@@ -130,6 +142,21 @@ class DefenseEvalConfig(_Strict):
     def _consistent(self) -> "DefenseEvalConfig":
         if self.uses("fingerprint") and self.fingerprint.model is None and not self.fingerprint.train.get("images"):
             raise ValueError("fingerprint: give `model` (a trained run folder) or `train.images` (images to train it on)")
+        if self.uses("boxfree") and self.boxfree.model is None and not self.boxfree.train.get("images"):
+            raise ValueError("boxfree: give `model` (a run folder of `imgsteal watermark train --method boxfree`) or "
+                             "`train.images` (the owner's images to train it on)")
+        if self.boxfree.train:
+            from imgsteal.defenses.boxfree import BoxfreeTrainConfig
+
+            unknown = sorted(set(self.boxfree.train) - set(BoxfreeTrainConfig.model_fields))
+            if unknown:
+                raise ValueError(f"boxfree.train: unknown settings {', '.join(unknown)}")
+        if self.scorecard is not None:
+            archs = len(self.scorecard.independent_archs) or 1
+            n = self.scorecard.independent_count(archs)
+            if n < 10:
+                raise ValueError(f"scorecard: {n} independent models (clean-answer surrogates: attacks x seeds + "
+                                 "independent_seeds x independent_archs); the threshold needs at least 10")
         for run in self.runs:  # every run's settings must be valid, now rather than after the harvests
             try:
                 self.setup(run)
@@ -154,22 +181,29 @@ class DefenseEvalConfig(_Strict):
                 sections["pgd"]["discriminator"] = self.expand(str(sections["pgd"]["discriminator"]))
         if "fingerprint" in spec.defenses and self.fingerprint.model:
             sections["fingerprint"] = {"model": self.expand(self.fingerprint.model)}
+        if "boxfree" in spec.defenses and (self.boxfree.model or self._boxfree_dir):
+            sections["boxfree"] = {"model": self.expand(self.boxfree.model) if self.boxfree.model else str(self._boxfree_dir)}
         return DefenseSetup(defenses=spec.defenses, **sections)
 
     def expand(self, text: str) -> str:
         return text.replace("{data_root}", self.data_root)
 
-    def experiment(self):
-        """The evaluation as an experiment: its task over the defences axis (none + every run), one cell each."""
+    def experiment(self, defenses: list[str] | None = None, attacks: list[str] | None = None,
+                   seeds: list[int] | None = None, augmentations: list[str] | None = None,
+                   surrogates: list[str] | None = None):
+        """The evaluation as an experiment: its task over the defences axis (none + every run), one cell
+        each; the scorecard asks for other axes (attacks, seeds, augmentations, architectures)."""
         from imgsteal.experiments.config import ExperimentConfig, GridConfig
 
         fingerprint_training = None
+        defenses = defenses or [CLEAN_RUN, *self.runs]
         if self.uses("fingerprint") and self.fingerprint.model is None:
             fingerprint_training = dict(self.fingerprint.train)
         return ExperimentConfig(
             name=self.name, description=self.description, data_root=self.data_root, price_usd=self.price_usd,
-            grid=GridConfig(fractions=[1.0], augmentations=["none"], seeds=[self.seed], defenses=[CLEAN_RUN, *self.runs]),
-            tasks=[self.task], defense_setups={run: self.setup(run) for run in self.runs},
+            grid=GridConfig(fractions=[1.0], augmentations=augmentations or ["none"], seeds=seeds or [self.seed],
+                            defenses=defenses, attacks=attacks or ["paper"], surrogates=surrogates),
+            tasks=[self.task], defense_setups={run: self.setup(run) for run in self.runs if run in defenses},
             fingerprint_training=fingerprint_training, client=self.client)
 
 
@@ -244,6 +278,9 @@ class Context:
     def defenses(self, run: str) -> list[str]:
         return self.cfg.setup(run).defenses
 
+    def boxfree_dir(self, run: str) -> Path:
+        return Path(self.cfg.setup(run).options("boxfree").model)
+
     def pgd_options(self, run: str):
         return self.cfg.setup(run).options("pgd")
 
@@ -305,11 +342,14 @@ def answer_cost(ctx: Context, run: str) -> dict:
     pairs = matched_answers(ctx.store(run), ctx.store(CLEAN_RUN))
     if not pairs:
         return {"answers": 0}
+    from imgsteal.metrics.ssim import ssim
+
     mses = [float(F.mse_loss(d, c)) for d, c in pairs]
     changed = sum(1 for m in mses if m > 0)
     linf = max(float((d - c).abs().max()) for d, c in pairs)
+    ssims = [float(ssim(d, c)[0]) for d, c in pairs if min(d.shape[-2:]) >= 11]
     return {"answers": len(pairs), "changed": changed, "psnr_db": _psnr_of_mse(sum(mses) / len(mses)),
-            "max_abs_change": linf}
+            "ssim": sum(ssims) / len(ssims) if ssims else None, "max_abs_change": linf}
 
 
 def watermark_results(ctx: Context, run: str, surrogate_dir: Path, clean_dir: Path) -> dict:
@@ -408,6 +448,12 @@ def _preview(ctx: Context, run: str, answer: torch.Tensor, cache: dict) -> torch
 
                 cache["fingerprint"] = FingerprintModel.load(ctx.fingerprint_dir, "cpu")
             out = cache["fingerprint"].stamp(out)
+        elif name == "boxfree":
+            if "boxfree" not in cache:
+                from imgsteal.defenses.boxfree import BoxfreeModel
+
+                cache["boxfree"] = BoxfreeModel.load(ctx.boxfree_dir(run), "cpu")
+            out = cache["boxfree"].embed(out)
         elif name == "pgd":
             if f"pgd:{run}" not in cache:
                 from imgsteal.defenses.perturbation import PGDDefense
@@ -437,6 +483,8 @@ def run_defense_evaluation(cfg: DefenseEvalConfig, out: str | Path, progress: bo
             load_discriminator(cfg.setup(run).options("pgd").discriminator, cfg.setup(run).options("pgd").module)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+    prepare_boxfree_and_scorecard(cfg, out, progress, log)  # the scorecard's cells first; the evaluation's own last
+    exp = cfg.experiment()
     run = run_experiment(exp, out / "experiment", progress=progress, log=log)
     assets = run.assets.get(task.name)
     victim_model = Path(assets.victim_model) if assets else _victim_model(exp, out / "experiment")
@@ -491,13 +539,73 @@ def run_defense_evaluation(cfg: DefenseEvalConfig, out: str | Path, progress: bo
     t = time.perf_counter()
     figures = write_figures(ctx, victim, models, transfer)
     timings["figures_s"] = time.perf_counter() - t
+    if cfg.scorecard is not None:
+        from imgsteal.defenses.scorecard import build_scorecard, plot_scorecard
+
+        t = time.perf_counter()
+        costs = {run: results["runs"][run]["answer_cost"] for run in cfg.runs}
+        results["scorecard"] = build_scorecard(ctx, cfg.scorecard, costs, log=log)
+        figures["scorecard"] = str(plot_scorecard(results["scorecard"], out / "figures" / "scorecard.png").relative_to(out))
+        timings["scorecard_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
     results["timings"] = timings
     results["figures"] = figures
     (out / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
-    write_report(ctx, results).write(out / "report.html")
-    log(f"report: {out / 'report.html'}  results: {out / 'results.json'}")
+    report = write_report(ctx, results)
+    report.write(out / "report.html")
+    (out / "report.md").write_text(report.markdown(), encoding="utf-8")  # the same report, in Markdown
+    log(f"report: {out / 'report.html'} (and report.md)  results: {out / 'results.json'}")
     return results
+
+
+def prepare_boxfree_and_scorecard(cfg: DefenseEvalConfig, out: Path, progress: bool, log: Log) -> None:
+    """Before the evaluation's own experiment: train the box-free watermark on the victim when the config
+    says how (the victim comes from a first, undefended experiment), then run the scorecard's cells."""
+    from imgsteal.experiments.runner import run_experiment
+
+    needs_boxfree = cfg.uses("boxfree") and cfg.boxfree.model is None
+    if not needs_boxfree and cfg.scorecard is None:
+        return
+    plan = []
+    if cfg.scorecard is not None:
+        from imgsteal.defenses.scorecard import experiments
+
+        plan = experiments(cfg, cfg.scorecard)
+    first = plan[0][1] if plan else cfg.experiment(defenses=[CLEAN_RUN])
+    log("scorecard: independent models" if plan else "an undefended run first (the box-free watermark needs the victim)")
+    run = run_experiment(first, out / "experiment", progress=progress, log=log)
+    if needs_boxfree:
+        assets = run.assets.get(cfg.task.name)
+        victim = Path(assets.victim_model) if assets else _victim_model(first, out / "experiment")
+        cfg._boxfree_dir = train_boxfree_once(cfg, out / "boxfree", victim, progress, log)
+    for label, exp in plan[1:]:
+        exp = exp.model_copy(update={"defense_setups": {r: cfg.setup(r) for r in exp.defense_setups}})
+        log(f"scorecard: {label}")
+        run_experiment(exp, out / "experiment", progress=progress, log=log)
+
+
+def train_boxfree_once(cfg: DefenseEvalConfig, folder: Path, victim: Path, progress: bool, log: Log) -> Path:
+    """Train the box-free watermark (cfg.boxfree.train) on the victim's answers into `folder`, unless done."""
+    from imgsteal.defenses.boxfree import BoxfreeTrainConfig, train_boxfree
+
+    done = folder / "metrics.json"
+    if done.exists():
+        return folder
+    settings = {k: (self_expand(cfg, v)) for k, v in cfg.boxfree.train.items()}
+    settings.setdefault("device", cfg.task.device)
+    train_cfg = BoxfreeTrainConfig.model_validate({**settings, "victim": str(victim)})
+    log(f"training the box-free watermark on the victim's answers into {folder}")
+    result = train_boxfree(train_cfg, folder, progress=progress)
+    log(result.summary())
+    return folder
+
+
+def self_expand(cfg: DefenseEvalConfig, value: Any) -> Any:
+    if isinstance(value, str):
+        return cfg.expand(value)
+    if isinstance(value, list):
+        return [cfg.expand(v) if isinstance(v, str) else v for v in value]
+    return value
 
 
 def _victim_model(exp, experiment: Path) -> Path:
@@ -614,6 +722,28 @@ def summary_rows(cfg: DefenseEvalConfig, results: dict) -> list[list[str]]:
     return rows
 
 
+def write_scorecard_section(report, card: dict, figure: str | None) -> None:
+    """The adaptive-attack scorecard: one table (a row per defence x attack) and one figure."""
+    from imgsteal.defenses.scorecard import scorecard_rows
+
+    report.heading("Adaptive-attack scorecard")
+    lines = []
+    for run, cal in card["calibration"].items():
+        lines.append(f"{run}: {cal['statistic']} > {cal['threshold']:.3f}, {cal['false_positives']}/{cal['independent_models']} "
+                     f"independent models above it (95% upper bound on the false-positive rate "
+                     f"{cal['fpr_upper_95']:.0%})")
+    report.text(f"Each defence was attacked by every attack below ({len(card['seeds'])} surrogate seed(s) each). A surrogate "
+                "is verified when the defence's statistic on it is above a threshold fixed on independent models only "
+                f"({len(card['independent_models'])} surrogates trained on clean answers: every attack of the undefended "
+                f"run and extra seeds/architectures), chosen so that at most {card['fpr']:.0%} of them are above it. "
+                "Thresholds: " + "; ".join(lines) + ". PGD verifies nothing (n/a). Fidelity: (B) on the first test set. "
+                "Answers PSNR/SSIM: the defended answers against the undefended ones (what honest clients pay).")
+    header, rows = scorecard_rows(card)
+    report.table(header, rows, caption="Adaptive-attack scorecard: a row per defence x attack.")
+    if figure:
+        report.figure(figure, "Verification rate (colour) and F_A vs F_V PSNR per defence x attack.")
+
+
 def write_report(ctx: Context, results: dict):
     """The HTML report (no secrets: counts, accuracies, p-values and previews on test images)."""
     from imgsteal.report.html import Report
@@ -629,6 +759,9 @@ def write_report(ctx: Context, results: dict):
         report.text(f"Note: {note}")
     report.heading("Does each defence survive the attack?")
     report.table(["run", "defences", "outcome"], summary_rows(cfg, results))
+
+    if "scorecard" in results:
+        write_scorecard_section(report, results["scorecard"], results["figures"].get("scorecard"))
 
     report.heading("Surrogate quality with and without each defence")
     metrics = sorted({m for r in runs.values() for rec in r["quality"] for m in rec["metrics"]})

@@ -57,7 +57,7 @@ class GridConfig(_Strict):
     defenses: list[str] = Field(default_factory=lambda: [NO_DEFENSE],
                                 description="output defences the victim's API runs while it is harvested: `none`, a "
                                             "defence name (watermark, fingerprint, pgd) or a key of `defense_setups`")
-    attacks: list[Literal["paper", "domain-shift", "few-shot"]] = Field(
+    attacks: list[Literal["paper", "domain-shift", "few-shot", "jpeg", "resize", "noise", "overmark", "finetune"]] = Field(
         default_factory=lambda: ["paper"], description="surrogate training methods (docs/attacks.md)")
     budgets: list[int | Literal["all"]] | None = Field(
         None, description="queries a cell trains on: nested subsets of the harvest (one harvest serves every "

@@ -4,6 +4,8 @@
 - `domain-shift`: Mi et al. (AAAI 2024): + wavelet high-frequency loss, SAM, cosine decay.
 - `few-shot`: after Spingarn-Eliezer and Michaeli (2024): many multi-scale, flipped and rotated
   crops of a few pairs, pixel L2 loss, trained for a number of steps.
+- `jpeg`, `resize`, `noise`, `overmark`, `finetune`: adaptive attacks on output defences (the paper's
+  recipe on transformed answers, or fine-tuned on clean data afterwards; imgsteal.attack.methods.adaptive).
 
 `build_source` and `build_recipe` turn a SurrogateConfig into what `run_training` needs; networks
 come from `surrogate_networks` (architectures by kind: super-resolution or style).
@@ -22,8 +24,8 @@ from imgsteal.errors import ImgstealError
 if TYPE_CHECKING:
     from imgsteal.attack.surrogate import SurrogateConfig
 
-AttackMethod = Literal["paper", "domain-shift", "few-shot"]
-ATTACK_METHODS: tuple[str, ...] = ("paper", "domain-shift", "few-shot")
+AttackMethod = Literal["paper", "domain-shift", "few-shot", "jpeg", "resize", "noise", "overmark", "finetune"]
+ATTACK_METHODS: tuple[str, ...] = ("paper", "domain-shift", "few-shot", "jpeg", "resize", "noise", "overmark", "finetune")
 
 # Surrogate architectures by kind: the grid's `surrogate` axis picks among these.
 SR_ARCHS = ("srresnet", "edsr")
@@ -98,8 +100,27 @@ def build_source(cfg: "SurrogateConfig", inputs: list[torch.Tensor], targets: li
                                         steps_per_epoch=steps_per_epoch or natural_epoch_steps(cfg, len(inputs)))
         except ValueError as exc:
             raise ImgstealError(f"few-shot crops: {exc}") from exc
-    return PairedPatchSource(inputs, targets, scale=scale, patch=patch, batch_size=cfg.batch_size,
-                             seed=cfg.seed, augmentation=cfg.augmentation, repeat=cfg.repeat)
+    from imgsteal.attack.methods import adaptive
+
+    if cfg.attack in adaptive.ANSWER_TRANSFORMS:
+        targets = adaptive.transform_answers(targets, cfg.attack, cfg.adaptive, cfg.seed)
+    answers = PairedPatchSource(inputs, targets, scale=scale, patch=patch, batch_size=cfg.batch_size,
+                                seed=cfg.seed, augmentation=cfg.augmentation, repeat=cfg.repeat)
+    if cfg.attack != "finetune":
+        return answers
+    if kind != "sr":
+        raise ImgstealError("the finetune attack needs super-resolution pairs (a style task gives the attacker no clean targets)")
+    try:
+        clean_in, clean_out = adaptive.clean_pairs(inputs, scale)
+        side = min(min(x.shape[-2:]) for x in clean_in)
+        clean = PairedPatchSource(clean_in, clean_out, scale=scale, patch=None if patch is None else min(patch, side),
+                                  batch_size=cfg.batch_size, seed=cfg.seed + 1, repeat=cfg.repeat)
+    except ValueError as exc:
+        raise ImgstealError(f"finetune: {exc}") from exc
+    per_epoch = steps_per_epoch or answers.batches_per_epoch
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * natural_epoch_steps(cfg, len(inputs))
+    switch_at = max(1, round(total * (1 - cfg.adaptive.finetune_fraction)))
+    return adaptive.FinetuneSource(answers, clean, switch_at, per_epoch)
 
 
 def natural_epoch_steps(cfg: "SurrogateConfig", pairs: int) -> int:
@@ -129,7 +150,7 @@ def build_recipe(cfg: "SurrogateConfig", scale: int, device: torch.device, *, ep
         return DomainShiftPix2PixRecipe(generator, critic, device, total_steps=total_steps, lr=cfg.lr,
                                         lambda_l1=cfg.lambda_l1, wavelet_weight=cfg.wavelet_weight,
                                         sam_rho=cfg.sam_rho), multiple
-    if cfg.attack != "paper":
+    if cfg.attack not in ("paper", "jpeg", "resize", "noise", "overmark", "finetune"):  # adaptive: the paper's recipe
         raise ImgstealError(f"unknown attack method {cfg.attack!r}; known: {', '.join(ATTACK_METHODS)}")
     if kind == "sr":
         generator, _, multiple = surrogate_networks(cfg, scale, discriminator=False)
