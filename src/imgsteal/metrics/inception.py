@@ -253,11 +253,6 @@ class FIDInceptionV3(nn.Module):
         return self.to(memory_format=torch.channels_last)
 
 
-def expected_state_dict_keys() -> set[str]:
-    """Keys a FID Inception state dict must have (batch norms' num_batches_tracked are optional)."""
-    return {k for k in FIDInceptionV3().state_dict() if not k.endswith("num_batches_tracked")}
-
-
 def random_fid_inception_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     """A random state dict in the FID Inception layout, for tests and benchmarks only.
 
@@ -297,6 +292,5 @@ def read_weights_file(path) -> object:
             raise ValueError(f"{path} is not a PyTorch weights file (another format, or damaged)") from None
         raise ValueError(f"{path} holds Python objects besides tensors; imgsteal reads weights files as "
                          "plain state dicts of tensors only and never unpickles objects from them") from None
-    except Exception as exc:  # truncated zip, another format, a legacy file torch cannot parse
-        raise ValueError(f"{path} is not a PyTorch weights file (truncated, or another format: "
-                         f"{type(exc).__name__})") from None
+    except Exception:  # truncated zip, another format, a legacy file torch cannot parse
+        raise ValueError(f"{path} is not a PyTorch weights file (truncated, damaged, or another format)") from None
