@@ -75,10 +75,6 @@ def base_values(cfg: ExperimentConfig, task: TaskConfig) -> dict:
             "budget": None if None in budgets else max(budgets)}
 
 
-def is_base(cfg: ExperimentConfig, cell: GridCell) -> bool:
-    return all(getattr(cell, k) == v for k, v in base_values(cfg, cfg.task(cell.task)).items())
-
-
 def is_base_record(cfg: ExperimentConfig, record: dict) -> bool:
     base = base_values(cfg, cfg.task(record["task"]))
     return all(record.get(k, {"attack": "paper", "selection": "random"}.get(k)) == v for k, v in base.items())
