@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=4, help="independent models the owner calibrates on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--extractor", default="matched", choices=["learned", "matched"])
+    parser.add_argument("--band", type=int, default=3, help="the mark's residual is detail finer than band x band px (odd)")
+    parser.add_argument("--strength", type=float, default=0.012, help="max residual per pixel")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None, help="keep the run here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=None, help="also write the measurements as JSON")
@@ -62,7 +64,8 @@ def main() -> None:
         cfg = BoxfreeTrainConfig(images=["demo:victim"], victim=args.victim, size=args.size, mark_size=32,
                                  crops_per_image=2, queries=16, steps=args.steps, batch_size=16, surrogates=2,
                                  negatives=4, surrogate_steps=args.surrogate_steps, finetune_steps=args.finetune_steps,
-                                 calibration_models=args.calibration, seed=args.seed, extractor=args.extractor, device=args.device)
+                                 calibration_models=args.calibration, seed=args.seed, extractor=args.extractor, device=args.device,
+                                 band=args.band, strength=args.strength)
         result = train_boxfree(cfg, root / "owner", progress=False)
         owner_s = time.perf_counter() - started
         model = BoxfreeModel.load(root / "owner", args.device)
@@ -92,12 +95,20 @@ def main() -> None:
     threshold = result.threshold
     rate = sum(v["verified"] for v in stolen) / max(1, len(stolen))
     fpr = sum(v["verified"] for v in independent) / max(1, len(independent))
+    # The scorecard's rule (imgsteal.defenses.scorecard): the threshold is the highest similarity of the
+    # independent models (0 of them above it), no margin or floor.
+    from imgsteal.defenses.scorecard import fpr_upper_bound
+
+    top = max((v["similarity"] for v in independent), default=float("nan"))
+    rate_at_top = sum(v["similarity"] > top for v in stolen) / max(1, len(stolen))
     report = {
-        "victim": args.victim or "identity", "size": args.size, "scale": scale, "threshold": threshold,
+        "victim": args.victim or "identity", "size": args.size, "band": args.band, "strength": args.strength, "scale": scale, "threshold": threshold,
         "calibrated_on": args.calibration, "owner_training_s": round(owner_s, 1),
         "total_s": round(time.perf_counter() - started, 1),
         "psnr_db_mean": round(fidelity, 2), "psnr_db_min": round(worst, 2),
         "verification_rate": rate, "false_positive_rate": fpr,
+        "fpr_upper_95": fpr_upper_bound(sum(v["verified"] for v in independent), len(independent)),
+        "max_independent_similarity": top, "verification_rate_at_max_independent": rate_at_top,
         "stolen": stolen, "independent": independent, "owner": result.as_dict(),
     }
     print(f"box-free watermark, {len(answers)} attacker crops of {args.size} px, victim: {report['victim']}")
@@ -107,6 +118,8 @@ def main() -> None:
               f"{'VERIFIED' if v['verified'] else '-'}")
     print(f"verified: {rate:.0%} of {len(stolen)} surrogates on marked answers   (goal >= 95%)")
     print(f"false positives: {fpr:.0%} of {len(independent)} independent models   (goal <= 1%)")
+    print(f"  ({sum(v['verified'] for v in independent)}/{len(independent)} false positives bound the rate to {report['fpr_upper_95']:.0%} at 95% confidence)")
+    print(f"at the highest independent similarity ({top:.3f}) as the threshold: {rate_at_top:.0%} verified")
     print(f"marked vs unmarked answers: PSNR {fidelity:.2f} dB mean, {worst:.2f} dB worst   (goal >= 38 dB)")
     print(f"time: owner training {owner_s:.0f} s, total {report['total_s']:.0f} s")
     if args.json is not None:

@@ -73,6 +73,12 @@ Suspect = Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
 
 
 # -- networks ----------------------------------------------------------------------------------
+def detail(image: torch.Tensor, band: int = 3) -> torch.Tensor:
+    """N x C x H x W minus its band x band local mean (replicate padding): the fine detail (band: odd, >= 3)."""
+    r = band // 2
+    return image - F.avg_pool2d(F.pad(image, (r, r, r, r), mode="replicate"), band, stride=1)
+
+
 @register_model("boxfree_embedder")
 class BoxfreeEmbedder(nn.Module):
     """(N x 3 x H x W answers in [0, 1], 1 x 1 x M x M mark in [0, 1]) -> marked answers in [0, 1].
@@ -83,9 +89,9 @@ class BoxfreeEmbedder(nn.Module):
     """
 
     def __init__(self, mark_size: int = 32, channels: int = 16, depth: int = 2, code: int = 8,
-                 strength: float = 0.012, gain: float = 5.0) -> None:
+                 strength: float = 0.012, gain: float = 5.0, band: int = 3) -> None:
         super().__init__()
-        self.mark_size, self.strength, self.code_dim, self.gain = mark_size, strength, code, gain
+        self.mark_size, self.strength, self.code_dim, self.gain, self.band = mark_size, strength, code, gain, band
         self.code = nn.Linear(mark_size * mark_size, code)
         self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(inplace=True))
         layers: list[nn.Module] = []
@@ -99,11 +105,12 @@ class BoxfreeEmbedder(nn.Module):
         code = code.expand(image.shape[0], -1)[:, :, None, None].expand(-1, -1, *image.shape[-2:])
         h = self.body(torch.cat([self.stem(image * 2 - 1), code], 1))
         texture = torch.tanh(self.gain * self.residual(h))
-        # Fine detail only (minus its 3x3 local mean): the extractor reads the mark there, where the
-        # image content has little energy. Scaled to an RMS of 1 per image (the full budget: the
+        # Fine detail only (minus its band x band local mean): the extractor reads the mark there, where
+        # the image content has little energy; a wider band is easier for a surrogate with strided
+        # down- and upsampling (a CycleGAN ResNet generator) to learn. Scaled to an RMS of 1 per image (the full budget: the
         # stronger the imprint, the more of it a surrogate learns), then clamped: the residual is at
         # most `strength` per pixel, so the marked answer is >= 20 log10(1 / strength) dB PSNR.
-        texture = texture - F.avg_pool2d(F.pad(texture, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        texture = detail(texture, self.band)
         texture = texture / texture.pow(2).mean((1, 2, 3), keepdim=True).add(1e-8).sqrt()
         return (image + self.strength * texture.clamp(-1, 1)).clamp(0, 1)
 
@@ -120,19 +127,21 @@ class BoxfreeExtractor(nn.Module):
     Still box-free: it needs the suspect's output image only.
     """
 
-    def __init__(self, mark_size: int = 32, channels: int = 32, hidden: int = 64, strength: float = 0.012) -> None:
+    def __init__(self, mark_size: int = 32, channels: int = 32, hidden: int = 64, strength: float = 0.012,
+                 band: int = 3) -> None:
         super().__init__()
         self.mark_size, self.strength = mark_size, strength  # the embedder's: detail and hint are read in its units
+        self.band = band
         self.features = nn.Sequential(nn.Conv2d(9, channels, 3, padding=1), nn.ReLU(inplace=True),
                                       nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
         self.head = nn.Sequential(nn.Linear(2 * channels + 3, hidden), nn.ReLU(inplace=True),
                                   nn.Linear(hidden, mark_size * mark_size))
 
     def forward(self, image: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
-        detail = (image - F.avg_pool2d(F.pad(image, (1, 1, 1, 1), mode="replicate"), 3, stride=1)) / self.strength
+        fine = detail(image, self.band) / self.strength
         hint = hint / self.strength
-        product = detail * hint
-        f = self.features(torch.cat([detail, hint, product], 1)).flatten(2)
+        product = fine * hint
+        f = self.features(torch.cat([fine, hint, product], 1)).flatten(2)
         pooled = torch.cat([f.mean(-1), f.std(-1), product.flatten(2).mean(-1)], 1)
         m = self.mark_size
         return torch.sigmoid(self.head(pooled)).view(-1, 1, m, m)
@@ -149,16 +158,15 @@ class BoxfreeMatchedExtractor(nn.Module):
     artifacts). The mark is a buffer set at training time (and kept in the private model file).
     """
 
-    def __init__(self, mark_size: int = 32, strength: float = 0.012) -> None:
+    def __init__(self, mark_size: int = 32, strength: float = 0.012, band: int = 3) -> None:
         super().__init__()
-        self.mark_size, self.strength = mark_size, strength
+        self.mark_size, self.strength, self.band = mark_size, strength, band
         self.register_buffer("mark", torch.zeros(1, 1, mark_size, mark_size))
         self.gain = nn.Parameter(torch.tensor(8.0))
         self.center = nn.Parameter(torch.tensor(0.5))
 
     def correlation(self, image: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
-        detail = image - F.avg_pool2d(F.pad(image, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-        return (detail * hint).mean((1, 2, 3)) / hint.pow(2).mean((1, 2, 3)).add(1e-12)
+        return (detail(image, self.band) * hint).mean((1, 2, 3)) / hint.pow(2).mean((1, 2, 3)).add(1e-12)
 
     def forward(self, image: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
         confidence = torch.sigmoid(self.gain * (self.correlation(image, hint) - self.center))
@@ -530,6 +538,8 @@ class BoxfreeTrainConfig(BaseModel):
                            description="matched: a 2-parameter matched filter scales the mark (stable, few false "
                                        "positives); learned: a small CNN draws it (can key on other image features)")
     strength: float = Field(0.012, gt=0, le=0.2, description="max residual per pixel (0.012 keeps PSNR >= 38.4 dB)")
+    band: int = Field(3, ge=3, le=15, description="the residual is detail finer than band x band px (odd): wider is "
+                                                  "easier for strided surrogates to learn, and closer to image content")
     steps: int = Field(600, ge=1, description="stage-1 steps")
     batch_size: int = Field(16, ge=1)
     lr: float = 1e-3
@@ -734,14 +744,16 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
 
     # -- stage 1
     torch.manual_seed(cfg.seed)
+    if cfg.band % 2 == 0:
+        raise ImgstealError(f"band must be odd, got {cfg.band}")
     embedder = build_model("boxfree_embedder", mark_size=cfg.mark_size, channels=cfg.channels, depth=cfg.depth,
-                           strength=cfg.strength)
+                           strength=cfg.strength, band=cfg.band)
     if cfg.extractor == "matched":
-        extractor = build_model("boxfree_matched_extractor", mark_size=cfg.mark_size, strength=cfg.strength)
+        extractor = build_model("boxfree_matched_extractor", mark_size=cfg.mark_size, strength=cfg.strength, band=cfg.band)
         extractor.mark.copy_(mark[None])
     else:
         extractor = build_model("boxfree_extractor", mark_size=cfg.mark_size, channels=cfg.extractor_channels,
-                                strength=cfg.strength)
+                                strength=cfg.strength, band=cfg.band)
     discriminator = build_model("boxfree_discriminator", channels=cfg.channels)
     recipe = BoxfreeStage1Recipe(embedder, extractor, discriminator, mark, device, cfg.lr, cfg.image_weight,
                                  cfg.adv_weight, cfg.seed, ramp_steps=round(cfg.ramp * cfg.steps))
