@@ -170,3 +170,12 @@ def test_scorecard_thresholds_from_independent_models_only_and_a_row_per_defence
     assert len(table) == len(card["rows"]) and "verified" in header
     png = scorecard.plot_scorecard(card, tmp_path / "fig" / "scorecard.png")
     assert png.stat().st_size > 1000
+
+
+def test_paper_preset_validates_with_enough_independent_models():
+    from imgsteal.defenses.evaluate import load_defense_config
+
+    cfg = load_defense_config(CONFIG.with_name("paper-scorecard.yaml"))
+    archs = len(cfg.scorecard.independent_archs)
+    assert cfg.scorecard.independent_count(archs) >= 10
+    assert scorecard.fpr_upper_bound(0, cfg.scorecard.independent_count(archs)) < 0.05
