@@ -172,10 +172,13 @@ def test_scorecard_thresholds_from_independent_models_only_and_a_row_per_defence
     assert png.stat().st_size > 1000
 
 
-def test_paper_preset_validates_with_enough_independent_models():
+@pytest.mark.parametrize("name", ["paper-scorecard.yaml", "demo-boxfree.yaml"])
+def test_presets_validate_with_enough_independent_models(name):
     from imgsteal.defenses.evaluate import load_defense_config
 
-    cfg = load_defense_config(CONFIG.with_name("paper-scorecard.yaml"))
+    cfg = load_defense_config(CONFIG.with_name(name))
     archs = len(cfg.scorecard.independent_archs)
     assert cfg.scorecard.independent_count(archs) >= 10
-    assert scorecard.fpr_upper_bound(0, cfg.scorecard.independent_count(archs)) < 0.05
+    assert "boxfree" in cfg.runs and cfg.boxfree.train["images"]
+    if name.startswith("paper"):
+        assert scorecard.fpr_upper_bound(0, cfg.scorecard.independent_count(archs)) < 0.05
