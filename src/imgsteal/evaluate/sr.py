@@ -116,7 +116,7 @@ def sr_report_blocks(report, results: list[SRTestResult], prefix: str = "", gall
         for r in results:
             rows.append(["bicubic baseline", r.name, r.cells[metric]["bicubic_vs_victim"].text(digits),
                          r.cells[metric]["bicubic_vs_hr"].text(digits)])
-        note = spread_note([c for r in results for c in r.cells[metric].values()], results[0].n_images if results else 0)
+        note = spread_note([c for r in results for c in r.cells[metric].values()], {r.name: r.n_images for r in results})
         report.table(header, rows, caption=f"Table {number}: {label}; {note}")
     if not gallery:
         return

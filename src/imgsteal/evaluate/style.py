@@ -271,7 +271,7 @@ def style_report_blocks(report, results: list[StyleTestResult], status: FIDStatu
     """Add Tables 3/4 (FID, KID) or the reason they were skipped, the paired (B) table and (with
     `gallery`) the original | F_V | F_A galleries to a Report. prefix: path from the report to the
     evaluation folder."""
-    n = results[0].n_images if results else 0
+    n = {r.name: r.n_images for r in results}
     if status.computed:
         for metric, label, digits in DISTRIBUTION_METRICS:
             rows = {r.name: r.cells[metric] for r in results if metric in r.cells}

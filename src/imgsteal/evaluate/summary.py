@@ -55,12 +55,19 @@ def abc_rows(rows: dict[str, dict[str, Cell]], reference: str, digits: int = 2) 
     return header, body
 
 
-def spread_note(cells: list[Cell], n_images: int) -> str:
-    """Which spread the ± of a table shows: over surrogate seeds, or over images for a single model."""
+def spread_note(cells: list[Cell], n_images: int | dict[str, int]) -> str:
+    """Which spread the ± of a table shows: over surrogate seeds, or over images for a single model.
+
+    n_images: the test images per set ({name: count}), or one count for all."""
+    counts = n_images if isinstance(n_images, dict) else {"": n_images}
+    if len(set(counts.values())) <= 1:
+        images = f"the {next(iter(counts.values()), 0)} test images"
+    else:
+        images = "the test images (" + ", ".join(f"{name}: {n}" for name, n in counts.items()) + ")"
     runs = max((len(c.runs) for c in cells), default=1)
     if runs > 1:
-        return f"mean ± std over {runs} surrogate seeds (victim and baseline rows: std over the {n_images} test images)"
-    return f"mean ± std over the {n_images} test images (one surrogate: the ± is the spread over images, not over seeds)"
+        return f"mean ± std over {runs} surrogate seeds (victim and baseline rows: std over {images})"
+    return f"mean ± std over {images} (one surrogate: the ± is the spread over images, not over seeds)"
 
 
 def write_abc_outputs(out_dir: Path, head: dict, results: list, tables) -> dict:
