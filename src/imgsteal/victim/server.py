@@ -552,7 +552,8 @@ def listen(host: str = "127.0.0.1", port: int = 8000):
     except OSError as exc:
         hint = " (is another server using it? pick another --port, or 0 for a free one)" \
             if exc.errno == errno.EADDRINUSE else ""
-        raise ImgstealError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from exc
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # not create_server's "(while attempting ...)"
+        raise ImgstealError(f"cannot listen on {host}:{port}: {reason}{hint}") from exc
 
 
 def serve(
