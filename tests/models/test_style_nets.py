@@ -91,6 +91,28 @@ def test_resnet_generator_rejects_tiny_images_and_bad_options():
         build_model("resnet_generator", norm="group")
 
 
+def test_resnet_generator_resize_upsampling_has_no_checkerboard():
+    """A flat image stays flat through nearest-2x + conv up-sampling; transposed stride-2 convolutions
+    stamp a period-2 pattern on it (the checkerboard), which is why the demo victim uses 'resize'."""
+    torch.manual_seed(0)
+    flat = torch.full((1, 3, 160, 160), 0.4)
+    interior = (slice(None), slice(None), slice(64, 96), slice(64, 96))  # away from the zero-padded borders
+    with torch.no_grad():
+        resize = build_model("resnet_generator", ngf=8, n_blocks=1, norm="batch", init="pytorch",
+                             upsample="resize").eval()(flat)
+        transpose = build_model("resnet_generator", ngf=8, n_blocks=1, norm="batch", init="pytorch").eval()(flat)
+    assert resize.shape == transpose.shape == flat.shape
+    def spatial_spread(image: torch.Tensor) -> float:
+        return float(image[interior].flatten(2).std(dim=2).max())
+
+    assert spatial_spread(resize) < 1e-7  # exactly flat up to rounding
+    assert spatial_spread(transpose) > 1e-4  # the pattern (about 2-4e-4 at this random init)
+    assert not any(isinstance(m, nn.ConvTranspose2d)
+                   for m in build_model("resnet_generator", ngf=4, n_blocks=1, upsample="resize").modules())
+    with pytest.raises(ValueError, match="upsample"):
+        build_model("resnet_generator", upsample="bilinear")
+
+
 def test_resnet_generator_norm_choice():
     instance = build_model("resnet_generator", ngf=4, n_blocks=1)
     batch = build_model("resnet_generator", ngf=4, n_blocks=1, norm="batch")

@@ -24,6 +24,11 @@ class VictimArch(str, Enum):
     ugatit = "ugatit"
 
 
+class Upsample(str, Enum):
+    transpose = "transpose"
+    resize = "resize"
+
+
 class ContentLoss(str, Enum):
     vgg = "vgg"
     pixel = "pixel"
@@ -58,6 +63,8 @@ def train(
     size: int = typer.Option(256, help="[style] working resolution"),
     epochs: int = typer.Option(200, help="[style] epochs (constant lr, then linear decay over --decay-epochs)"),
     decay_epochs: Optional[int] = typer.Option(None, help="[style] epochs of linear lr decay at the end (default: half of --epochs)"),
+    upsample: Upsample = typer.Option(Upsample.transpose, help="[style] cyclegan generator's up-sampling: transpose "
+                                      "(the reference) or resize (nearest 2x + 3x3 conv: no checkerboard pattern)"),
     light: bool = typer.Option(False, "--ugatit-light/--ugatit-full",
                                help="[style] U-GAT-IT light, or full (the default: the paper's Selfie2Anime victim)"),
     seed: int = typer.Option(0),
@@ -91,7 +98,8 @@ def train(
 
             cfg = StyleVictimConfig(arch=arch.value, domain_a=domain_a, domain_b=domain_b, size=size, epochs=epochs,
                                     decay_epochs=decay_epochs, batch_size=batch_size or 1, repeat=repeat, lr=lr,
-                                    ngf=channels, ndf=channels, n_blocks=n_blocks, light=light, seed=seed, device=device,
+                                    ngf=channels, ndf=channels, n_blocks=n_blocks, light=light, upsample=upsample.value,
+                                    seed=seed, device=device,
                                     checkpoint_every=checkpoint_every)
             result = train_style_victim(cfg, out, resume=resume)
         typer.echo(f"victim model: {result.model_path} ({result.steps} steps, {result.images_per_second:.1f} img/s)")

@@ -65,6 +65,9 @@ class ResnetGenerator(nn.Module):
     The module layout (`model.<i>`) is the reference implementation's, so its published CycleGAN
     generator state dicts load with `load_state_dict` (drop stale InstanceNorm running-stat keys).
     init: 'reference' (N(0, 0.02) weights, as the reference; see models.init) or 'pytorch'.
+    upsample: 'transpose' (the reference's stride-2 transposed convolutions) or 'resize' (nearest-neighbour
+    2x, then a 3x3 convolution: no checkerboard pattern, Odena et al. 2016, "Deconvolution and
+    Checkerboard Artifacts"; the reference's state dicts then no longer load).
     """
 
     def __init__(
@@ -76,10 +79,13 @@ class ResnetGenerator(nn.Module):
         norm: str = "instance",
         use_dropout: bool = False,
         init: str = "reference",
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         if n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
+        if upsample not in ("transpose", "resize"):
+            raise ValueError(f"upsample must be 'transpose' or 'resize', got {upsample!r}")
         bias = conv_bias_for(norm)
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
@@ -93,8 +99,12 @@ class ResnetGenerator(nn.Module):
         layers += [ResnetBlock(ngf * 4, norm, use_dropout, bias) for _ in range(n_blocks)]
         for i in range(2):  # up-sampling
             c = ngf * 2 ** (2 - i)
+            up = (nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias)
+                  if upsample == "transpose" else
+                  nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                                nn.Conv2d(c, c // 2, 3, bias=bias)))
             layers += [
-                nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
+                up,
                 make_norm(norm, c // 2),
                 nn.ReLU(True),
             ]

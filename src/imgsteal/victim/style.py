@@ -56,6 +56,9 @@ class StyleVictimConfig(BaseModel):
     init: Literal["reference", "pytorch"] = Field(
         "reference", description="[cyclegan] weight initialisation: reference = N(0, 0.02) as pytorch-CycleGAN-and-pix2pix, "
         "pytorch = PyTorch's defaults (U-GAT-IT always keeps PyTorch's, as its reference does)")
+    upsample: Literal["transpose", "resize"] = Field(
+        "transpose", description="[cyclegan] the generator's up-sampling: transpose = stride-2 transposed convolutions "
+        "(the reference), resize = nearest 2x + 3x3 convolution (no checkerboard pattern)")
     amp: bool | None = Field(None, description="mixed precision; default on for CUDA, off on CPU")
     channels_last: bool | None = Field(None, description="channels-last tensors; default on for CUDA")
     seed: int = 0
@@ -168,7 +171,9 @@ def build_style_recipe(cfg: StyleVictimConfig, device: torch.device):
         from imgsteal.train.cyclegan import CycleGANRecipe
 
         init = {} if cfg.init == "reference" else {"init": cfg.init}  # the networks' default is the reference's
-        gens = [build_model("resnet_generator", ngf=cfg.ngf, n_blocks=blocks, norm="instance", **init) for _ in range(2)]
+        up = {} if cfg.upsample == "transpose" else {"upsample": cfg.upsample}  # old checkpoints keep their kwargs
+        gens = [build_model("resnet_generator", ngf=cfg.ngf, n_blocks=blocks, norm="instance", **init, **up)
+                for _ in range(2)]
         discs = [build_model("patchgan", in_channels=3, ndf=cfg.ndf, n_layers=3, norm="instance", **init) for _ in range(2)]
         if cfg.size < discs[0].min_input_size():
             raise ImgstealError(f"--size {cfg.size} is too small for the 70x70 PatchGAN (at least {discs[0].min_input_size()} px)")
