@@ -20,7 +20,8 @@ def evaluate(
     data_root: Optional[str] = typer.Option(None, envvar="IMGSTEAL_DATA_ROOT", help="replaces {data_root} in the config"),
     quiet: bool = typer.Option(False, help="no progress bars"),
 ) -> None:
-    """Attack the victim through its API with each defence on; report verdicts, bit accuracies and quality."""
+    """Attack the victim through its API with each defence on; report verdicts, bit accuracies and quality
+    (and, with a `scorecard:` section, every defence against adaptive attacks: report.html / report.md)."""
     with user_errors():
         from imgsteal.defenses.evaluate import load_defense_config, run_defense_evaluation
 
