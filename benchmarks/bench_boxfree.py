@@ -53,7 +53,7 @@ def main() -> None:
 
     from imgsteal.data.images import quantize
     from imgsteal.defenses.boxfree import (
-        BoxfreeModel, BoxfreeTrainConfig, make_pairs, module_suspect, psnr, surrogate_specs, train_boxfree,
+        BoxfreeModel, BoxfreeTrainConfig, make_pairs, module_suspect, psnr, run_generator, surrogate_specs, train_boxfree,
         train_surrogate, verify_boxfree,
     )
 
@@ -85,8 +85,11 @@ def main() -> None:
                 g = train_surrogate(inputs, targets, arch, kwargs, root / tag / f"{k}", steps=args.surrogate_steps,
                                     seed=args.seed * 977 + offset * 131 + k, device=device)
                 v = verify_boxfree(model, module_suspect(g, device), f"{tag}-{k}-{arch}")
+                # How well the model copies its targets at all (a blurry copy loses the 1-2 px mark too)
+                copies = run_generator(g, inputs[:16], device)
+                fit = sum(psnr(c, t) for c, t in zip(copies, targets[:16])) / len(copies)
                 out.append({"name": v.suspect, "similarity": round(v.similarity, 4), "ncc": round(v.ncc, 4),
-                            "verified": v.verified})
+                            "verified": v.verified, "psnr_to_targets_db": round(fit, 2)})
             return out
 
         stolen = verdicts(marked, args.surrogates, 0, "stolen")
@@ -115,7 +118,7 @@ def main() -> None:
     print(f"threshold {threshold:.3f} (SSIM of the extracted mark; calibrated on {args.calibration} independent models)")
     for v in stolen + independent:
         print(f"  {v['name']:<36} similarity {v['similarity']:+.3f}  NCC {v['ncc']:+.3f}  "
-              f"{'VERIFIED' if v['verified'] else '-'}")
+              f"copy of its targets {v['psnr_to_targets_db']:5.2f} dB  {'VERIFIED' if v['verified'] else '-'}")
     print(f"verified: {rate:.0%} of {len(stolen)} surrogates on marked answers   (goal >= 95%)")
     print(f"false positives: {fpr:.0%} of {len(independent)} independent models   (goal <= 1%)")
     print(f"  ({sum(v['verified'] for v in independent)}/{len(independent)} false positives bound the rate to {report['fpr_upper_95']:.0%} at 95% confidence)")
