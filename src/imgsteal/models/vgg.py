@@ -1,7 +1,7 @@
-"""VGG19 features for the SRGAN content loss, with torchvision's ImageNet VGG19 weights.
+"""VGG19 features for the SRGAN content loss, with ImageNet weights from torchvision's standard loader.
 
-The weights come from the torch hub cache (where torchvision keeps `vgg19-dcbb9e9d.pth`) or from a
-file the user names; nothing is downloaded at run time. Files are read as tensors only and their keys and shapes checked before use. If neither works,
+The weights come from the torch hub cache (downloaded there when online) or from a file the user
+names. Files are read as tensors only and their keys and shapes checked before use. If neither works,
 `WeightsUnavailableError` says which file is wrong and how to go on (never torch's own text);
 random weights are never used.
 """
@@ -87,7 +87,7 @@ def _from_file(path: Path, what: str, remedy: str) -> nn.Module:
 
 
 def _load_vgg19(weights_path: str | Path | None) -> nn.Module:
-    from torchvision.models import VGG19_Weights
+    from torchvision.models import VGG19_Weights, vgg19
 
     if weights_path is not None:
         return _from_file(Path(weights_path), "VGG19 weights file (--vgg-weights)",
@@ -96,12 +96,15 @@ def _load_vgg19(weights_path: str | Path | None) -> nn.Module:
     cached = _hub_file()
     if cached.is_file():
         return _from_file(cached, "VGG19 weights in the torch hub cache",
-                          f"delete it and put a good copy there ({VGG19_Weights.IMAGENET1K_V1.url}), or {_CONTINUE}")
-    # Nothing is downloaded at run time: the user puts the file there, or names one.
-    raise WeightsUnavailableError(
-        f"VGG19 ImageNet weights for the content loss are not in the torch hub cache ({cached}). "
-        f"Put them there (from {VGG19_Weights.IMAGENET1K_V1.url}), or {_CONTINUE}."
-    )
+                          f"delete {cached} to download it again, or {_CONTINUE}")
+    try:
+        return vgg19(weights=VGG19_Weights.IMAGENET1K_V1)  # downloads into the hub cache
+    except Exception as exc:  # network errors, a failed hash check: all mean "no weights"
+        reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else type(exc).__name__
+        raise WeightsUnavailableError(
+            f"VGG19 ImageNet weights for the content loss could not be downloaded ({reason}). "
+            f"Put them in the torch hub cache ({cached}), or {_CONTINUE}."
+        ) from None
 
 
 class VGGFeatures(nn.Module):
