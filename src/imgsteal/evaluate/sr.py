@@ -4,6 +4,11 @@ For each HR test image: LR = 4x bicubic downscale, then
   (A) F_V(LR) vs HR,  (B) F_A(LR) vs F_V(LR),  (C) F_A(LR) vs HR,
 plus the bicubic baseline (bicubic(LR) vs F_V(LR) and vs HR) that tells whether F_A learnt anything.
 Victim answers are quantised to 8 bits, as the API returns them.
+
+Outputs (evaluate_sr): table.md, results.csv, results.json, outputs/<test set>/ (lr/, hr/, bicubic/,
+victim/, surrogateN/: every image scored, as PNG named by its input's stem, and manifest.csv mapping
+each name to its input file; `imgsteal study create` takes hr/ as originals and victim/, surrogate0/
+as the two models' outputs), gallery/ (<set>_NN_<stem>_<lr|bicubic|victim|surrogate|hr>.png).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from imgsteal.data.images import bicubic_downscale, bicubic_upscale, crop_to_multiple, load_images, quantize, save_image
+from imgsteal.evaluate.style import output_names, write_manifest
 from imgsteal.evaluate.summary import Cell, abc_rows, spread_note, summarize, write_abc_outputs
 from imgsteal.metrics import psnr, ssim
 
@@ -54,12 +60,18 @@ def evaluate_sr_set(
     gallery_dir: Path | None = None,
     gallery_count: int = 4,
     progress: bool = True,
+    outputs_dir: Path | None = None,
 ) -> SRTestResult:
-    """Score one test set. Returns cells for A, B, C and the bicubic baselines, for PSNR and SSIM."""
+    """Score one test set. Returns cells for A, B, C and the bicubic baselines, for PSNR and SSIM.
+    outputs_dir: also keep every scored image there (lr/, hr/, bicubic/, victim/, surrogateN/, each PNG
+    named by its input's stem) with manifest.csv mapping each name to its input file."""
     keys = ("A", "B", "C", "bicubic_vs_victim", "bicubic_vs_hr")
     scores = {m: {k: [[] for _ in (surrogates if k in "BC" else [None])] for k in keys} for m in ("psnr", "ssim")}
     gallery = []
     images = load_images(paths)
+    names = output_names([path for path, _ in images])
+    if outputs_dir is not None:
+        write_manifest(outputs_dir, names, [path for path, _ in images])
     for i, (path, hr) in enumerate(tqdm(images, desc=f"evaluate {name}", disable=not progress, unit="img")):
         hr = crop_to_multiple(hr, scale)
         lr = bicubic_downscale(hr, scale)
@@ -74,8 +86,12 @@ def evaluate_sr_set(
                 p, s = _scores(x, y, convention)
                 scores["psnr"][key][run].append(p)
                 scores["ssim"][key][run].append(s)
+        if outputs_dir is not None:
+            for label, image in (("lr", lr), ("hr", hr), ("bicubic", bic), ("victim", v),
+                                 *((f"surrogate{r}", a) for r, a in enumerate(outs))):
+                save_image(image, outputs_dir / label / names[i])
         if gallery_dir is not None and i < gallery_count:
-            stem = f"{name}_{i:02d}"
+            stem = f"{name}_{i:02d}_{Path(names[i]).stem}"
             entry = {"name": path.name}
             for label, image in (("lr", lr), ("victim", v), ("surrogate", outs[0] if outs else v), ("hr", hr), ("bicubic", bic)):
                 rel = f"{stem}_{label}.png"
@@ -157,11 +173,15 @@ def evaluate_sr(
     progress: bool = True,
     extra: dict | None = None,
 ) -> tuple[list[SRTestResult], dict]:
-    """Run A/B/C on every test set and write the results (and gallery images) into out_dir."""
+    """Run A/B/C on every test set and write the results, every scored image (outputs/<set>/, named by
+    input stem, with manifest.csv) and the gallery images into out_dir."""
+    from imgsteal.files import safe_name
+
     convention = convention or SRConvention(crop_border=scale)
     out_dir = Path(out_dir)
     results = [
-        evaluate_sr_set(name, paths, victim, surrogates, scale, convention, out_dir / "gallery", gallery_count, progress)
+        evaluate_sr_set(name, paths, victim, surrogates, scale, convention, out_dir / "gallery", gallery_count, progress,
+                        outputs_dir=out_dir / "outputs" / safe_name(name))
         for name, paths in test_sets.items()
     ]
     return results, write_sr_results(results, out_dir, convention, extra)

@@ -94,6 +94,20 @@ def output_names(paths: list[Path]) -> list[str]:
     return names
 
 
+def write_manifest(folder: Path, names: list[str], inputs: list[Path]) -> Path:
+    """folder/manifest.csv: one row per output name (as `output_names` made it) with its input file."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["name", "input"])
+    writer.writerows([name, str(path)] for name, path in zip(names, inputs))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.csv").write_text(buf.getvalue())
+    return folder / "manifest.csv"
+
+
 def _write_folder(folder: Path, names: list[str], images: list[torch.Tensor]) -> Path:
     for name, image in zip(names, images):
         save_image(image, folder / name)
@@ -183,7 +197,7 @@ def evaluate_style_set(
     # Outputs keep their input's stem, and the prepared inputs and a manifest sit beside them.
     names = output_names([path for path, _ in photos])
     _write_folder(folder / "input", names, inputs)
-    (folder / "manifest.csv").write_text("name,input\n" + "".join(f"{n},{p}\n" for n, (p, _) in zip(names, photos)))
+    write_manifest(folder, names, [p for p, _ in photos])
     victim_dir = _write_folder(folder / "victim", names, v)
     surrogate_dirs = [_write_folder(folder / f"surrogate{r}", names, a) for r, a in enumerate(outs)]
 
