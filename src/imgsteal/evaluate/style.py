@@ -10,7 +10,8 @@ with mean ± std over surrogates (seeds). Since (B) compares answers to the same
 scored pixel by pixel (PSNR, SSIM of F_A(x) vs F_V(x)), next to the do-nothing baseline x vs F_V(x):
 a surrogate that learnt the style must come closer to F_V than the unstyled input does.
 
-Without the FID Inception weights, FID/KID are skipped (the results say so, and why); the paired
+Without FID Inception weights (none named, none cached, no download), FID/KID are skipped (the results
+say so, and why; a named file that does not work is an error); the paired
 figures are computed regardless. Outputs: table.md, results.csv, results.json, outputs/<test set>/
 (input/, victim/, surrogateN/: every image scored, as PNG named by its input's stem, and manifest.csv
 mapping each name to its input file; ready for `imgsteal study create`), gallery/ (original | F_V | F_A triplets).
@@ -129,15 +130,19 @@ class _Features:
         self._seen: dict[Path, np.ndarray] = {}
 
     def check(self) -> FIDStatus:
-        """Find the weights once (explicit path, $IMGSTEAL_INCEPTION_WEIGHTS, torch hub cache, download)."""
+        """Find the weights once (explicit path, $IMGSTEAL_INCEPTION_WEIGHTS, torch hub cache, download).
+        A file the user named that is missing, unreadable or wrong raises WeightsUnavailableError (naming
+        it); only without a named file does "no weights" mean FID/KID are skipped."""
         if self.status is None:
-            from imgsteal.metrics.features import load_fid_state_dict, resolve_inception_weights
+            from imgsteal.metrics.features import load_fid_state_dict, resolve_inception_weights, weights_named
 
             try:
                 path = resolve_inception_weights(self.weights)
                 load_fid_state_dict(path)  # a wrong file must be reported here, not halfway through
                 self.status = FIDStatus(True, weights=str(path))
             except WeightsUnavailableError as exc:
+                if weights_named(self.weights):
+                    raise
                 self.status = FIDStatus(False, reason=str(exc))
         return self.status
 
@@ -259,18 +264,20 @@ def evaluate_style(
     """Run A/B/C on every test set at `size` px and write the results into out_dir.
 
     style_set: the style images S_X (prepared like the test photos). inception_weights: FID
-    Inception weights file (default: $IMGSTEAL_INCEPTION_WEIGHTS, torch hub cache, download); when
-    none can be had, FID/KID are skipped and results.json says why. Returns (results, JSON dict).
+    Inception weights file (default: $IMGSTEAL_INCEPTION_WEIGHTS, torch hub cache, download); a named
+    file that is missing, unreadable or wrong raises WeightsUnavailableError naming it before any work;
+    when no file is named and none can be had, FID/KID are skipped and results.json says why. Returns (results, JSON dict).
     """
     if not surrogates:
         raise ImgstealError("style evaluation needs at least one surrogate model")
+    features = _Features(inception_weights, device, None)
+    features.check()  # a named weights file that does not work fails here, before any work
     out_dir = Path(out_dir)
     styles = prepare_photos(style_set, size)
     if len(styles) < 2:
         raise ImgstealError(f"the style set needs at least 2 readable images, found {len(styles)}")
     style_dir = _write_folder(out_dir / "outputs" / "style_set", output_names([p for p, _ in styles]),
                               [image for _, image in styles])
-    features = _Features(inception_weights, device, None)
     results = [
         evaluate_style_set(name, paths, victim, surrogates, style_dir, size, out_dir, features, gallery_count,
                            kid_subsets=kid_subsets, progress=progress)

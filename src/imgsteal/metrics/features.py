@@ -69,8 +69,12 @@ def resolve_inception_weights(weights: str | os.PathLike | None = None, *, downl
     for given, origin in ((weights, "weights path"), (os.environ.get(WEIGHTS_ENV) or None, WEIGHTS_ENV)):
         if given is not None:
             path = Path(given).expanduser()
+            if not path.exists():
+                raise _unavailable(f"{origin} {path} does not exist")
             if not path.is_file():
                 raise _unavailable(f"{origin} {path} is not a file")
+            if not os.access(path, os.R_OK):
+                raise _unavailable(f"{origin} {path} cannot be read (permission denied)")
             return path
     cached = hub_weights_path()
     if cached.is_file():
@@ -88,6 +92,12 @@ def resolve_inception_weights(weights: str | os.PathLike | None = None, *, downl
     finally:
         socket.setdefaulttimeout(previous_timeout)
     return cached
+
+
+def weights_named(weights: str | os.PathLike | None = None) -> bool:
+    """Whether the user named a weights file (argument or $IMGSTEAL_INCEPTION_WEIGHTS). A named file
+    must work: only without one may a missing file mean "skip FID"."""
+    return weights is not None or bool(os.environ.get(WEIGHTS_ENV))
 
 
 def file_sha256(path: str | os.PathLike) -> str:
