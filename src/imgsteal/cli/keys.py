@@ -60,7 +60,7 @@ def list_keys(db: Path = DB_OPTION) -> None:
     with user_errors():
         from imgsteal.victim.accounts import AccountsDB
 
-        with AccountsDB(db) as accounts:
+        with AccountsDB(db, create=False) as accounts:
             keys = accounts.list_keys()
         if not keys:
             typer.echo(f"no keys in {db}", err=True)
@@ -77,7 +77,7 @@ def revoke(name: str = typer.Option(..., help="the key's name"), db: Path = DB_O
     with user_errors():
         from imgsteal.victim.accounts import AccountsDB
 
-        with AccountsDB(db) as accounts:
+        with AccountsDB(db, create=False) as accounts:
             key = accounts.revoke_key(name)
         typer.echo(f"revoked {key.name!r} ({key.queries} queries answered)")
 

@@ -111,9 +111,13 @@ def _public_id(key: str) -> str | None:
     return parts[1]
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
-    """Open (creating owner-only) the service database with WAL and the schema in place."""
+def connect(path: str | Path, create: bool = True) -> sqlite3.Connection:
+    """Open (creating owner-only) the service database with WAL and the schema in place.
+    create=False: a database that does not exist is an ApiKeyError naming the path (nothing is made)."""
     path = Path(path)
+    if not create and not path.is_file():
+        raise ApiKeyError(f"no service database at {path}" + (" (it is a folder)" if path.is_dir() else "")
+                          + "; check --db, or make one with `imgsteal keys create --name NAME --db PATH`")
     create_private_file(path)
     db = sqlite3.connect(path, timeout=30, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
@@ -133,9 +137,10 @@ def connect(path: str | Path) -> sqlite3.Connection:
 class AccountsDB:
     """API keys and the query log. One instance per thread (it holds one SQLite connection)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        """create=False (listing, revoking): a missing database is an error, never made empty."""
         self.path = Path(path)
-        self.db = connect(self.path)
+        self.db = connect(self.path, create=create)
 
     def close(self) -> None:
         self.db.close()
