@@ -71,8 +71,35 @@ def serve(
             shown = f", defences: {', '.join(setup.defenses)}" if setup.defenses else ""
             typer.echo(f"serving {model} at {url} (keys and query log: {db}{shown})", err=True)
 
-        run_server(translator, db, settings, host=host, port=port, device=device, port_file=port_file,
-                   log_level=log_level, on_ready=ready, defenses=defenses, sock=sock)
+        try:
+            run_server(translator, db, settings, host=host, port=port, device=device, port_file=port_file,
+                       log_level=log_level, on_ready=ready, defenses=defenses, sock=sock)
+        finally:
+            close_defenses(defenses)
+        typer.echo("stopped", err=True)
+        exit_now_if_a_model_call_runs()
+
+
+def close_defenses(defenses) -> None:
+    """Close each defence's files (the watermark's trigger database: a clean close removes -wal/-shm)."""
+    for d in defenses:
+        close = getattr(d, "close", None)
+        if close is not None:
+            close()
+
+
+def exit_now_if_a_model_call_runs() -> None:
+    """Exit at once when an abandoned model call is still running in a worker thread: Python would
+    otherwise wait for it at exit (minutes for a large image). Everything is closed by now."""
+    import os
+    import sys
+    import threading
+
+    if any(t.is_alive() and t.name.startswith("imgsteal-model") for t in threading.enumerate()):
+        typer.echo("abandoned a model call still running", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def register(app: typer.Typer) -> None:

@@ -135,8 +135,9 @@ class MicroBatcher:
                                           initializer=lower_priority if i > 0 else None) for i in range(self.workers)]
         self._runner = asyncio.get_running_loop().create_task(self._run(), name="imgsteal-batcher")
 
-    async def stop(self) -> None:
-        """Stop the runner; images still waiting fail with RuntimeError."""
+    async def stop(self, wait: bool = True) -> None:
+        """Stop the runner; images still waiting fail with RuntimeError. wait=False: do not wait for a
+        model call already running in a worker thread (it is abandoned; its thread ends when it returns)."""
         if self._runner is None:
             return
         self._runner.cancel()
@@ -153,7 +154,7 @@ class MicroBatcher:
                 p.future.set_exception(RuntimeError("the server is shutting down"))
         self._queue.clear()
         for lane in self._lanes:
-            lane.shutdown(wait=True)
+            lane.shutdown(wait=wait, cancel_futures=True)
         self._lanes = []
 
     @property

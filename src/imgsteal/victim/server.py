@@ -58,6 +58,9 @@ from imgsteal.victim.memory import MB, MemoryPlan, activation_bytes_per_output_p
 from imgsteal.victim.inference import Translator
 
 log = logging.getLogger(__name__)
+# On SIGTERM/Ctrl-C: stop accepting at once, give requests in flight this long to be answered, then
+# abandon them (a model call still running is not waited for) and close the databases.
+SHUTDOWN_GRACE_S = 3.0
 
 # Accepted encodings: Pillow format name -> media type. Anything else Pillow can open gets 415.
 ACCEPTED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "BMP": "image/bmp"}
@@ -305,12 +308,18 @@ class _Service:
         await self.batcher.start()
 
     async def stop(self) -> None:
-        await self.batcher.stop()
+        await self.batcher.stop(wait=False)  # a model call still running is abandoned, not waited for
         for pool in (self.codec, self.codec_large):
             if pool is not None:
                 pool.shutdown(wait=True)
+        self.close_files()
+
+    def close_files(self) -> None:
+        """Commit the queued query log and close the SQLite connections (a clean close removes the
+        -wal/-shm files). Idempotent."""
         if self.log_writer is not None:
             self.log_writer.close()
+            self.log_writer = None
         self.accounts.close()
 
     def authorize(self, request: Request) -> ApiKey:
@@ -533,7 +542,8 @@ def uvicorn_config(app: FastAPI, settings: ServerSettings, log_level: str = "war
     return uvicorn.Config(BodyDeadline(app, settings.body_timeout_s), log_level=log_level,
                           access_log=log_level in ("info", "debug"), backlog=1024, lifespan="on",
                           http=guarded_h11(settings.header_timeout_s, settings.max_connections),
-                          timeout_keep_alive=settings.keep_alive_s, limit_concurrency=settings.max_connections + 1)
+                          timeout_keep_alive=settings.keep_alive_s, limit_concurrency=settings.max_connections + 1,
+                          timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
 
 
 def listen(host: str = "127.0.0.1", port: int = 8000):
@@ -577,8 +587,12 @@ def serve(
     to `on_ready(url)` before the first request is accepted. sock: a socket from `listen()` to serve
     on instead of binding host:port here (the caller then binds before creating its own files).
     The port is bound before the database is opened: a port in use leaves no database behind.
+    The first SIGTERM or Ctrl-C stops accepting, answers what is in flight within SHUTDOWN_GRACE_S
+    (then abandons it), closes the databases and returns; `port_file` is removed on the way out.
     """
+    import signal
     import sys
+    import threading
 
     import uvicorn
 
@@ -588,9 +602,19 @@ def serve(
     translator = model_path if isinstance(model_path, Translator) else load_translator(model_path, device)
     if sock is None:
         sock = listen(host, port)
+    # uvicorn handles the signals while it serves and re-raises them afterwards with the handlers it
+    # found: these make that (and a signal before it starts) end serve() normally, after the cleanup
+    # below, instead of killing the process (SIGTERM's default) before the files are tidied.
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _raise_stop)
+    service = None
+    written_port_file = None
     try:
         app = create_app(translator, db_path, settings, defenses)
-        sys.stderr.write(app.state.service.memory.describe() + "\n")
+        service = app.state.service
+        sys.stderr.write(service.memory.describe() + "\n")
         bound = sock.getsockname()[1]
         url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
         if port_file is not None:
@@ -598,9 +622,27 @@ def serve(
             tmp = port_file.with_name(port_file.name + ".tmp")
             tmp.write_text(str(bound))
             os.replace(tmp, port_file)
+            written_port_file = port_file
         if on_ready is not None:
             on_ready(url)
         config = uvicorn_config(app, settings, log_level)
         uvicorn.Server(config).run(sockets=[sock])
+    except _Stop:
+        pass
     finally:
         sock.close()
+        if service is not None:
+            service.close_files()  # already closed by a normal shutdown; not after a forced one
+        if written_port_file is not None:
+            with contextlib.suppress(OSError):
+                written_port_file.unlink()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Stop(Exception):
+    """Raised by the SIGINT/SIGTERM handler `serve` installs: stop serving, tidy up, return."""
+
+
+def _raise_stop(signum, frame) -> None:
+    raise _Stop()
