@@ -75,7 +75,16 @@ def train(
                               n_blocks=n_blocks, channels=channels, size=size, test_mode=test_mode.value, device=device,
                               checkpoint_every=checkpoint_every)
         result = train_surrogate(cfg, out, resume=resume)
-        typer.echo(f"surrogate model: {result.model_path} ({result.steps} steps, {result.images_per_second:.1f} img/s)")
+        typer.echo(f"surrogate model: {result.model_path} ({training_summary(result)})")
+
+
+def training_summary(result) -> str:
+    """What a (resumed) run did, for humans: a run that was already complete trained nothing."""
+    trained = result.steps - result.resumed_from_step
+    if trained <= 0:
+        return f"the run was already complete at {result.steps} steps; nothing was trained"
+    resumed = f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else ""
+    return f"{result.steps} steps{resumed}, {result.images_per_second:.1f} img/s"
 
 
 def register(app: typer.Typer) -> None:
