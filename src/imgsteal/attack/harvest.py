@@ -45,7 +45,22 @@ class HarvestReport:
     elapsed_s: float = 0.0
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The report for people and JSON: money rounded to 6 significant digits (no float noise such as
+        0.0008437500000000001), seconds to milliseconds."""
+        d = asdict(self)
+        d["spent_usd"], d["total_usd"] = round_usd(self.spent_usd), round_usd(self.total_usd)
+        d["elapsed_s"] = round(self.elapsed_s, 3)
+        return d
+
+
+def round_usd(usd: float) -> float:
+    """An amount of US dollars rounded to 6 significant digits (per-query prices are fractions of a cent)."""
+    return float(f"{usd:.6g}")
+
+
+def format_usd(usd: float) -> str:
+    """'$0.00084375', '$12.5': US dollars to 6 significant digits, as the harvest reports them."""
+    return f"${round_usd(usd):g}"
 
 
 def prepare_query(path: Path, downscale: int | None, resize: int | None = None) -> tuple[bytes, tuple[int, int]]:
@@ -136,7 +151,7 @@ def harvest(
                     report.queried += 1
                     report.spent_usd += usd
             elapsed = time.perf_counter() - started
-            bar.set_postfix(q_per_s=f"{report.queried / max(elapsed, 1e-9):.1f}", spent=f"${report.spent_usd:.3f}",
+            bar.set_postfix(q_per_s=f"{report.queried / max(elapsed, 1e-9):.1f}", spent=format_usd(report.spent_usd),
                             errors=report.failed)
     if budget is not None:
         report.budget_left = max(0, budget - len(store))
