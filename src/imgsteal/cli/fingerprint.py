@@ -37,7 +37,12 @@ def train(
         cfg = FingerprintTrainConfig(images=images, eval_images=eval_images, bits=bits, size=size, steps=steps,
                                      batch_size=batch_size, lr=lr, image_weight=image_weight, channels=channels,
                                      seed=seed, device=device)
-        result = train_fingerprint(cfg, out, resume=resume)
+        from imgsteal.data.images import counting_skipped
+
+        with counting_skipped() as skipped:
+            result = train_fingerprint(cfg, out, resume=resume)
+        counts = skipped.counts()
+        typer.echo(f"skipped files: {counts['unreadable']} unreadable, {counts['not_images']} not images by extension")
         typer.echo(f"fingerprinted images: {result.fingerprinted.summary()}")
         typer.echo(f"clean images:         {result.clean.summary()}")
         typer.echo(f"stamped vs clean PSNR {result.psnr_db:.2f} dB; model and secret fingerprint in {out}")

@@ -197,7 +197,7 @@ def train_fingerprint(cfg: FingerprintTrainConfig, out_dir: str | Path, *, resum
 
     Returns the bit accuracies (fingerprinted vs clean evaluation images) and the stamped images' PSNR.
     """
-    from imgsteal.data.images import load_images
+    from imgsteal.data.images import counting_skipped, load_images
     from imgsteal.data.patches import PairedPatchSource, to_uint8_tensor
     from imgsteal.device import pick_device
     from imgsteal.models import build_model
@@ -208,8 +208,9 @@ def train_fingerprint(cfg: FingerprintTrainConfig, out_dir: str | Path, *, resum
     started = time.perf_counter()
     device = pick_device(cfg.device)
     out_dir = Path(out_dir)
-    images = [to_uint8_tensor(img) for _, img in load_images(resolve_image_specs(cfg.images))
-              if min(img.shape[-2:]) >= cfg.size]
+    with counting_skipped() as skipped:  # each broken file is reported once, not again for the evaluation
+        loaded = load_images(resolve_image_specs(cfg.images))
+    images = [to_uint8_tensor(img) for _, img in loaded if min(img.shape[-2:]) >= cfg.size]
     if not images:
         raise ImgstealError(f"no training image is at least {cfg.size} px on its shorter side")
     torch.manual_seed(cfg.seed)
@@ -234,7 +235,8 @@ def train_fingerprint(cfg: FingerprintTrainConfig, out_dir: str | Path, *, resum
     if not secret_path.exists():  # keep the owner's fingerprint if an earlier run drew one
         write_private(secret_path, bits_to_text(new_fingerprint(cfg.bits)).encode())
     model = FingerprintModel.load(out_dir, device)
-    eval_paths = resolve_image_specs(cfg.eval_images or cfg.images)[: cfg.max_eval_images]
+    eval_paths = [p for p in resolve_image_specs(cfg.eval_images or cfg.images)
+                  if str(p) not in skipped.unreadable][: cfg.max_eval_images]
     clean = [img for _, img in load_images(eval_paths)]
     result = evaluate_fingerprint(model, clean)
     result.steps = training.steps
