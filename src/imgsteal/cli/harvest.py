@@ -82,13 +82,29 @@ def harvest(
         from imgsteal.pipeline.oracle import open_oracle
 
         # A model file is answered in process (for experiments); a URL is the black box, over HTTP.
-        with open_oracle(oracle, transport="local", api_key=key, api_spec=spec,
-                         concurrency=concurrency or (spec.concurrency if spec else 8)) as orc, \
-                PairStore(out) as store:
-            report = run_harvest(orc, paths, store, downscale=downscale or None, resize=resize or None, budget=budget,
-                                 price=DEFAULT_PRICE_USD if price is None else price, cost=cost)
+        try:
+            with open_oracle(oracle, transport="local", api_key=key, api_spec=spec,
+                             concurrency=concurrency or (spec.concurrency if spec else 8)) as orc, \
+                    PairStore(out) as store:
+                report = run_harvest(orc, paths, store, downscale=downscale or None, resize=resize or None,
+                                     budget=budget, price=DEFAULT_PRICE_USD if price is None else price, cost=cost)
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted: {stored_pairs(out)} pairs stored in {out}; run the same command again to resume "
+                       "(stored inputs are not sent again)", err=True)
+            raise typer.Exit(130) from None
         report.not_images = len(listed.not_images)
         typer.echo(json.dumps(report.as_dict(), indent=2))
+
+
+def stored_pairs(out: Path) -> int:
+    """Pairs in the store at `out` (0 when there is none yet)."""
+    from imgsteal.data.pairs import PairStore
+
+    try:
+        with PairStore(out, create=False) as store:
+            return len(store)
+    except Exception:  # no store yet, or one being made: nothing to resume from
+        return 0
 
 
 def register(app: typer.Typer) -> None:
