@@ -68,9 +68,11 @@ def test_the_gallery_cell_keeps_sr_outputs_and_the_others_do_not(tmp_path):
 
     paths = write_images(tmp_path / "hr", 2, size=(32, 24))
     kw = dict(evaluation={}, style_set=None, size=0, device="cpu", progress=False)
-    SUPER_RESOLUTION.score(_Scaled(_victim), _Scaled(_surrogate), {"Set 5": paths}, folder=tmp_path / "kept",
-                           keep_outputs=True, **kw)
-    kept = tmp_path / "kept" / "evaluation" / "outputs" / "Set_5"
+    SUPER_RESOLUTION.score(_Scaled(_victim), _Scaled(_surrogate), {"Set 5": paths, "other": paths[:1]},
+                           folder=tmp_path / "kept", keep_outputs=True, **kw)
+    outputs = tmp_path / "kept" / "evaluation" / "outputs"
+    assert sorted(p.name for p in outputs.iterdir()) == ["Set_5"]  # the gallery's (first) test set only
+    kept = outputs / "Set_5"
     assert sorted(p.name for p in (kept / "surrogate0").iterdir()) == ["img_000.png", "img_001.png"]
     assert (kept / "manifest.csv").is_file()
     SUPER_RESOLUTION.score(_Scaled(_victim), _Scaled(_surrogate), {"Set 5": paths}, folder=tmp_path / "other", **kw)

@@ -108,15 +108,16 @@ class _SuperResolution(Kind):
         crop = evaluation.get("crop_border")
         convention = SRConvention(crop_border=victim.scale if crop is None else crop,
                                   y_channel=bool(evaluation.get("y_channel")))
-        # The report's gallery cells keep every scored image by input stem (as style does), for a person
-        # or `imgsteal study create`; the others keep only the scores.
+        # The report's gallery cells keep the scored images of the first test set (the gallery's) by input
+        # stem, as style does, for a person or `imgsteal study create`; full-size HR sets are large, so
+        # the other sets and cells keep only the scores.
         outputs = folder / "evaluation" / "outputs"
         if keep_outputs:
             shutil.rmtree(outputs, ignore_errors=True)  # a re-scored cell leaves no stale images
         return _records({name: evaluate_sr_set(safe_name(name), paths, victim, [surrogate], victim.scale, convention,
                                                gallery_dir=None, progress=progress,
-                                               outputs_dir=outputs / safe_name(name) if keep_outputs else None)
-                         for name, paths in test_sets.items()})
+                                               outputs_dir=outputs / safe_name(name) if keep_outputs and i == 0 else None)
+                         for i, (name, paths) in enumerate(test_sets.items())})
 
     def warm_victim(self, victim, test_sets, size, progress):
         from tqdm.auto import tqdm
