@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from imgsteal.attack.methods import ATTACK_METHODS
 from imgsteal.cli._common import user_errors
 
 surrogate_app = typer.Typer(help="The adversary's surrogate F_A.", no_args_is_help=True)
@@ -22,12 +23,8 @@ class Arch(str, Enum):
     pix2pix_resnet = "pix2pix_resnet"
 
 
-class Attack(str, Enum):
-    """SurrogateConfig.attack's choices (docs/attacks.md)."""
-
-    paper = "paper"
-    domain_shift = "domain-shift"
-    few_shot = "few-shot"
+# SurrogateConfig.attack's choices, from the one list (docs/attacks.md; the adaptive ones: docs/defenses.md)
+Attack = Enum("Attack", {name.replace("-", "_"): name for name in ATTACK_METHODS}, type=str)
 
 
 class TestMode(str, Enum):
@@ -48,8 +45,9 @@ def train(
                                "400-3,000 pairs; a harvest holds far more)"),
     steps: Optional[int] = typer.Option(None, min=1, help="optimisation steps whatever the number of pairs (overrides "
                                         "--epochs; compute-matched runs)"),
-    attack: Attack = typer.Option(Attack.paper, help="training method: paper, domain-shift (Mi et al. 2024) or "
-                                  "few-shot (Spingarn-Eliezer and Michaeli 2024); docs/attacks.md"),
+    attack: Attack = typer.Option(Attack.paper, help="training method: paper, domain-shift (Mi et al. 2024), "
+                                  "few-shot (Spingarn-Eliezer and Michaeli 2024) (docs/attacks.md), or an adaptive "
+                                  "attack on a defence: jpeg, resize, noise, overmark, finetune (docs/defenses.md)"),
     budget: Optional[int] = typer.Option(None, min=1, help="train on this many pairs of the seeded subset (nested: "
                                          "budget k's pairs are among budget k+1's)"),
     batch_size: Optional[int] = typer.Option(None, help="default: the architecture's reference, 16 (srresnet, edsr), 1 (pix2pix)"),

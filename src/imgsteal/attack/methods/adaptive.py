@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from imgsteal.attack.methods.steps import batch_at
+
 ANSWER_TRANSFORMS = ("jpeg", "resize", "noise", "overmark")
 ADAPTIVE_ATTACKS = (*ANSWER_TRANSFORMS, "finetune")
 
@@ -138,6 +140,4 @@ class FinetuneSource:
 
     def batch(self, epoch: int, index: int) -> Any:
         g = epoch * self.steps_per_epoch + index
-        source, g = (self.answers, g) if g < self.switch_at else (self.clean, g - self.switch_at)
-        n = source.batches_per_epoch
-        return source.batch(g // n, g % n)
+        return batch_at(self.answers, g) if g < self.switch_at else batch_at(self.clean, g - self.switch_at)

@@ -27,6 +27,12 @@ def epochs_for(steps: int, per_epoch: int) -> int:
     return -(-steps // per_epoch)
 
 
+def batch_at(source: Any, step: int) -> Any:
+    """The batch of `source` (a BatchSource) at global step `step`, reading it epoch after epoch."""
+    n = source.batches_per_epoch
+    return source.batch(step // n, step % n)
+
+
 @dataclass
 class StepSource:
     """`source` re-cut into epochs of `steps_per_epoch` batches (see the module docstring)."""
@@ -39,6 +45,4 @@ class StepSource:
         return self.steps_per_epoch
 
     def batch(self, epoch: int, index: int) -> Any:
-        g = epoch * self.steps_per_epoch + index
-        n = self.source.batches_per_epoch
-        return self.source.batch(g // n, g % n)
+        return batch_at(self.source, epoch * self.steps_per_epoch + index)
