@@ -30,6 +30,30 @@ def test_demo_is_the_packaged_preset_and_validates_its_selection():
     # The SR victim is shipped, and good enough to mean something; --train-victim trains one instead.
     assert cfg.task("sr").victim.model.endswith("victims/demo-sr/model.safetensors")
     assert demo_config(train_victim=True).task("sr").victim.train["arch"] == "srgan"
+    # So is the style victim: a 128 px CycleGAN whose generator up-samples without a checkerboard.
+    assert cfg.task("style").victim.model.endswith("victims/demo-style/model.safetensors")
+    assert demo_config(train_victim=True).task("style").victim.train["upsample"] == "resize"
+
+
+def test_shipped_style_victim_answers_a_photo_with_a_painting_of_it():
+    """The shipped style victim loads, keeps the size, changes the photo (it is a painter, not the
+    identity) and keeps its layout (the scene stays recognisable)."""
+    import torch
+
+    from imgsteal.data.demo import demo_data
+    from imgsteal.data.images import load_image
+    from imgsteal.metrics import ssim
+    from imgsteal.victim.inference import load_translator
+
+    translator = load_translator(demo_config().expand(demo_config().task("style").victim.model), device="cpu")
+    assert translator.kind == "style"
+    photo = load_image(sorted(demo_data().benchmark_photos.iterdir())[0])
+    photo = torch.nn.functional.interpolate(photo[None], size=(128, 128), mode="bilinear", antialias=True)[0]
+    painting = translator.translate(photo)
+    assert painting.shape == photo.shape
+    assert float((painting - photo).abs().mean()) > 0.05
+    gray = lambda x: x.mean(0, keepdim=True)[None]  # noqa: E731
+    assert float(ssim(gray(painting), gray(photo))[0]) > 0.2
 
 
 @pytest.mark.slow
