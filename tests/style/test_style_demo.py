@@ -9,17 +9,25 @@ import pytest
 from imgsteal.demo import run_demo
 
 TINY_STYLE = {"tasks": {"style": {
-    "victim": {"train": {"size": 32, "ngf": 4, "ndf": 4, "n_blocks": 1, "epochs": 1, "repeat": 1}},
+    "victim": {"train": {"size": 32, "ngf": 4, "ndf": 4, "n_blocks": 1, "epochs": 1, "decay_epochs": 0,
+                         "repeat": 1}},
     "harvest": {"resize": 32, "oracle": "local"},
     "surrogate": {"size": 32, "channels": 4, "steps": 8, "repeat": 1},
 }}}
 
 
+def _offline(*args, **kwargs):
+    raise OSError("offline (test)")
+
+
 @pytest.mark.slow
 def test_style_demo_reports_paired_scores_and_why_fid_was_skipped(tmp_path, monkeypatch):
-    monkeypatch.setenv("IMGSTEAL_INCEPTION_WEIGHTS", str(tmp_path / "no_weights_here.pth"))
+    monkeypatch.delenv("IMGSTEAL_INCEPTION_WEIGHTS", raising=False)  # none named: FID is skipped, said why
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr("torch.hub.download_url_to_file", _offline)
     out = tmp_path / "demo"
-    payload = run_demo(out, tasks=("style",), progress=False, overrides=TINY_STYLE)["style"]
+    # A tiny victim trained from scratch (the --train-victim path; the shipped one is tested in test_demo_quick).
+    payload = run_demo(out, tasks=("style",), progress=False, overrides=TINY_STYLE, train_victim=True)["style"]
     json.dumps(payload)  # JSON-able, as run_demo writes it
     assert payload["harvest"]["queried"] == 59
     assert set(payload["headline"]) == {"victim test photos", "benchmark photos"}
@@ -48,5 +56,5 @@ def test_style_demo_reports_paired_scores_and_why_fid_was_skipped(tmp_path, monk
     assert result.exit_code == 0, result.output
     assert "F_V +" in result.output and "warning" not in result.output  # inputs and outputs match in size
     # A second run finds every stage done and only rebuilds the report.
-    again = run_demo(out, tasks=("style",), progress=False, overrides=TINY_STYLE)["style"]
+    again = run_demo(out, tasks=("style",), progress=False, overrides=TINY_STYLE, train_victim=True)["style"]
     assert again["harvest"] == payload["harvest"] and again["headline"] == payload["headline"]
