@@ -27,7 +27,9 @@ class BudgetLine:
 
 
 def budget_lines(records: list[dict], task: str, test_set: str, metric: str, defense: str = "none") -> list[BudgetLine]:
-    """The lines of a task and test set from the cells' records (fraction 1.0, no augmentation)."""
+    """The lines of a task and test set from the cells' records (fraction 1.0, no augmentation); the paper's
+    method with the default architecture and random queries first (the reference the others are read
+    against), then the rest by name."""
     groups: dict[tuple, dict[int, list[float]]] = {}
     for r in records:
         if r["task"] != task or r["test_set"] != test_set or r.get("defense", "none") != defense \
@@ -39,7 +41,11 @@ def budget_lines(records: list[dict], task: str, test_set: str, metric: str, def
         key = (r.get("attack", "paper"), r.get("arch"), r.get("selection", "random"))
         groups.setdefault(key, {}).setdefault(int(r["queries"]), []).append(float(value))
     lines = []
-    for (attack, arch, selection), points in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    def order(item: tuple) -> tuple:
+        (attack, arch, selection), _ = item
+        return (attack, arch, selection) != ("paper", None, "random"), attack != "paper", str(item[0])
+
+    for (attack, arch, selection), points in sorted(groups.items(), key=order):
         label = attack + (f", {arch}" if arch else "") + (f", {selection} queries" if selection != "random" else "")
         lines.append(BudgetLine(label, attack, arch, selection, [(q, Stat.of(v)) for q, v in sorted(points.items())]))
     return lines
