@@ -22,8 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from imgsteal.data.images import bicubic_downscale, bicubic_upscale, crop_to_multiple, load_images, quantize, save_image
-from imgsteal.evaluate.style import output_names, write_manifest
-from imgsteal.evaluate.summary import Cell, abc_rows, spread_note, summarize, write_abc_outputs
+from imgsteal.evaluate.summary import Cell, abc_rows, output_names, spread_note, summarize, write_abc_outputs, write_manifest
 from imgsteal.metrics import psnr, ssim
 
 Model = Callable[[torch.Tensor], torch.Tensor]  # N x 3 x h x w -> N x 3 x sh x sw, in [0, 1]

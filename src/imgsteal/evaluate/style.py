@@ -31,7 +31,7 @@ from imgsteal.data.images import load_images, quantize, save_image
 from imgsteal.data.layouts import center_crop_resize
 from imgsteal.errors import ImgstealError, WeightsUnavailableError
 from imgsteal.files import safe_name
-from imgsteal.evaluate.summary import Cell, abc_rows, spread_note, summarize, write_abc_outputs
+from imgsteal.evaluate.summary import Cell, abc_rows, output_names, spread_note, summarize, write_abc_outputs, write_manifest
 from imgsteal.metrics import psnr, ssim
 
 Model = Callable[[torch.Tensor], torch.Tensor]  # N x 3 x s x s -> N x 3 x s x s, in [0, 1]
@@ -79,34 +79,6 @@ def _translate(model: Model, images: list[torch.Tensor], batch_size: int) -> lis
     for i in range(0, len(images), batch_size):
         outputs.extend(quantize(model(torch.stack(images[i : i + batch_size]))))
     return outputs
-
-
-def output_names(paths: list[Path]) -> list[str]:
-    """PNG file names that keep each input's stem (so outputs match their inputs by name, as `imgsteal
-    study create` needs): 'photo.png', and 'photo-2.png' for a second input called photo.*."""
-    names, seen = [], set()
-    for path in paths:
-        name, n = f"{path.stem}.png", 1
-        while name in seen:
-            n += 1
-            name = f"{path.stem}-{n}.png"
-        seen.add(name)
-        names.append(name)
-    return names
-
-
-def write_manifest(folder: Path, names: list[str], inputs: list[Path]) -> Path:
-    """folder/manifest.csv: one row per output name (as `output_names` made it) with its input file."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["name", "input"])
-    writer.writerows([name, str(path)] for name, path in zip(names, inputs))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "manifest.csv").write_text(buf.getvalue())
-    return folder / "manifest.csv"
 
 
 def _write_folder(folder: Path, names: list[str], images: list[torch.Tensor]) -> Path:

@@ -1,4 +1,5 @@
-"""Turning per-image scores into the paper's 'mean +- std' cells, and rendering Table 3-5 style tables."""
+"""Turning per-image scores into the paper's 'mean +- std' cells, rendering Table 3-5 style tables, and
+naming the scored images after their inputs (with a manifest), for both kinds of evaluation."""
 
 from __future__ import annotations
 
@@ -96,3 +97,30 @@ def write_abc_outputs(out_dir: Path, head: dict, results: list, tables) -> dict:
                                      r.n_images, len(cell.runs)])
     (out_dir / "table.md").write_text(tables.markdown(title=False))
     return payload
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """PNG file names that keep each input's stem (so outputs match their inputs by name, as `imgsteal
+    study create` needs): 'photo.png', and 'photo-2.png' for a second input called photo.*."""
+    names, seen = [], set()
+    for path in paths:
+        name, n = f"{path.stem}.png", 1
+        while name in seen:
+            n += 1
+            name = f"{path.stem}-{n}.png"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def write_manifest(folder: Path, names: list[str], inputs: list[Path]) -> Path:
+    """folder/manifest.csv: one row per output name (as `output_names` made it) with its input file."""
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["name", "input"])
+    writer.writerows([name, str(path)] for name, path in zip(names, inputs))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.csv").write_text(buf.getvalue())
+    return folder / "manifest.csv"

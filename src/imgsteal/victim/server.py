@@ -52,6 +52,7 @@ from starlette.requests import ClientDisconnect
 from imgsteal.data.images import ImageReadError, decode_image, encode_png, sha256_bytes, to_uint8
 from imgsteal.defenses.base import Defense
 from imgsteal.defenses.monitor import ExtractionMonitor, MonitorAlert, MonitorConfig, MonitorPolicy, query_features
+from imgsteal.files import atomic_write_text
 from imgsteal.victim.accounts import AccountsDB, ApiKey, QueryLogWriter, QueryRecord
 from imgsteal.victim.batching import BatcherBusy, KeyBusy, MicroBatcher, lower_priority
 from imgsteal.victim.memory import MB, MemoryPlan, activation_bytes_per_output_pixel, plan_memory, rss_bytes
@@ -618,11 +619,7 @@ def serve(
         bound = sock.getsockname()[1]
         url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
         if port_file is not None:
-            port_file = Path(port_file)
-            tmp = port_file.with_name(port_file.name + ".tmp")
-            tmp.write_text(str(bound))
-            os.replace(tmp, port_file)
-            written_port_file = port_file
+            written_port_file = atomic_write_text(port_file, str(bound))
         if on_ready is not None:
             on_ready(url)
         config = uvicorn_config(app, settings, log_level)
