@@ -3,6 +3,7 @@
 import csv
 import json
 import pickle
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,11 +55,13 @@ def test_two_tiny_cells_on_a_local_ray_instance(tiny_sr, tmp_path):
     ray = pytest.importorskip("ray")
     cfg = ExperimentConfig.model_validate(tiny_sr())
     out = tmp_path / "exp"
+    sigterm_before = signal.getsignal(signal.SIGTERM)
     try:
         run = run_experiment(cfg, out, executor="ray", workers=2, progress=False, log=lambda m: None)
     finally:
         if ray.is_initialized():
             ray.shutdown()
+    assert signal.getsignal(signal.SIGTERM) is sigterm_before  # ray.init's own handler does not outlive the run
     assert sorted(run.finished) == ["sr/f050-none-s0", "sr/f100-none-s0"]
     assert not run.failed
     rows = list(csv.DictReader(open(out / "results.csv")))

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -139,6 +141,9 @@ class RayExecutor:
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
         self.ray = import_ray()
         self.started_here = address is None and not self.ray.is_initialized()
+        # ray.init replaces the process's SIGTERM handler for good; close() puts the caller's back.
+        in_main = threading.current_thread() is threading.main_thread()
+        self.sigterm_before = signal.getsignal(signal.SIGTERM) if in_main else None
         if not self.ray.is_initialized():
             kwargs: dict[str, Any] = {"address": address, "log_to_driver": True}
             if address is None:
@@ -170,6 +175,8 @@ class RayExecutor:
     def close(self) -> None:
         if self.started_here and self.ray.is_initialized():
             self.ray.shutdown()
+        if self.sigterm_before is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.sigterm_before)
 
 
 def make_executor(name: str, workers: int = 1, ray_address: str | None = None) -> Executor:
