@@ -89,6 +89,7 @@ def main() -> None:
                 copies = run_generator(g, inputs[:16], device)
                 fit = sum(psnr(c, t) for c, t in zip(copies, targets[:16])) / len(copies)
                 out.append({"name": v.suspect, "similarity": round(v.similarity, 4), "ncc": round(v.ncc, 4),
+                            "share": None if v.share is None else round(v.share, 4),
                             "verified": v.verified, "psnr_to_targets_db": round(fit, 2)})
             return out
 
@@ -117,7 +118,8 @@ def main() -> None:
     print(f"box-free watermark, {len(answers)} attacker crops of {args.size} px, victim: {report['victim']}")
     print(f"threshold {threshold:.3f} (SSIM of the extracted mark; calibrated on {args.calibration} independent models)")
     for v in stolen + independent:
-        print(f"  {v['name']:<36} similarity {v['similarity']:+.3f}  NCC {v['ncc']:+.3f}  "
+        share = "" if v["share"] is None else f"  share {v['share']:+.3f}"
+        print(f"  {v['name']:<36} similarity {v['similarity']:+.3f}{share}  NCC {v['ncc']:+.3f}  "
               f"copy of its targets {v['psnr_to_targets_db']:5.2f} dB  {'VERIFIED' if v['verified'] else '-'}")
     print(f"verified: {rate:.0%} of {len(stolen)} surrogates on marked answers   (goal >= 95%)")
     print(f"false positives: {fpr:.0%} of {len(independent)} independent models   (goal <= 1%)")

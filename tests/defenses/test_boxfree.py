@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from imgsteal.cli import app
 from imgsteal.data.images import decode_image, encode_png, quantize
 from imgsteal.defenses.boxfree import (
-    CALIBRATION_FILE, MARK_FILE, MODEL_FILE, BoxfreeDefense, BoxfreeModel, BoxfreeTrainConfig, calibrate_threshold,
+    CALIBRATION_FILE, MARK_FILE, MODEL_FILE, BoxfreeDefense, BoxfreeModel, BoxfreeTrainConfig, calibrate_threshold, detail,
     load_mark, make_pairs, mark_ncc, mark_ssim, module_suspect, new_mark, psnr, train_boxfree, train_surrogate,
     verify_boxfree,
 )
@@ -137,9 +137,17 @@ def test_marked_answers_keep_fidelity_and_carry_the_mark(trained):
     image = decode_image((root / "images" / "img_0.png").read_bytes())  # 64 px: another size than the 32 px crops
     marked = decode_image(encode_png(model.embed(image)))  # through 8-bit PNG, as served
     assert psnr(marked, image) >= 38.0
-    assert model.score([marked]).ssim >= 0.8 and model.score([image]).ssim <= 0.2
-    blank = model.extract(image)
+    # Every score reads an image against the owner's clean answer to the same query.
+    assert model.score([marked], [image]).ssim >= 0.8 and model.score([image], [image]).ssim <= 0.2
+    blank = model.extract(image, image)
     assert float(blank.max()) < 0.5  # the extractor returns a (nearly) blank image for a clean one
+    # What a sharper or blurrier model adds to the answer is not the mark.
+    sharp = (image + 0.5 * detail(image[None])[0]).clamp(0, 1)
+    soft = image - detail(image[None], 5)[0]
+    for other in (sharp, soft):
+        assert model.score([other], [image]).ssim <= 0.2
+    with pytest.raises(ImgstealError, match="cannot be compared"):
+        model.extract(image[:, :32, :32], image)
 
 
 @pytest.mark.slow
@@ -240,6 +248,8 @@ def test_train_command_is_thin_and_prints_no_secret(tmp_path):
     with pytest.raises(ImgstealError, match="calibrate"):
         model.calibration()
     assert len(model.queries()) == 8  # 4 images x 2 crops (at most --queries, 16)
+    assert [a.shape for a in model.reference_answers()] == [q.shape for q in model.queries()]  # identity service
+    assert stat.S_IMODE(os.stat(out / "answers").st_mode) == 0o700
 
 
 def test_training_on_a_victims_answers(tmp_path, victim_run, victim):
@@ -254,5 +264,6 @@ def test_training_on_a_victims_answers(tmp_path, victim_run, victim):
     assert result.scale == scale and result.threshold is not None and result.psnr_db >= 38.0
     model = BoxfreeModel.load(tmp_path / "run")
     assert [tuple(q.shape) for q in model.queries()] == [(3, 8, 8)] * 2
+    assert [tuple(a.shape) for a in model.reference_answers()] == [(3, 8 * scale, 8 * scale)] * 2
     verdict = verify_boxfree(model, lambda xs: [victim.translate(x) for x in xs], "victim")  # the unmarked victim
     assert verdict.queries == 2 and verdict.calibrated_on == 1

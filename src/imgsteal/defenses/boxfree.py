@@ -26,15 +26,20 @@ Training (`train_boxfree`), as in Zhang et al.:
   used in stage 2, give the similarities an innocent model reaches; the decision threshold is set
   above them (`calibrate_threshold`) and stored. It is never fitted on a suspect.
 
-Verification: the suspect answers the stored query inputs; R's extractions are averaged and compared
-with the secret mark by a global SSIM (one window over the whole mark: it needs the mark's shape and
-its contrast, so a faint or blank extraction scores near 0); NCC is reported alongside.
+Verification: the suspect answers the stored query inputs; R reads each answer against the owner's
+own clean answer to that query (stored with the queries): what the suspect adds to the clean answer,
+against the residual H adds to it. The content both share cancels, so only the learnt mark counts,
+not a model's own sharpness, blur or texture (read alone, clean U-Nets' answers scored up to half of
+a marked answer's). R's extractions are averaged and compared with the secret mark by a global SSIM
+(one window over the whole mark: it needs the mark's shape and its contrast, so a faint or blank
+extraction scores near 0); NCC is reported alongside. The verifier needs only the suspect's answers
+to chosen queries and its own private files, never the suspect's weights.
 
 Run folder (0700; everything in it owner-only):
     config.json, metrics.jsonl, checkpoints/   stage-1 training (resumable)
     boxfree_model.safetensors                  H, R, D (0600)
     mark.png                                   the secret mark (0600)
-    queries/                                   verification query inputs (PNG)
+    queries/, answers/                         verification query inputs and the clean answers to them (PNG)
     stage2/, calibration/                      the surrogates and independent models trained here
     calibration.json                           threshold, independent models' similarities
     metrics.json                               PSNR, similarities of marked/clean/surrogate outputs
@@ -64,6 +69,7 @@ from imgsteal.models.registry import register_model
 MODEL_FILE = "boxfree_model.safetensors"
 MARK_FILE = "mark.png"
 QUERIES_DIR = "queries"
+ANSWERS_DIR = "answers"  # the owner's clean answers to the verification queries: the reference of every score
 CALIBRATION_FILE = "calibration.json"
 METRICS_FILE = "metrics.json"
 LABEL = "boxfree"
@@ -84,8 +90,8 @@ class BoxfreeEmbedder(nn.Module):
     """(N x 3 x H x W answers in [0, 1], 1 x 1 x M x M mark in [0, 1]) -> marked answers in [0, 1].
 
     The residual: a conv net of the answer, conditioned on a code of the mark broadcast to every
-    position, through tanh, minus its 3x3 local mean, scaled to an RMS of 1, clamped to +-1 and times
-    `strength`: at most `strength` per pixel, any H x W.
+    position, through tanh, minus its band x band local mean, scaled to an RMS of 1, clamped to +-1
+    and times `strength`: at most `strength` per pixel, any H x W.
     """
 
     def __init__(self, mark_size: int = 32, channels: int = 16, depth: int = 2, code: int = 8,
@@ -107,9 +113,10 @@ class BoxfreeEmbedder(nn.Module):
         texture = torch.tanh(self.gain * self.residual(h))
         # Fine detail only (minus its band x band local mean): the extractor reads the mark there, where
         # the image content has little energy; a wider band is easier for a surrogate with strided
-        # down- and upsampling (a CycleGAN ResNet generator) to learn. Scaled to an RMS of 1 per image (the full budget: the
-        # stronger the imprint, the more of it a surrogate learns), then clamped: the residual is at
-        # most `strength` per pixel, so the marked answer is >= 20 log10(1 / strength) dB PSNR.
+        # down- and upsampling (a CycleGAN ResNet generator) to learn. Scaled to an RMS of 1 per image, then
+        # clamped: the residual is at most `strength` per pixel, so the marked answer is >= 20 log10(1 /
+        # strength) dB PSNR. (Saturating it to fill the budget, tanh(2 x), was tried: 44 dB instead of
+        # 46, and no more surrogates verified - docs/defenses.md.)
         texture = detail(texture, self.band)
         texture = texture / texture.pow(2).mean((1, 2, 3), keepdim=True).add(1e-8).sqrt()
         return (image + self.strength * texture.clamp(-1, 1)).clamp(0, 1)
@@ -119,9 +126,11 @@ class BoxfreeEmbedder(nn.Module):
 class BoxfreeExtractor(nn.Module):
     """(N x 3 x H x W image in [0, 1], N x 3 x H x W hint) -> N x 1 x M x M mark image in [0, 1].
 
-    The hint is the residual the embedder would add to this very image (H(image) - image, computed by
-    `BoxfreeModel.extract`): an image that carries the mark - or the learnt imprint of it - has fine
-    detail that correlates with that residual, a clean image does not. The extractor sees the image's
+    At verification (`BoxfreeModel.extract`) the image is what a suspect's answer adds to the owner's
+    clean answer to the same query, and the hint is the residual H adds to that clean answer; in
+    stage 1 the image is an answer and the hint H(answer) - answer (which shapes H's residual into a
+    stable function of the content). An image that carries the mark - or the learnt imprint of it -
+    has fine detail that correlates with the hint, a clean one does not. The extractor sees the image's
     detail (image minus its 3x3 local mean), the hint and their product, then a shallow conv stack,
     global mean and standard deviation of its features, and two dense layers that draw the mark.
     Still box-free: it needs the suspect's output image only.
@@ -152,8 +161,9 @@ class BoxfreeMatchedExtractor(nn.Module):
     """(image, hint) -> confidence x the mark (N x 1 x M x M in [0, 1]): a matched filter.
 
     The confidence is sigmoid(a * (c - b)), c the correlation of the image's fine detail with the
-    hint (the residual H would add to this image) in units of the hint's energy: about 1 for a marked
-    answer, about 0 for a clean image, in between for a surrogate that learnt part of the mark. Only
+    hint (the residual H adds; see BoxfreeExtractor for what image and hint are) in units of the
+    hint's energy: about 1 for a marked answer, about 0 for a clean image, in between for a surrogate
+    that learnt part of the mark. Only
     a and b are learnt, so it cannot key on other features of the image (a textured photo, a model's
     artifacts). The mark is a buffer set at training time (and kept in the private model file).
     """
@@ -305,31 +315,77 @@ class BoxfreeModel:
         return self.embedder(image.to(self.device, torch.float32)[None], self.mark[None])[0].cpu()
 
     @torch.no_grad()
-    def extract(self, image: torch.Tensor) -> torch.Tensor:
-        """3 x H x W image in [0, 1] -> 1 x M x M extracted mark (blank, all 0, for clean images)."""
-        x = image.to(self.device, torch.float32)[None]
-        return self.extractor(x, self.embedder(x, self.mark[None]) - x)[0].cpu()
+    def extract(self, image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """3 x H x W image in [0, 1] made for the same query as `reference` (the owner's clean answer to
+        it) -> 1 x M x M extracted mark (blank, all 0, for the clean answer itself).
 
-    def score(self, images: Sequence[torch.Tensor]) -> "MarkScore":
-        """Similarity of the mean extraction over `images` to the secret mark (see MarkScore)."""
+        The extractor reads what the image adds to the clean answer (image - reference) against the
+        residual the owner's marked answer adds (hint): the content both share cancels, so a model that
+        is merely sharp, blurry or textured is not mistaken for one that learnt the mark.
+        """
+        x = image.to(self.device, torch.float32)[None]
+        ref = reference.to(self.device, torch.float32)[None]
+        if x.shape != ref.shape:
+            raise ImgstealError(f"an answer of {tuple(x.shape[-2:])} px cannot be compared with the owner's "
+                                f"{tuple(ref.shape[-2:])} px answer to the same query")
+        return self.extractor(x - ref, self.embedder(ref, self.mark[None]) - ref)[0].cpu()
+
+    def score(self, images: Sequence[torch.Tensor], references: Sequence[torch.Tensor]) -> "MarkScore":
+        """Similarity to the secret mark of the mean extraction over `images`, each scored against the
+        owner's clean answer to the same query (`references`, in the same order; see MarkScore)."""
         if not images:
             raise ImgstealError("no images to extract the mark from")
-        extracted = torch.stack([self.extract(img) for img in images])
+        if len(images) != len(references):
+            raise ImgstealError(f"{len(images)} images but {len(references)} reference answers")
+        extracted = torch.stack([self.extract(img, ref) for img, ref in zip(images, references)])
         mean = extracted.mean(0)
         mark = self.mark.cpu()
+        share = None
+        if isinstance(self.extractor, BoxfreeMatchedExtractor):
+            # A matched filter pools its evidence before deciding: one correlation over every answer's
+            # pixels (the noise of each small answer averages out), then one confidence times the mark.
+            share = self._pooled_correlation(images, references)
+            with torch.no_grad():
+                mean = torch.sigmoid(self.extractor.gain * (share - self.extractor.center)).cpu() * mark
         return MarkScore(images=len(images), ssim=mark_ssim(mean, mark), ncc=mark_ncc(mean, mark),
-                         per_image_ssim=sum(mark_ssim(e, mark) for e in extracted) / len(extracted))
+                         per_image_ssim=sum(mark_ssim(e, mark) for e in extracted) / len(extracted), share=share)
+
+    @torch.no_grad()
+    def _pooled_correlation(self, images: Sequence[torch.Tensor], references: Sequence[torch.Tensor]) -> float:
+        """How much of the owner's residual the images add to the clean answers, over all of them:
+        sum <detail(image - reference), hint> / sum <hint, hint> (1: all of it, 0: none)."""
+        num = den = 0.0
+        for image, reference in zip(images, references):
+            x, ref = image.to(self.device, torch.float32)[None], reference.to(self.device, torch.float32)[None]
+            hint = self.embedder(ref, self.mark[None]) - ref
+            num += float((detail(x - ref, self.extractor.band) * hint).sum())
+            den += float(hint.pow(2).sum())
+        return num / max(den, 1e-12)
+
+    def score_suspect(self, suspect: Suspect) -> "MarkScore":
+        """Ask the suspect the stored verification queries and score its answers against the owner's."""
+        return self.score(suspect_outputs(suspect, self.queries()), self.reference_answers())
 
     def queries(self) -> list[torch.Tensor]:
         """The stored verification query inputs (3 x h x w in [0, 1])."""
+        return self._stored_images(QUERIES_DIR, "verification queries")
+
+    def reference_answers(self) -> list[torch.Tensor]:
+        """The owner's clean (unmarked) answers to the verification queries, in the same order."""
+        answers = self._stored_images(ANSWERS_DIR, "reference answers")
+        if len(answers) != len(self.queries()):
+            raise ImgstealError(f"{len(answers)} reference answers for {len(self.queries())} verification queries "
+                                f"in {self.run_dir}; train the watermark again")
+        return answers
+
+    def _stored_images(self, name: str, what: str) -> list[torch.Tensor]:
         from imgsteal.data.images import decode_image
 
-        folder = None if self.run_dir is None else self.run_dir / QUERIES_DIR
-        if folder is None or not folder.is_dir():
-            raise ImgstealError("this box-free model has no stored verification queries")
-        files = sorted(folder.glob("*.png"))
+        folder = None if self.run_dir is None else self.run_dir / name
+        files = sorted(folder.glob("*.png")) if folder is not None and folder.is_dir() else []
         if not files:
-            raise ImgstealError(f"no verification queries in {folder}")
+            raise ImgstealError(f"this box-free model has no stored {what} ({folder}); it was trained by an older "
+                                "imgsteal: train it again with `imgsteal watermark train --method boxfree`")
         return [decode_image(read_private(p), p.name) for p in files]
 
     def calibration(self) -> dict:
@@ -346,13 +402,17 @@ class MarkScore:
 
     ssim: global SSIM of the mean extraction vs the mark (the decision statistic; ~1 for the mark, ~0 blank);
     ncc: Pearson correlation of the same two images (shape only, amplitude-blind: informative);
-    per_image_ssim: mean over images of each extraction's SSIM.
+    per_image_ssim: mean over images of each extraction's SSIM;
+    share: (matched filter) the share of the owner's residual the images carry, pooled over all of
+    them (1 for marked answers, about 0 for clean ones); the mean extraction is then the mark times
+    the filter's confidence in that share.
     """
 
     images: int
     ssim: float
     ncc: float
     per_image_ssim: float
+    share: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -383,6 +443,7 @@ class BoxfreeVerdict:
     threshold: float
     calibrated_on: int  # independent models behind the threshold
     verified: bool
+    share: float | None = None  # matched filter: the share of the owner's residual the answers carry
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -390,7 +451,8 @@ class BoxfreeVerdict:
     def summary(self) -> str:
         decision = ("the suspect CARRIES the box-free watermark" if self.verified
                     else "no evidence the suspect carries the box-free watermark")
-        return (f"{self.suspect}: mark similarity (SSIM) {self.similarity:.3f}, NCC {self.ncc:.3f}, on {self.queries} "
+        carried = "" if self.share is None else f" (the answers carry {self.share:.0%} of the mark's residual)"
+        return (f"{self.suspect}: mark similarity (SSIM) {self.similarity:.3f}{carried}, NCC {self.ncc:.3f}, on {self.queries} "
                 f"queries; threshold {self.threshold:.3f} (calibrated on {self.calibrated_on} independent models): {decision}")
 
 
@@ -415,10 +477,10 @@ def verify_boxfree(model: BoxfreeModel, suspect: Suspect, suspect_name: str = "s
     if threshold is None:
         cal = model.calibration()
         threshold, calibrated_on = float(cal["threshold"]), int(cal["models"])
-    queries = model.queries()
-    score = model.score(suspect_outputs(suspect, queries))
-    return BoxfreeVerdict(suspect=suspect_name, queries=len(queries), similarity=score.ssim, ncc=score.ncc,
-                          threshold=threshold, calibrated_on=calibrated_on, verified=score.ssim > threshold)
+    score = model.score_suspect(suspect)
+    return BoxfreeVerdict(suspect=suspect_name, queries=score.images, similarity=score.ssim, ncc=score.ncc,
+                          threshold=threshold, calibrated_on=calibrated_on, verified=score.ssim > threshold,
+                          share=score.share)
 
 
 def calibrate_threshold(scores: Sequence[float], margin: float = 0.1, floor: float = 0.3) -> float:
@@ -446,8 +508,7 @@ def calibrate_boxfree(model: BoxfreeModel, references: dict[str, Suspect], margi
     the threshold in the run folder; returns the calibration record."""
     if model.run_dir is None:
         raise ImgstealError("calibration needs the model's run folder")
-    queries = model.queries()
-    scores = {name: model.score(suspect_outputs(s, queries)).ssim for name, s in references.items()}
+    scores = {name: model.score_suspect(s).ssim for name, s in references.items()}
     return write_calibration(model.run_dir, scores, margin, floor)
 
 
@@ -622,9 +683,11 @@ class BoxfreeStage1Recipe:
 
 @dataclass
 class LabelledImages:
-    """Equally sized images (N x 3 x S x S, uint8) and whether each should give the mark (1) or the blank (0)."""
+    """Equally sized images (N x 3 x S x S, uint8), the owner's clean answer each was made for (same
+    shape), and whether each should give the mark (1) or the blank (0)."""
 
     images: torch.Tensor
+    references: torch.Tensor
     flags: torch.Tensor
     batch_size: int
     seed: int
@@ -637,12 +700,13 @@ class LabelledImages:
     def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch.Generator().manual_seed((self.seed * 7919 + epoch) * 1_000_003 + index)
         pick = torch.randint(0, len(self.images), (self.batch_size,), generator=gen)
-        return self.images[pick].float() / 255, self.flags[pick].float()
+        return self.images[pick].float() / 255, self.references[pick].float() / 255, self.flags[pick].float()
 
 
 class ExtractorFinetuneRecipe:
     """Stage 2: fine-tune R on marked/clean answers and on the outputs of surrogates trained on
-    marked (-> mark) and on clean answers (-> blank)."""
+    marked (-> mark) and on clean answers (-> blank), each read against the clean answer to its query
+    (as `BoxfreeModel.extract` reads a suspect's answers at verification)."""
 
     export_module = "extractor"
 
@@ -657,11 +721,11 @@ class ExtractorFinetuneRecipe:
         self.extractor.train()
 
     def train_step(self, batch) -> dict[str, float]:
-        images, flags = (t.to(self.device) for t in batch)
+        images, references, flags = (t.to(self.device) for t in batch)
         target = flags[:, None, None, None] * self.mark
         with torch.no_grad():
-            hint = self.embedder(images, self.mark) - images
-        loss = F.mse_loss(self.extractor(images, hint), target)
+            hint = self.embedder(references, self.mark) - references
+        loss = F.mse_loss(self.extractor(images - references, hint), target)
         opt = self.optimizers["r"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -683,10 +747,10 @@ def _crop(image: torch.Tensor, side: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def make_pairs(cfg: BoxfreeTrainConfig, device: torch.device, seed_offset: int = 0,
-               images: list[str] | None = None, with_answers: bool = True
+               images: list[str] | None = None, with_answers: bool = True, count: int | None = None
                ) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
-    """(victim inputs, clean answers, scale): crops of the images and the victim's answers on them
-    (no answers when `with_answers` is False)."""
+    """(victim inputs, clean answers, scale): crops of the images (the first `count`; None: all) and
+    the victim's answers on them (no answers when `with_answers` is False)."""
     from imgsteal.data.images import load_images, quantize
     from imgsteal.data.layouts import resolve_image_specs
 
@@ -704,7 +768,7 @@ def make_pairs(cfg: BoxfreeTrainConfig, device: torch.device, seed_offset: int =
     if not loaded:
         raise ImgstealError(f"no image is at least {side} px on its shorter side")
     gen = torch.Generator().manual_seed(cfg.seed * 31 + seed_offset)
-    inputs = [quantize(_crop(img, side, gen)) for img in loaded for _ in range(cfg.crops_per_image)]
+    inputs = [quantize(_crop(img, side, gen)) for img in loaded for _ in range(cfg.crops_per_image)][:count]
     if translator is None or not with_answers:
         return inputs, list(inputs) if translator is None else [], scale
     answers = [quantize(translator.translate(x)) for x in inputs]
@@ -737,10 +801,13 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
         write_private(mark_path, encode_png(mark.expand(3, -1, -1)))
 
     inputs, answers, scale = make_pairs(cfg, device)
-    queries_dir = private_dir(out_dir / QUERIES_DIR)
-    q_inputs = make_pairs(cfg, device, seed_offset=1, with_answers=False)[0]
-    for i, q in enumerate(q_inputs[: cfg.queries]):
+    # Verification queries (crops the owner keeps) and the owner's clean answers to them: every
+    # verification reads a suspect's answers against these.
+    queries_dir, answers_dir = private_dir(out_dir / QUERIES_DIR), private_dir(out_dir / ANSWERS_DIR)
+    q_inputs, q_answers, _ = make_pairs(cfg, device, seed_offset=1, count=cfg.queries)
+    for i, (q, a) in enumerate(zip(q_inputs, q_answers)):
         write_private(queries_dir / f"query_{i:03d}.png", encode_png(q))
+        write_private(answers_dir / f"answer_{i:03d}.png", encode_png(a))
 
     # -- stage 1
     torch.manual_seed(cfg.seed)
@@ -783,9 +850,12 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
                             seed=cfg.seed * 101 + 50 + k, lr=cfg.surrogate_lr, device=device)
         neg_out += run_generator(g, inputs, device)
     if cfg.finetune_steps and (pos_out or neg_out):
-        pool = [(img, 1.0) for img in marked + pos_out] + [(img, 0.0) for img in answers + neg_out]
-        labelled = LabelledImages(torch.stack([to_uint8_tensor(i) for i, _ in pool]),
-                                  torch.tensor([f for _, f in pool]), cfg.batch_size, cfg.seed, cfg.finetune_steps)
+        # Every image here answers one of `inputs`: its reference is the clean answer to that input.
+        groups = [(marked, 1.0), (pos_out, 1.0), (answers, 0.0), (neg_out, 0.0)]
+        pool = [(img, answers[i % len(answers)], flag) for images, flag in groups for i, img in enumerate(images)]
+        labelled = LabelledImages(torch.stack([to_uint8_tensor(i) for i, _, _ in pool]),
+                                  torch.stack([to_uint8_tensor(r) for _, r, _ in pool]),
+                                  torch.tensor([f for _, _, f in pool]), cfg.batch_size, cfg.seed, cfg.finetune_steps)
         ft = ExtractorFinetuneRecipe(extractor, embedder, mark, device, cfg.lr)
         run_training(ft, labelled, run_dir=out_dir / "stage2" / "extractor", epochs=1, steps=cfg.finetune_steps,
                      progress=progress, checkpoint_every=0, meta={"role": "boxfree-extractor"},
@@ -814,8 +884,9 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
     result = BoxfreeTrainResult(
         images=len(answers), scale=scale,
         psnr_db=sum(psnr(m, a) for m, a in zip(marked, answers)) / len(answers),
-        marked=model.score(marked), clean=model.score(answers),
-        surrogates=model.score(pos_out) if pos_out else None, negatives=model.score(neg_out) if neg_out else None,
+        marked=model.score(marked, answers), clean=model.score(answers, answers),
+        surrogates=model.score(pos_out, answers * cfg.surrogates) if pos_out else None,
+        negatives=model.score(neg_out, answers * cfg.negatives) if neg_out else None,
         threshold=None if calibration is None else calibration["threshold"],
         steps=training.steps, seconds=time.perf_counter() - started)
     write_private(out_dir / METRICS_FILE, json.dumps(result.as_dict(), indent=2).encode())

@@ -198,15 +198,14 @@ def verifier(ctx: "Context", run: str, cache: dict) -> tuple[str, Scorer] | None
             model = load_translator(folder, device)
             return detect_fingerprint(fp, [model.translate(q) for q in queries]).accuracy
     elif defense == "boxfree":
-        from imgsteal.defenses.boxfree import BoxfreeModel, suspect_outputs
+        from imgsteal.defenses.boxfree import BoxfreeModel
 
         if "boxfree" not in cache:
             cache["boxfree"] = BoxfreeModel.load(ctx.boxfree_dir(run), "cpu")
         model = cache["boxfree"]
-        queries = model.queries()
 
         def score(folder: Path) -> float:
-            return model.score(suspect_outputs(checkpoint_suspect(folder, device), queries)).ssim
+            return model.score_suspect(checkpoint_suspect(folder, device)).ssim
     else:
         return None
     return defense, score
