@@ -47,7 +47,6 @@ Run folder (0700; everything in it owner-only):
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import secrets

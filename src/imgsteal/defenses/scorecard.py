@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from imgsteal.data.augment import Augmentation
