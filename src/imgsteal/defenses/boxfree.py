@@ -518,7 +518,10 @@ def surrogate_specs(scale: int) -> list[tuple[str, dict]]:
         return [("unet", {"ngf": 8, "depth": 3, "use_dropout": False}),
                 ("resnet_generator", {"ngf": 8, "n_blocks": 1}),
                 ("unet", {"ngf": 4, "depth": 2, "use_dropout": False, "norm": "instance"}),
-                ("resnet_generator", {"ngf": 4, "n_blocks": 2})]
+                # 16 features (4 until 2026-12-01): ResNet generators this small copied even an identity
+                # service at only 16-18 dB, no copy a watermark could be judged on; 16 features reach 22 dB
+                # after 1,200 steps (benchmarks/bench_boxfree.py)
+                ("resnet_generator", {"ngf": 16, "n_blocks": 2})]
     return [("srresnet", {"scale": scale, "n_blocks": 1, "channels": 16}),
             ("msrresnet", {"scale": scale, "n_blocks": 1, "channels": 16}),
             ("edsr", {"scale": scale, "n_blocks": 1, "channels": 16}),
