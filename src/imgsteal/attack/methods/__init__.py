@@ -125,8 +125,9 @@ def build_source(cfg: "SurrogateConfig", inputs: list[torch.Tensor], targets: li
 
 def natural_epoch_steps(cfg: "SurrogateConfig", pairs: int) -> int:
     """Steps in one pass over `pairs` pairs (x cfg.repeat) at cfg.batch_size, as the paper's recipe counts
-    an epoch (its batch never exceeds the number of pairs)."""
-    batch = min(cfg.batch_size, pairs)
+    an epoch: with patches every batch is full (several crops of one pair when there are few), a batch
+    of whole images never exceeds the number of pairs (as PairedPatchSource batches them)."""
+    batch = cfg.batch_size if cfg.patch is not None else min(cfg.batch_size, pairs)
     return -(-pairs * cfg.repeat // batch)
 
 
