@@ -174,12 +174,19 @@ class BoxfreeMatchedExtractor(nn.Module):
         self.gain = nn.Parameter(torch.tensor(8.0))
         self.center = nn.Parameter(torch.tensor(0.5))
 
+    def correlation_terms(self, image: torch.Tensor, hint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample: (sum of the image's fine detail times the hint, sum of the hint's square)."""
+        return (detail(image, self.band) * hint).sum((1, 2, 3)), hint.pow(2).sum((1, 2, 3))
+
     def correlation(self, image: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
-        return (detail(image, self.band) * hint).mean((1, 2, 3)) / hint.pow(2).mean((1, 2, 3)).add(1e-12)
+        num, den = self.correlation_terms(image, hint)
+        return num / den.add(1e-12)
+
+    def confidence(self, correlation: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.gain * (correlation - self.center))
 
     def forward(self, image: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
-        confidence = torch.sigmoid(self.gain * (self.correlation(image, hint) - self.center))
-        return confidence[:, None, None, None] * self.mark
+        return self.confidence(self.correlation(image, hint))[:, None, None, None] * self.mark
 
 
 @register_model("boxfree_discriminator")
@@ -291,6 +298,7 @@ class BoxfreeModel:
         self.embedder, self.extractor = embedder.to(device).eval(), extractor.to(device).eval()
         self.mark = mark.float().to(device)
         self.run_dir = run_dir
+        self._stored: dict[str, list[torch.Tensor]] = {}
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device | None = "cpu") -> "BoxfreeModel":
@@ -316,18 +324,21 @@ class BoxfreeModel:
     @torch.no_grad()
     def extract(self, image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """3 x H x W image in [0, 1] made for the same query as `reference` (the owner's clean answer to
-        it) -> 1 x M x M extracted mark (blank, all 0, for the clean answer itself).
+        it) -> 1 x M x M extracted mark (blank, all 0, for the clean answer itself)."""
+        return self.extractor(*self._reading(image, reference))[0].cpu()
 
-        The extractor reads what the image adds to the clean answer (image - reference) against the
-        residual the owner's marked answer adds (hint): the content both share cancels, so a model that
-        is merely sharp, blurry or textured is not mistaken for one that learnt the mark.
-        """
+    @torch.no_grad()
+    def _reading(self, image: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the extractor reads, 1 x 3 x H x W each: what the image adds to the clean answer (image -
+        reference), and the residual the owner's marked answer adds to it (the hint). The content both
+        share cancels, so a model that is merely sharp, blurry or textured is not mistaken for one that
+        learnt the mark."""
         x = image.to(self.device, torch.float32)[None]
         ref = reference.to(self.device, torch.float32)[None]
         if x.shape != ref.shape:
             raise ImgstealError(f"an answer of {tuple(x.shape[-2:])} px cannot be compared with the owner's "
                                 f"{tuple(ref.shape[-2:])} px answer to the same query")
-        return self.extractor(x - ref, self.embedder(ref, self.mark[None]) - ref)[0].cpu()
+        return x - ref, self.embedder(ref, self.mark[None]) - ref
 
     def score(self, images: Sequence[torch.Tensor], references: Sequence[torch.Tensor]) -> "MarkScore":
         """Similarity to the secret mark of the mean extraction over `images`, each scored against the
@@ -336,30 +347,21 @@ class BoxfreeModel:
             raise ImgstealError("no images to extract the mark from")
         if len(images) != len(references):
             raise ImgstealError(f"{len(images)} images but {len(references)} reference answers")
-        extracted = torch.stack([self.extract(img, ref) for img, ref in zip(images, references)])
+        readings = [self._reading(img, ref) for img, ref in zip(images, references)]
+        with torch.no_grad():
+            extracted = torch.stack([self.extractor(*reading)[0].cpu() for reading in readings])
         mean = extracted.mean(0)
         mark = self.mark.cpu()
         share = None
         if isinstance(self.extractor, BoxfreeMatchedExtractor):
             # A matched filter pools its evidence before deciding: one correlation over every answer's
             # pixels (the noise of each small answer averages out), then one confidence times the mark.
-            share = self._pooled_correlation(images, references)
             with torch.no_grad():
-                mean = torch.sigmoid(self.extractor.gain * (share - self.extractor.center)).cpu() * mark
+                terms = [self.extractor.correlation_terms(*reading) for reading in readings]
+                share = float(sum(num for num, _ in terms)) / max(float(sum(den for _, den in terms)), 1e-12)
+                mean = self.extractor.confidence(torch.tensor(share, device=self.device)).cpu() * mark
         return MarkScore(images=len(images), ssim=mark_ssim(mean, mark), ncc=mark_ncc(mean, mark),
                          per_image_ssim=sum(mark_ssim(e, mark) for e in extracted) / len(extracted), share=share)
-
-    @torch.no_grad()
-    def _pooled_correlation(self, images: Sequence[torch.Tensor], references: Sequence[torch.Tensor]) -> float:
-        """How much of the owner's residual the images add to the clean answers, over all of them:
-        sum <detail(image - reference), hint> / sum <hint, hint> (1: all of it, 0: none)."""
-        num = den = 0.0
-        for image, reference in zip(images, references):
-            x, ref = image.to(self.device, torch.float32)[None], reference.to(self.device, torch.float32)[None]
-            hint = self.embedder(ref, self.mark[None]) - ref
-            num += float((detail(x - ref, self.extractor.band) * hint).sum())
-            den += float(hint.pow(2).sum())
-        return num / max(den, 1e-12)
 
     def score_suspect(self, suspect: Suspect) -> "MarkScore":
         """Ask the suspect the stored verification queries and score its answers against the owner's."""
@@ -378,6 +380,12 @@ class BoxfreeModel:
         return answers
 
     def _stored_images(self, name: str, what: str) -> list[torch.Tensor]:
+        """The PNGs of a run sub-folder, decoded once per model (every suspect is asked the same queries)."""
+        if name not in self._stored:
+            self._stored[name] = self._read_stored_images(name, what)
+        return self._stored[name]
+
+    def _read_stored_images(self, name: str, what: str) -> list[torch.Tensor]:
         from imgsteal.data.images import decode_image
 
         folder = None if self.run_dir is None else self.run_dir / name
