@@ -37,6 +37,8 @@ class AuditConfig(BaseModel):
     steps: int | None = Field(None, ge=1, description="training steps of every copy (default per kind)")
     selection: str = Field("random", description="query selection: random, diverse or adaptive")
     price_usd: float = Field(0.016, ge=0, description="price of one query")
+    pack_pixels: int | None = Field(None, ge=1, description="queries are mosaics of the pool's images of at most "
+                                                          "this many pixels (imgsteal.attack.packing)")
     style_set: str | None = Field(None, description="[style] the style images S_X")
     size: int = Field(64, ge=16, description="[style] working resolution of the copies")
     surrogate: dict[str, Any] = Field(default_factory=dict, description="surrogate settings (network sizes, lr, ...)")
@@ -61,7 +63,7 @@ def audit_experiment(cfg: AuditConfig):
     kind = "sr" if victim.scale > 1 else "style"
     if kind == "style" and not cfg.style_set:
         raise ImgstealError("a style-transfer victim needs --style-set (the style images, for the report's FID)")
-    harvest: dict[str, Any] = {"inputs": cfg.inputs, "oracle": "local"}
+    harvest: dict[str, Any] = {"inputs": cfg.inputs, "oracle": "local", "pack_pixels": cfg.pack_pixels}
     surrogate: dict[str, Any] = {"steps": cfg.steps or DEFAULT_STEPS[kind], **cfg.surrogate}
     if kind == "sr":
         harvest["downscale"] = victim.scale

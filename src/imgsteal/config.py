@@ -3,7 +3,9 @@
 A config may start from another one: `base: preset:NAME` (a preset shipped in imgsteal/presets) or
 `base: other.yaml` (relative to the config's folder). The file's own keys are merged over the base's:
 mappings merge key by key, other values replace, and `key: null` removes the base's value. A `tasks` mapping (task name -> changes) picks those
-tasks from the base's `tasks` list, in that order, and merges the changes into each.
+tasks from the base's `tasks` list, in that order, and merges the changes into each; `from: OTHER` in a
+task's changes starts a new task of that name from the base's task OTHER (e.g. the same task harvested
+another way).
 """
 
 from __future__ import annotations
@@ -63,11 +65,14 @@ def merge_config(base: dict[str, Any], changes: dict[str, Any], error: type[Imgs
             merged.pop(key, None)
         elif key == "tasks" and isinstance(value, dict) and isinstance(base.get("tasks"), list):
             by_name = {t.get("name"): t for t in base["tasks"] if isinstance(t, dict)}
-            missing = [n for n in value if n not in by_name]
+            origin = {n: (v or {}).get("from", n) if isinstance(v, dict) or v is None else n for n, v in value.items()}
+            missing = [f"{n}" if o == n else f"{o} (the `from` of {n})" for n, o in origin.items() if o not in by_name]
             if missing:
                 raise error(f"tasks {', '.join(map(str, missing))} are not in the base config "
                             f"(it has {', '.join(map(str, by_name))})")
-            merged["tasks"] = [merge_config(by_name[n], v or {}, error) for n, v in value.items()]
+            merged["tasks"] = [merge_config({**by_name[origin[n]], "name": n},
+                                            {k: x for k, x in (v or {}).items() if k != "from"}, error)
+                               for n, v in value.items()]
         elif isinstance(value, dict) and isinstance(base.get(key), dict):
             merged[key] = merge_config(base[key], value, error)
         else:

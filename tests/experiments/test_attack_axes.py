@@ -71,3 +71,46 @@ def test_bundled_attack_presets_are_valid():
     paper = load_config(root / "paper-sr.yaml")
     grid = paper.task_grid(paper.tasks[0])
     assert grid.surrogates == ["srresnet", "edsr"] and grid.budgets[-1] == "all"
+
+
+def test_packed_budgets_count_mosaics_and_are_checked_before_any_query(tiny_sr):
+    raw = tiny_sr(budgets=[3])
+    raw["tasks"][0]["harvest"]["pack_pixels"] = 24 * 24  # 8 images of 12 x 12 px: 4 per mosaic, 2 mosaics
+    with pytest.raises(ConfigError, match="budget of 3 queries is more than the 2 mosaics of at most 576 px"):
+        check_datasets(ExperimentConfig.model_validate(raw))
+    raw["grid"]["budgets"] = [2]
+    check_datasets(ExperimentConfig.model_validate(raw))
+    raw["grid"]["selections"] = ["diverse"]
+    with pytest.raises(Exception, match="packed queries .* cannot be combined"):
+        ExperimentConfig.model_validate(raw)
+
+
+def test_a_task_can_start_from_another_task_of_the_base(tiny_sr, write_config):
+    from imgsteal.experiments.config import load_config, task_settings
+
+    base = write_config(tiny_sr(), "base.yaml")
+    cfg = load_config(write_config({"base": str(base), "name": "packed", "tasks": {
+        "sr": {}, "sr-packed": {"from": "sr", "title": "Tiny SR, packed", "harvest": {"pack_pixels": 576}}}}))
+    plain, packed = cfg.tasks
+    assert (plain.name, packed.name, packed.title) == ("sr", "sr-packed", "Tiny SR, packed")
+    assert packed.harvest.pack_pixels == 576 and plain.harvest.pack_pixels is None
+    assert packed.harvest.inputs == plain.harvest.inputs and packed.surrogate == plain.surrogate
+    # packing is part of what the harvest's numbers depend on; an unpacked harvest's settings do not name it
+    assert task_settings(cfg, packed)["harvest"]["pack_pixels"] == 576
+    assert "pack_pixels" not in task_settings(cfg, plain)["harvest"]
+    with pytest.raises(ConfigError, match=r"nosuch \(the `from` of x\) are not in the base"):
+        load_config(write_config({"base": str(base), "name": "x", "tasks": {"x": {"from": "nosuch"}}}, "bad.yaml"))
+
+
+@pytest.mark.slow
+def test_packed_queries_run_through_the_pipeline(tiny_sr, tmp_path):
+    raw = tiny_sr(fractions=[1.0], budgets=[1, "all"])
+    raw["tasks"][0]["harvest"]["pack_pixels"] = 24 * 24
+    raw["tasks"][0]["surrogate"] = {"n_blocks": 1, "channels": 8, "patch": 8, "batch_size": 2, "steps": 3}
+    out = tmp_path / "exp"
+    run = run_experiment(ExperimentConfig.model_validate(raw), out, progress=False, log=lambda _: None)
+    assert not run.failed and len(run.finished) == 2
+    with PairStore(out / "tasks" / "sr" / "pairs", create=False) as store:
+        assert [r.input_size for r in store.records()] == [(24, 24), (24, 24)]  # 2 mosaics of 4 images
+    rows = {r["budget"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    assert rows["1"]["queries"] == "1" and rows[""]["queries"] == "2"  # "" = all

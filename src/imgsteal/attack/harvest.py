@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Sequence
 from tqdm.auto import tqdm
 
 from imgsteal.attack.oracle import Oracle
+from imgsteal.attack.packing import ShelfPacker, compose
 from imgsteal.data.images import (ImageReadError, bicubic_downscale, decode_image, encode_png, load_image,
                                   sha256_bytes, skip_unreadable)
 from imgsteal.data.layouts import center_crop_resize
@@ -37,6 +38,7 @@ class HarvestReport:
     duplicates: int = 0  # same bytes as another input of this run
     already_stored: int = 0  # answered by an earlier run
     queried: int = 0  # answered and stored in this run
+    images_queried: int = 0  # adversary images inside those queries (more than `queried` when packed)
     failed: int = 0  # oracle errors (left for a later run)
     budget_left: int | None = None
     spent_usd: float = 0.0  # this run
@@ -63,15 +65,51 @@ def format_usd(usd: float) -> str:
     return f"${round_usd(usd):g}"
 
 
-def prepare_query(path: Path, downscale: int | None, resize: int | None = None) -> tuple[bytes, tuple[int, int]]:
+def prepare_image(path: Path, downscale: int | None, resize: int | None = None):
     """Load an adversary image, optionally centre-crop it to a square and resize it to resize x resize
     px (style transfer at a working resolution), optionally bicubic-downscale it (LR for
-    super-resolution), and PNG-encode it. Returns (PNG bytes, (width, height))."""
+    super-resolution). Returns the C x H x W tensor in [0, 1]."""
     image = load_image(path)
     if resize:
         image = center_crop_resize(image, resize)
     if downscale and downscale > 1:
         image = bicubic_downscale(image, downscale)
+    return image
+
+
+def prepared_size(path: Path, downscale: int | None, resize: int | None = None) -> tuple[int, int]:
+    """(width, height) of `prepare_image(path, ...)` from the file's header alone; ImageReadError if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ImageReadError(f"{path}: {exc}") from None
+    if resize:
+        width = height = resize
+    if downscale and downscale > 1:
+        width, height = width // downscale, height // downscale
+    return width, height
+
+
+def packed_query_count(paths: Sequence[Path], pack_pixels: int, downscale: int | None = None,
+                       resize: int | None = None) -> int:
+    """How many queries `harvest(..., pack_pixels=...)` sends for `paths` (readable files only; duplicates
+    counted as distinct, so this is an upper bound), without decoding any image."""
+    packer = ShelfPacker(pack_pixels)
+    count = 0
+    for path in paths:
+        try:
+            count += len(packer.add(prepared_size(Path(path), downscale, resize)))
+        except ImageReadError:
+            continue
+    return count + len(packer.finish())
+
+
+def prepare_query(path: Path, downscale: int | None, resize: int | None = None) -> tuple[bytes, tuple[int, int]]:
+    """`prepare_image`, PNG-encoded. Returns (PNG bytes, (width, height))."""
+    image = prepare_image(path, downscale, resize)
     return encode_png(image), (image.shape[-1], image.shape[-2])
 
 
@@ -86,6 +124,7 @@ def harvest(
     price: float = DEFAULT_PRICE_USD,
     progress: bool = True,
     cost: Callable[[int, int], float] | None = None,
+    pack_pixels: int | None = None,
 ) -> HarvestReport:
     """Query `oracle` with every image in `inputs` not yet in `store`; returns what happened.
 
@@ -95,47 +134,77 @@ def harvest(
     resumed harvest cannot overspend.
     cost: USD of one answer from its (width, height) in pixels, replacing `price` (e.g. a flat price
     per query from an API spec).
+    pack_pixels: tile the prepared images, in order, into mosaics of at most this many pixels and send
+    each mosaic as one query (imgsteal.attack.packing); the budget then counts mosaics.
     """
     report = HarvestReport(inputs=len(inputs))
     started = time.perf_counter()
     allowed = None if budget is None else max(0, budget - len(store))
-    in_flight: dict[str, tuple[bytes, str, tuple[int, int]]] = {}
+    in_flight: dict[str, tuple[bytes, str, tuple[int, int], int]] = {}
     seen: set[str] = set()
 
-    def requests() -> Iterator[tuple[str, bytes]]:
-        sent = 0
+    def prepared() -> Iterator[tuple[Path, object, bytes]]:
+        """Each readable, distinct input as (path, image tensor, PNG bytes)."""
         for path in inputs:
-            if allowed is not None and sent >= allowed:
-                # The budget ends the run early: the bar's total becomes what it will really count.
-                bar.total = bar.n + len(in_flight)
-                bar.set_description("harvest (budget reached)")
-                bar.refresh()
-                return
             try:
-                data, size = prepare_query(Path(path), downscale, resize)
+                image = prepare_image(Path(path), downscale, resize)
             except ImageReadError as exc:
                 skip_unreadable(path, exc)
                 report.unreadable += 1
                 bar.update(1)
                 continue
+            data = encode_png(image)
             sha = sha256_bytes(data)
             if sha in seen:
                 report.duplicates += 1
                 bar.update(1)
                 continue
             seen.add(sha)
+            yield Path(path), image, data
+
+    def queries() -> Iterator[tuple[bytes, str, tuple[int, int], int]]:
+        """What is sent: (PNG bytes, source, (width, height), images inside) per query."""
+        if not pack_pixels:
+            for path, image, data in prepared():
+                yield data, str(path), (image.shape[-1], image.shape[-2]), 1
+            return
+        packer = ShelfPacker(pack_pixels)
+        held: dict[int, tuple[Path, object]] = {}
+
+        def mosaics(layouts):
+            for layout in layouts:
+                members = [held.pop(tile.index) for tile in layout.tiles]
+                images = {tile.index: image for tile, (_, image) in zip(layout.tiles, members)}
+                source = f"packed {len(members)}: " + ", ".join(p.name for p, _ in members)
+                yield encode_png(compose(layout, images)), source, (layout.width, layout.height), len(members)
+
+        for path, image, _ in prepared():
+            held[packer.count] = (path, image)
+            yield from mosaics(packer.add((image.shape[-1], image.shape[-2])))
+        yield from mosaics(packer.finish())
+
+    def requests() -> Iterator[tuple[str, bytes]]:
+        sent = 0
+        for data, source, size, images in queries():
+            if allowed is not None and sent >= allowed:
+                # The budget ends the run early: the bar's total becomes what it will really count.
+                bar.total = bar.n + sum(n for *_, n in in_flight.values())
+                bar.set_description("harvest (budget reached)")
+                bar.refresh()
+                return
+            sha = sha256_bytes(data)
             if store.has(sha):
                 report.already_stored += 1
-                bar.update(1)
+                bar.update(images)
                 continue
-            in_flight[sha] = (data, str(path), size)
+            in_flight[sha] = (data, source, size, images)
             sent += 1
             yield sha, data
 
     with tqdm(total=len(inputs), desc="harvest", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for answer in oracle.stream(requests()):
-            data, source, size = in_flight.pop(answer.key)
-            bar.update(1)
+            data, source, size, images = in_flight.pop(answer.key)
+            bar.update(images)
             if answer.image is None:
                 report.failed += 1
             else:
@@ -149,6 +218,7 @@ def harvest(
                     store.add(data, answer.image, source=source, input_size=size,
                               output_size=(width, height), cost_usd=usd, latency_s=answer.latency_s)
                     report.queried += 1
+                    report.images_queried += images
                     report.spent_usd += usd
             elapsed = time.perf_counter() - started
             bar.set_postfix(q_per_s=f"{report.queried / max(elapsed, 1e-9):.1f}", spent=format_usd(report.spent_usd),

@@ -20,6 +20,8 @@ def audit(
     steps: Optional[int] = typer.Option(None, help="training steps of every copy (default: 400 sr, 600 style)"),
     selection: str = typer.Option("random", help="query selection: random, diverse or adaptive"),
     price: float = typer.Option(0.016, help="USD per query (the paper's estimate for a 256 x 256 answer)"),
+    pack_pixels: Optional[int] = typer.Option(
+        None, help="send the pool packed: mosaics of at most N pixels (the API's size limit), one query each"),
     style_set: Optional[str] = typer.Option(None, help="style victims: the style images (folder or dataset spec)"),
     size: int = typer.Option(64, help="style victims: working resolution of the copies, px"),
     surrogate: List[str] = typer.Option([], help="surrogate setting as KEY=VALUE (e.g. n_blocks=4, channels=32, "
@@ -49,7 +51,7 @@ def audit(
 
             settings[key.strip().replace("-", "_")] = yaml.safe_load(value)
         cfg = AuditConfig(victim=oracle, inputs=inputs, test_sets=dict(t.split("=", 1) for t in test), budget=budget,
-                          attacks=attack, seeds=seeds, steps=steps, selection=selection, price_usd=price,
+                          attacks=attack, seeds=seeds, steps=steps, selection=selection, price_usd=price, pack_pixels=pack_pixels,
                           style_set=style_set, size=size, surrogate=settings, device=device)
         run = run_audit(cfg, out, progress=not quiet)
         typer.echo(f"report: {run.outputs['report']}")

@@ -50,6 +50,8 @@ def harvest(
     downscale: int = typer.Option(0, help="send a Nx bicubic-downscaled copy (4 for super-resolution from HR photos); 0 = as is"),
     resize: int = typer.Option(0, help="send a centre square crop resized to N x N px (style transfer at --size N); 0 = as is"),
     budget: Optional[int] = typer.Option(None, help="the store never holds more than this many answered queries"),
+    pack_pixels: Optional[int] = typer.Option(
+        None, help="tile the images into mosaics of at most N pixels (e.g. the API's limit), one query each"),
     price: Optional[float] = typer.Option(
         None, help="USD per 256x256-pixel answer (scaled by pixel count); default 0.016, or the API spec's price"),
     api_spec: Optional[Path] = typer.Option(
@@ -87,7 +89,8 @@ def harvest(
                              concurrency=concurrency or (spec.concurrency if spec else 8)) as orc, \
                     PairStore(out) as store:
                 report = run_harvest(orc, paths, store, downscale=downscale or None, resize=resize or None,
-                                     budget=budget, price=DEFAULT_PRICE_USD if price is None else price, cost=cost)
+                                     budget=budget, price=DEFAULT_PRICE_USD if price is None else price, cost=cost,
+                                     pack_pixels=pack_pixels)
         except KeyboardInterrupt:
             typer.echo(f"interrupted: {stored_pairs(out)} pairs stored in {out}; run the same command again to resume "
                        "(stored inputs are not sent again)", err=True)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from imgsteal.attack.harvest import packed_query_count
 from imgsteal.config import load_yaml_config
 from imgsteal.data.augment import Augmentation
 from imgsteal.defenses.registry import DEFENSES, DefenseSetup
@@ -193,6 +194,9 @@ class HarvestSpec(_Strict):
     oracle: Literal["http", "local"] = Field("http", description="http: the victim served over its HTTP API on "
                                                                    "loopback (the black box); local: in process")
     budget: int | None = Field(None, ge=1, description="at most this many answered queries in the store")
+    pack_pixels: int | None = Field(None, ge=1, description="tile the prepared images into mosaics of at most this "
+                                                          "many pixels, one query each (imgsteal.attack.packing; "
+                                                          "e.g. the API's max_pixels); budgets then count mosaics")
     concurrency: int = Field(8, ge=1, description="requests in flight (http)")
 
 
@@ -289,6 +293,9 @@ class ExperimentConfig(_Strict):
         if dupes:
             raise ValueError(f"task names must be unique; repeated: {', '.join(dupes)}")
         for task in self.tasks:
+            if task.harvest.pack_pixels and any(s != "random" for s in self.task_grid(task).selections):
+                raise ValueError(f"task {task.name}: packed queries (harvest.pack_pixels) and query selection other "
+                                 "than random cannot be combined: selection chooses single images")
             for arch in self.task_grid(task).surrogates or []:
                 if arch not in task.kind_spec.surrogate_archs:
                     raise ValueError(f"task {task.name}: a {task.kind} surrogate is one of "
@@ -396,9 +403,15 @@ def check_datasets(cfg: ExperimentConfig) -> dict[str, dict[str, list[Path]]]:
                 found[f"victim:{key}"] = [p for spec in specs for p in _resolve(cfg, task, f"victim training images ({key})", spec)]
         found["harvest"] = [p for spec in task.harvest.inputs for p in _resolve(cfg, task, "harvest input", spec)]
         most = cfg.task_grid(task).max_budget()
-        if most is not None and most > len(found["harvest"]):
-            raise ConfigError(f"task {task.name}: a budget of {most} queries is more than the {len(found['harvest'])} "
-                              "images of the harvest inputs; lower the budget or add images")
+        if most is not None:
+            h = task.harvest
+            queries = len(found["harvest"]) if not h.pack_pixels else \
+                packed_query_count(found["harvest"], h.pack_pixels, h.downscale, h.resize)
+            if most > queries:
+                what = "images of the harvest inputs" if not h.pack_pixels else \
+                    f"mosaics of at most {h.pack_pixels} px that the {len(found['harvest'])} harvest inputs fill"
+                raise ConfigError(f"task {task.name}: a budget of {most} queries is more than the {queries} {what}; "
+                                  "lower the budget or add images")
         for name, spec in task.test_sets.items():
             found[f"test:{name}"] = _resolve(cfg, task, f"test set {name!r}", spec)
         if task.style_set:
@@ -427,7 +440,9 @@ def task_settings(cfg: ExperimentConfig, task: TaskConfig) -> dict[str, dict[str
         k: (cfg.expand(v) if isinstance(v, str) else v) for k, v in (task.victim.train or {}).items()
         if k not in NOT_FINGERPRINTED}
     harvest = {"inputs": [cfg.expand(s) for s in task.harvest.inputs], "downscale": task.harvest.downscale,
-               "resize": task.harvest.resize, "budget": task.harvest.budget}
+               "resize": task.harvest.resize, "budget": task.harvest.budget,
+               # only when set, so the fingerprints of unpacked harvests stay as they were
+               **({"pack_pixels": task.harvest.pack_pixels} if task.harvest.pack_pixels else {})}
     surrogate = {k: v for k, v in task.surrogate_settings().items() if k not in NOT_FINGERPRINTED}
     ev = task.evaluation
     evaluation = {"kind": task.kind, "test_sets": {k: cfg.expand(v) for k, v in task.test_sets.items()},

@@ -127,6 +127,7 @@ def prepare_task(cfg: ExperimentConfig, task: TaskConfig, resolved: dict[str, li
                            service_dir=where / "service", client=cfg.client,
                            downscale=task.harvest.downscale, resize=task.harvest.resize,
                            budget=cfg.task_grid(task).max_budget() if chosen else task.harvest.budget,
+                           pack_pixels=task.harvest.pack_pixels,
                            price=cfg.price_usd, concurrency=task.harvest.concurrency, device=task.device,
                            selection=selection)
         harvest_settings = {"victim": settings["victim"], "harvest": settings["harvest"],

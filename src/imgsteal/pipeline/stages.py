@@ -90,6 +90,7 @@ class HarvestPlan:
     downscale: int | None = None
     resize: int | None = None
     budget: int | None = None
+    pack_pixels: int | None = None  # mosaics of at most this many pixels, one query each
     price: float = 0.016
     concurrency: int = 8
     device: str = "cpu"
@@ -112,6 +113,7 @@ def ensure_harvest(plan: HarvestPlan, settings: dict[str, Any], progress: bool, 
         return {**stage.facts, "seconds": stage.seconds}
     shown = plan.defenses.label if plan.defenses is not None else "none"
     how = f"{plan.budget} queries chosen {plan.selection}ly from {len(plan.inputs)}" if plan.selection != "random" \
+        else f"{len(plan.inputs)} images packed into mosaics of at most {plan.pack_pixels} px" if plan.pack_pixels \
         else f"{len(plan.inputs)} queries"
     log(f"harvesting {how} through the {plan.transport} oracle (defences: {shown})")
     with stage.running() as facts:
@@ -120,7 +122,7 @@ def ensure_harvest(plan: HarvestPlan, settings: dict[str, Any], progress: bool, 
                 PairStore(plan.store) as store:
             if plan.selection == "random":
                 report = harvest(oracle, plan.inputs, store, downscale=plan.downscale, resize=plan.resize,
-                                 budget=plan.budget, price=plan.price, progress=progress)
+                                 budget=plan.budget, price=plan.price, progress=progress, pack_pixels=plan.pack_pixels)
             else:
                 report = _harvest_selected(plan, oracle, store)
             pairs = len(store)
