@@ -28,7 +28,11 @@ class AuditConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    victim: str = Field(description="the victim model (run folder, .safetensors or an imported public file)")
+    victim: str = Field(description="the victim: a model (run folder, .safetensors or an imported public file) or "
+                                    "the URL of its API")
+    api_spec: str | None = Field(None, description="[URL] API spec of a third-party API (docs/api-spec.md)")
+    scale: int | None = Field(None, ge=1, description="[URL] the API's upscaling factor, 1 for style transfer "
+                                                      "(default: asked from an imgsteal API's /v1/info)")
     inputs: list[str] = Field(min_length=1, description="the adversary's image pool: folders or dataset specs")
     test_sets: dict[str, str] = Field(min_length=1, description="display name -> folder or dataset spec")
     budget: int = Field(ge=1, description="the largest number of queries tried")
@@ -57,23 +61,28 @@ def budgets_up_to(budget: int) -> list[int]:
 def audit_experiment(cfg: AuditConfig):
     """The audit as an ExperimentConfig (one task, grid: attacks x budgets x seeds, fraction 1.0)."""
     from imgsteal.experiments.config import ExperimentConfig
-    from imgsteal.victim.inference import load_translator
+    from imgsteal.pipeline.oracle import is_url
 
-    victim = load_translator(cfg.victim, "cpu")  # reads the contract: its kind and scale
-    kind = "sr" if victim.scale > 1 else "style"
+    scale = victim_scale(cfg)
+    kind = "sr" if scale > 1 else "style"
     if kind == "style" and not cfg.style_set:
         raise ImgstealError("a style-transfer victim needs --style-set (the style images, for the report's FID)")
-    harvest: dict[str, Any] = {"inputs": cfg.inputs, "oracle": "local", "pack_pixels": cfg.pack_pixels}
+    # The harvest stops at the largest budget: a pool larger than it is sampled, not sent whole (a paid API).
+    harvest: dict[str, Any] = {"inputs": cfg.inputs, "oracle": "local", "pack_pixels": cfg.pack_pixels,
+                               "budget": cfg.budget}
     surrogate: dict[str, Any] = {"steps": cfg.steps or DEFAULT_STEPS[kind], **cfg.surrogate}
     if kind == "sr":
-        harvest["downscale"] = victim.scale
+        harvest["downscale"] = scale
     else:
         harvest["resize"] = cfg.size
         surrogate.setdefault("size", cfg.size)
-    path = Path(cfg.victim)
-    shown = path.parent.name if path.name == "model.safetensors" else path.name
+    if is_url(cfg.victim):
+        shown, victim = cfg.victim, {"url": cfg.victim, "scale": scale, "api_spec": cfg.api_spec}
+    else:
+        path = Path(cfg.victim)
+        shown, victim = (path.parent.name if path.name == "model.safetensors" else path.name), {"model": str(cfg.victim)}
     task = {"name": "victim", "title": f"audit of {shown}", "kind": kind, "device": cfg.device,
-            "victim": {"model": str(cfg.victim)}, "harvest": harvest, "surrogate": surrogate,
+            "victim": victim, "harvest": harvest, "surrogate": surrogate,
             "test_sets": cfg.test_sets, "evaluation": {"metric": "ssim", "gallery_images": 2}}
     if cfg.style_set:
         task["style_set"] = cfg.style_set
@@ -83,6 +92,27 @@ def audit_experiment(cfg: AuditConfig):
         "grid": {"fractions": [1.0], "augmentations": ["none"], "seeds": cfg.seeds, "attacks": cfg.attacks,
                  "budgets": budgets_up_to(cfg.budget), "selections": [cfg.selection]},
         "tasks": [task]})
+
+
+def victim_scale(cfg: AuditConfig) -> int:
+    """The victim's upscaling factor (1: style transfer): from its model's contract, the config, or an
+    imgsteal API's /v1/info."""
+    from imgsteal.pipeline.oracle import is_url
+
+    if not is_url(cfg.victim):
+        if cfg.api_spec is not None or cfg.scale is not None:
+            raise ImgstealError("--api-spec and --scale describe a victim reached by URL; a model file says its own scale")
+        from imgsteal.victim.inference import load_translator
+
+        return load_translator(cfg.victim, "cpu").scale  # reads the contract: its kind and scale
+    if cfg.scale is not None:
+        return cfg.scale
+    if cfg.api_spec is not None:
+        raise ImgstealError("a third-party API does not say its scale: give --scale (1 for style transfer)")
+    from imgsteal.pipeline.oracle import open_oracle
+
+    with open_oracle(cfg.victim) as oracle:
+        return int(oracle.info()["scale"])
 
 
 def run_audit(cfg: AuditConfig, out: str | Path, progress: bool = True, log=print):

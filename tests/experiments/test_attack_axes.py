@@ -66,8 +66,10 @@ def test_bundled_attack_presets_are_valid():
 
     root = Path(__file__).resolve().parents[2] / "configs" / "attacks"
     demo = load_config(root / "demo.yaml")
-    assert demo.task_grid(demo.task("sr")).attacks == ["paper", "domain-shift", "few-shot"]
-    assert demo.task("sr").surrogate["steps"] == 600  # compute-matched across budgets
+    assert demo.task_grid(demo.task("sr")).attacks == ["paper", "few-shot"]
+    assert demo.task("sr").surrogate["steps"] == 1000  # compute-matched across budgets
+    packed = demo.task("sr-packed")
+    assert packed.harvest.pack_pixels == 512 * 512 and packed.harvest.inputs == demo.task("sr").harvest.inputs
     paper = load_config(root / "paper-sr.yaml")
     grid = paper.task_grid(paper.tasks[0])
     assert grid.surrogates == ["srresnet", "edsr"] and grid.budgets[-1] == "all"

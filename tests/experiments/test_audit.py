@@ -55,8 +55,38 @@ def test_audit_refuses_bad_input_before_any_query(victim_and_pool, extra, messag
     assert not (root / "audit" / "tasks").exists()
 
 
-def test_audit_of_a_url_says_what_to_give_instead(victim_and_pool):
+@pytest.mark.slow
+def test_audit_of_a_service_by_url_queries_only_through_its_api(victim_and_pool, monkeypatch):
+    from imgsteal.data.pairs import PairStore
+    from imgsteal.victim.launch import running_server
+
     victim, root = victim_and_pool
-    result = runner.invoke(app, ["audit", "--oracle", "http://127.0.0.1:9", "--inputs", "x", "--budget", "2",
-                                 "--test", "t=x"])
-    assert result.exit_code == 2 and "model file" in result.output
+    with running_server(victim, root / "api.sqlite") as server:
+        monkeypatch.setenv("IMGSTEAL_API_KEY", server.create_key("auditor"))
+        result = runner.invoke(app, ["audit", "--oracle", server.url, "--inputs", str(root / "pool"),
+                                     "--test", f"held out={root / 'test'}", "--out", str(root / "audit"),
+                                     "--device", "cpu", "--quiet", "--budget", "2", "--attack", "paper", "--seeds", "1",
+                                     "--steps", "2", "--surrogate", "n_blocks=1", "--surrogate", "channels=8",
+                                     "--surrogate", "patch=8"])
+        assert result.exit_code == 0, result.output
+        listing = runner.invoke(app, ["keys", "list", "--db", str(root / "api.sqlite")]).output
+    out = root / "audit"
+    # the scale came from the API's /v1/info; the pool of 6 was sampled down to the largest budget (2)
+    with PairStore(out / "tasks" / "victim" / "pairs", create=False) as store:
+        assert len(store) == 2 and all(r.input_size == (24, 24) for r in store.records())
+    assert len(list((out / "tasks" / "victim" / "victim_cache").glob("*.png"))) == 2  # the 2 test images
+    # every answer came through the key: 2 harvest queries and the 2 test images
+    (line,) = [row for row in listing.splitlines() if "auditor" in row]
+    assert line.split()[-2] == "4"
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 and "held out" in rows[1]
+
+
+def test_audit_of_a_third_party_url_needs_its_scale(victim_and_pool, tmp_path):
+    victim, root = victim_and_pool
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: x\n")
+    result = runner.invoke(app, _args("http://127.0.0.1:9", root, "--budget", "2", "--api-spec", str(spec)))
+    assert result.exit_code == 2 and "--scale" in result.output, result.output
+    result = runner.invoke(app, _args(victim, root, "--budget", "2", "--scale", "4"))
+    assert result.exit_code == 2 and "reached by URL" in result.output, result.output

@@ -11,7 +11,11 @@ from imgsteal.cli._common import UserError, user_errors
 
 
 def audit(
-    oracle: str = typer.Option(..., help="the victim: a model (run folder, .safetensors or imported file)"),
+    oracle: str = typer.Option(..., help="the victim: a model (run folder, .safetensors or imported file) or the "
+                                         "URL of its API (each harvest query and each test image is a query)"),
+    api_spec: Optional[str] = typer.Option(None, "--api-spec", help="URL of a third-party API: its spec (docs/api-spec.md)"),
+    scale: Optional[int] = typer.Option(None, help="URL: the API's upscaling factor, 1 for style transfer "
+                                                   "(default: asked from an imgsteal API)"),
     inputs: List[str] = typer.Option(..., help="the adversary's image pool: a folder or dataset spec; repeatable"),
     budget: int = typer.Option(..., help="the largest number of queries tried (budgets 1, 2, 4, ... up to it)"),
     test: List[str] = typer.Option(..., help="held-out test images as NAME=DIR (or NAME=DATASET_SPEC); repeatable"),
@@ -34,11 +38,7 @@ def audit(
     with user_errors():
         from imgsteal.audit import AuditConfig, run_audit
         from imgsteal.cli.evaluate import parse_test_sets
-        from imgsteal.pipeline.oracle import is_url
 
-        if is_url(oracle):
-            raise UserError("auditing a service by URL is not supported yet: give the model file (run folder, "
-                            ".safetensors or an imported public file, see `imgsteal victim import`)")
         if budget < 1:
             raise UserError(f"--budget must be at least 1 query, got {budget}")
         parse_test_sets(test)  # NAME=DIR form and existing folders, checked before anything runs
@@ -50,7 +50,7 @@ def audit(
             import yaml
 
             settings[key.strip().replace("-", "_")] = yaml.safe_load(value)
-        cfg = AuditConfig(victim=oracle, inputs=inputs, test_sets=dict(t.split("=", 1) for t in test), budget=budget,
+        cfg = AuditConfig(victim=oracle, api_spec=api_spec, scale=scale, inputs=inputs, test_sets=dict(t.split("=", 1) for t in test), budget=budget,
                           attacks=attack, seeds=seeds, steps=steps, selection=selection, price_usd=price, pack_pixels=pack_pixels,
                           style_set=style_set, size=size, surrogate=settings, device=device)
         run = run_audit(cfg, out, progress=not quiet)

@@ -164,7 +164,9 @@ class GridOverride(_Strict):
 
 
 class VictimSpec(_Strict):
-    """Either `model` (an existing victim: run folder or .safetensors) or `train` (a training spec).
+    """One of `model` (an existing victim: run folder or .safetensors), `train` (a training spec) or
+    `url` (a service reached only through its API: every harvest query and every test image's answer
+    is a query; no defences can be added to it).
 
     train: {arch: srgan, hr: [...], ...SRVictimConfig fields} or
            {arch: cyclegan | ugatit, domain_a: SPEC, domain_b: SPEC, ...StyleVictimConfig fields}.
@@ -173,11 +175,22 @@ class VictimSpec(_Strict):
 
     model: str | None = None
     train: dict[str, Any] | None = None
+    url: str | None = Field(None, description="http(s) URL of the victim's API (imgsteal's, or any API with `api_spec`)")
+    api_spec: str | None = Field(None, description="[url] API spec YAML of a third-party API (docs/api-spec.md)")
+    scale: int | None = Field(None, ge=1, description="[url] the API's upscaling factor (1 for style transfer)")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "VictimSpec":
-        if (self.model is None) == (self.train is None):
-            raise ValueError("victim needs exactly one of `model` (path of a trained victim) or `train` (how to train one)")
+        if sum(x is not None for x in (self.model, self.train, self.url)) != 1:
+            raise ValueError("victim needs exactly one of `model` (path of a trained victim), `train` (how to train "
+                             "one) or `url` (its API)")
+        if self.url is not None:
+            if not self.url.startswith(("http://", "https://")):
+                raise ValueError(f"victim.url must be an http(s):// URL, not {self.url!r}")
+            if self.scale is None:
+                raise ValueError("a victim reached by `url` needs `scale` (its upscaling factor; 1 for style transfer)")
+        elif self.api_spec is not None or self.scale is not None:
+            raise ValueError("`api_spec` and `scale` describe a victim reached by `url`")
         archs = [a for k in KINDS.values() for a in k.victim_archs]
         if self.train is not None and self.train.get("arch") not in archs:
             raise ValueError(f"victim.train.arch must be one of {', '.join(archs)}, not {self.train.get('arch')!r}")
@@ -293,6 +306,12 @@ class ExperimentConfig(_Strict):
         if dupes:
             raise ValueError(f"task names must be unique; repeated: {', '.join(dupes)}")
         for task in self.tasks:
+            if task.victim.url is not None and self.task_grid(task).defenses != [NO_DEFENSE]:
+                raise ValueError(f"task {task.name}: a victim reached by URL answers with whatever its service "
+                                 "runs; the grid cannot add defences to it (defenses: [none])")
+            if task.victim.url is not None and (task.victim.scale > 1) != (task.kind == "sr"):
+                raise ValueError(f"task {task.name}: a {task.kind} task's victim has scale "
+                                 f"{'> 1' if task.kind == 'sr' else '1'}, not {task.victim.scale}")
             if task.harvest.pack_pixels and any(s != "random" for s in self.task_grid(task).selections):
                 raise ValueError(f"task {task.name}: packed queries (harvest.pack_pixels) and query selection other "
                                  "than random cannot be combined: selection chooses single images")
@@ -395,6 +414,9 @@ def check_datasets(cfg: ExperimentConfig) -> dict[str, dict[str, list[Path]]]:
             model = Path(cfg.expand(task.victim.model))
             if not model.exists():
                 raise ConfigError(f"task {task.name}: victim model not found: {model}")
+        elif task.victim.url is not None:
+            if task.victim.api_spec is not None and not Path(cfg.expand(task.victim.api_spec)).is_file():
+                raise ConfigError(f"task {task.name}: API spec not found: {cfg.expand(task.victim.api_spec)}")
         else:
             vcfg = victim_training_config(cfg, task)
             for key in task.kind_spec.victim_dataset_fields:
@@ -436,9 +458,13 @@ def task_settings(cfg: ExperimentConfig, task: TaskConfig) -> dict[str, dict[str
     """
     # A shipped model ({package}) is named as written: the settings stay the same wherever imgsteal is installed.
     model = task.victim.model
-    victim = {"model": model if model and "{package}" in model else cfg.expand(model or "")} if model else {
-        k: (cfg.expand(v) if isinstance(v, str) else v) for k, v in (task.victim.train or {}).items()
-        if k not in NOT_FINGERPRINTED}
+    if task.victim.url is not None:
+        victim = {"url": task.victim.url, "scale": task.victim.scale,
+                  "api_spec": cfg.expand(task.victim.api_spec) if task.victim.api_spec else None}
+    else:
+        victim = {"model": model if model and "{package}" in model else cfg.expand(model or "")} if model else {
+            k: (cfg.expand(v) if isinstance(v, str) else v) for k, v in (task.victim.train or {}).items()
+            if k not in NOT_FINGERPRINTED}
     harvest = {"inputs": [cfg.expand(s) for s in task.harvest.inputs], "downscale": task.harvest.downscale,
                "resize": task.harvest.resize, "budget": task.harvest.budget,
                # only when set, so the fingerprints of unpacked harvests stay as they were

@@ -58,7 +58,7 @@ class TaskAssets:
     of F_V's answers and the gallery."""
 
     folder: Path
-    victim_model: Path
+    victim_model: Path | str  # a model file, or the URL of the victim's API
     stores: dict[tuple[str, str], Path]  # (defence entry, query selection) -> pair store
     victim_cache: Path
     harvests: dict[str, dict] = field(default_factory=dict)  # defence entry -> harvest report
@@ -107,7 +107,10 @@ def prepare_task(cfg: ExperimentConfig, task: TaskConfig, resolved: dict[str, li
     tell = lambda msg: log(f"{task.name}: {msg}")  # noqa: E731
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    if task.victim.model is not None:
+    url_victim = {"scale": task.victim.scale, "api_spec": cfg.expand(task.victim.api_spec) if task.victim.api_spec else None}
+    if task.victim.url is not None:
+        victim_model: Path | str = task.victim.url
+    elif task.victim.model is not None:
         victim_model = Path(cfg.expand(task.victim.model))
     else:
         victim_model = ensure_victim(folder, task.kind, settings["victim"], victim_training_config(cfg, task), progress, tell)
@@ -122,12 +125,19 @@ def prepare_task(cfg: ExperimentConfig, task: TaskConfig, resolved: dict[str, li
             setup = setup.merged({"fingerprint": {"model": str(ensure_fingerprint(folder, fp_settings, progress, tell))}})
         where = defended_folder(folder, defense, selection)
         chosen = selection != "random"
-        plan = HarvestPlan(store=where / "pairs", inputs=resolved["harvest"], victim_model=victim_model,
+        inputs = resolved["harvest"]
+        if task.harvest.budget is not None and not chosen:
+            # fewer queries than images: a seeded random sample of the pool, not its first files by name
+            import torch
+
+            order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(0)).tolist()
+            inputs = [inputs[i] for i in order]
+        plan = HarvestPlan(store=where / "pairs", inputs=inputs, victim_model=victim_model,
                            transport=task.harvest.oracle, defenses=setup,
                            service_dir=where / "service", client=cfg.client,
                            downscale=task.harvest.downscale, resize=task.harvest.resize,
                            budget=cfg.task_grid(task).max_budget() if chosen else task.harvest.budget,
-                           pack_pixels=task.harvest.pack_pixels,
+                           pack_pixels=task.harvest.pack_pixels, api_spec=url_victim["api_spec"],
                            price=cfg.price_usd, concurrency=task.harvest.concurrency, device=task.device,
                            selection=selection)
         harvest_settings = {"victim": settings["victim"], "harvest": settings["harvest"],
@@ -139,7 +149,7 @@ def prepare_task(cfg: ExperimentConfig, task: TaskConfig, resolved: dict[str, li
                                        lambda msg, lab=label: tell(f"[{lab}] {msg}" if lab else msg))
         stores[key] = plan.store
         seconds[f"harvest:{label or 'none'}"] = harvests[key].get("seconds", 0.0)
-    victim = VictimCache(victim_model, folder / "victim_cache", task.device)
+    victim = VictimCache(victim_model, folder / "victim_cache", task.device, **url_victim)
     test_sets = {name: resolved[f"test:{name}"] for name in task.test_sets}
     task.kind_spec.warm_victim(victim, test_sets, work_size(task), progress)
     gallery_paths = next(iter(test_sets.values()))[: task.evaluation.gallery_images]
@@ -165,7 +175,9 @@ def make_jobs(cfg: ExperimentConfig, out: Path, resolved: dict, assets: dict, ce
             cell.augmentation == base_augmentation([a.value for a in grid.augmentations])
         jobs.append(CellJob(
             cell=cell, kind=task.kind, out=str(out), store=str(a.stores[(cell.defense, cell.selection)].resolve()),
-            victim_model=str(Path(a.victim_model).resolve()), surrogate=task.surrogate_settings(),
+            victim_model=a.victim_model if isinstance(a.victim_model, str) else str(Path(a.victim_model).resolve()),
+            victim_scale=task.victim.scale, victim_api_spec=cfg.expand(task.victim.api_spec) if task.victim.api_spec else None,
+            surrogate=task.surrogate_settings(),
             test_sets={name: [str(p.resolve()) for p in resolved[task.name][f"test:{name}"]] for name in task.test_sets},
             victim_cache=str(a.victim_cache.resolve()),
             style_set=[str(p.resolve()) for p in resolved[task.name].get("style", [])] or None,

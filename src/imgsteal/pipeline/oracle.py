@@ -152,3 +152,44 @@ def _with_watermark_db(defenses: DefenseSetup, work: Path) -> DefenseSetup:
     if "watermark" not in defenses.defenses or defenses.options("watermark").db is not None:
         return defenses
     return defenses.merged({"watermark": {"db": str(watermark_db(work))}})
+
+
+class OracleTranslator:
+    """A victim reached only through its API, used where the pipeline needs F_V's answers on test images
+    (the report's (A) and (B) scores): `translator(N x 3 x H x W in [0, 1]) -> N x 3 x sH x sW`, each image
+    one query through `open_oracle(url, api_spec=...)`. `scale`: the API's upscaling factor (1: style)."""
+
+    def __init__(self, url: str, scale: int, api_spec: str | Path | None = None, concurrency: int = 4):
+        if not is_url(url):
+            raise ImgstealError(f"not an http(s) URL: {url}")
+        self.url, self.scale, self.api_spec, self.concurrency = url, scale, api_spec, concurrency
+
+    def __call__(self, batch):
+        import torch
+
+        from imgsteal.data.images import ImageReadError, decode_image, encode_png
+
+        spec = None
+        if self.api_spec is not None:
+            from imgsteal.attack.api_spec import load_api_spec
+
+            spec = load_api_spec(self.api_spec)
+        answers: dict[int, torch.Tensor] = {}
+        with open_oracle(self.url, api_spec=spec, concurrency=self.concurrency) as oracle:
+            for answer in oracle.stream((i, encode_png(image)) for i, image in enumerate(batch)):
+                if answer.image is None:
+                    raise ImgstealError(f"{self.url} did not answer a test image: {answer.error}")
+                try:
+                    answers[answer.key] = decode_image(answer.image, f"answer of {self.url}")
+                except ImageReadError as exc:
+                    raise ImgstealError(str(exc)) from None
+        out = [answers[i] for i in range(len(batch))]
+        h, w = batch.shape[-2:]
+        for image in out:
+            if tuple(image.shape[-2:]) != (h * self.scale, w * self.scale):
+                raise ImgstealError(f"{self.url} answered a {w} x {h} px image with {image.shape[-1]} x "
+                                    f"{image.shape[-2]} px, not {self.scale}x: is its scale {self.scale}?")
+        return torch.stack(out)
+
+    def translate(self, image):
+        return self(image.unsqueeze(0))[0]

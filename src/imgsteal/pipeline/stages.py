@@ -82,7 +82,7 @@ class HarvestPlan:
 
     store: Path
     inputs: list[Path]
-    victim_model: Path
+    victim_model: Path | str  # a model file, or the URL of the victim's API
     transport: str = "http"
     defenses: Any = None  # DefenseSetup
     service_dir: Path | None = None  # where a served victim keeps its databases and owner secrets
@@ -91,6 +91,7 @@ class HarvestPlan:
     resize: int | None = None
     budget: int | None = None
     pack_pixels: int | None = None  # mosaics of at most this many pixels, one query each
+    api_spec: str | None = None  # a URL victim's API spec (a third-party API); its price replaces `price`
     price: float = 0.016
     concurrency: int = 8
     device: str = "cpu"
@@ -116,13 +117,20 @@ def ensure_harvest(plan: HarvestPlan, settings: dict[str, Any], progress: bool, 
         else f"{len(plan.inputs)} images packed into mosaics of at most {plan.pack_pixels} px" if plan.pack_pixels \
         else f"{len(plan.inputs)} queries"
     log(f"harvesting {how} through the {plan.transport} oracle (defences: {shown})")
+    spec = None
+    if plan.api_spec is not None:
+        from imgsteal.attack.api_spec import load_api_spec
+
+        spec = load_api_spec(plan.api_spec)
     with stage.running() as facts:
         with open_oracle(plan.victim_model, transport=plan.transport, defenses=plan.defenses, client=plan.client,
-                         device=plan.device, concurrency=plan.concurrency, workdir=plan.service_dir) as oracle, \
+                         device=plan.device, concurrency=plan.concurrency, workdir=plan.service_dir,
+                         api_spec=spec) as oracle, \
                 PairStore(plan.store) as store:
             if plan.selection == "random":
                 report = harvest(oracle, plan.inputs, store, downscale=plan.downscale, resize=plan.resize,
-                                 budget=plan.budget, price=plan.price, progress=progress, pack_pixels=plan.pack_pixels)
+                                 budget=plan.budget, price=plan.price, progress=progress, pack_pixels=plan.pack_pixels,
+                                 cost=spec.price.cost if spec is not None else None)
             else:
                 report = _harvest_selected(plan, oracle, store)
             pairs = len(store)
@@ -179,7 +187,7 @@ class CellJob:
     kind: str  # sr | style
     out: str  # the experiment folder
     store: str  # the pair store of the cell's defence setup
-    victim_model: str
+    victim_model: str  # a model file, or the URL of the victim's API
     surrogate: dict[str, Any]  # SurrogateConfig settings the grid does not own
     test_sets: dict[str, list[str]]  # display name -> image paths
     victim_cache: str
@@ -187,6 +195,8 @@ class CellJob:
     work_size: int = 256  # [style] the resolution the surrogate trains and is scored at
     evaluation: dict[str, Any] = field(default_factory=dict)  # EvaluationSpec as a dict
     gallery_inputs: list[str] = field(default_factory=list)  # test images whose F_A output is saved
+    victim_scale: int | None = None  # [URL victim] its upscaling factor
+    victim_api_spec: str | None = None  # [URL victim] its API spec, for a third-party API
     device: str = "auto"
     processes: int = 1  # > 1: train under torchrun (DistributedDataParallel)
     progress: bool = True
@@ -265,7 +275,8 @@ def run_cell(job: CellJob) -> dict[str, Any]:
 
     run_dir, train_seconds = train_cell(job)
     started = time.perf_counter()
-    victim = VictimCache(job.victim_model, job.victim_cache, job.device)
+    victim = VictimCache(job.victim_model, job.victim_cache, job.device, scale=job.victim_scale,
+                         api_spec=job.victim_api_spec)
     surrogate = load_translator(run_dir, job.device)
     test_sets = {name: [Path(p) for p in paths] for name, paths in job.test_sets.items()}
     records = kind_of(job.kind).score(victim, surrogate, test_sets, folder=job.folder, evaluation=job.evaluation,

@@ -29,14 +29,19 @@ def tensor_key(image: torch.Tensor) -> str:
 class VictimCache:
     """A Translator look-alike: `cache(N x 3 x H x W in [0, 1]) -> N x 3 x sH x sW in [0, 1]` (8-bit values).
 
-    model_path: the victim model, loaded on the first miss only; folder: where answers are stored.
-    Other attributes (task, scale, ...) are read from the loaded victim.
+    model_path: the victim model, loaded on the first miss only, or the URL of its API (a miss is then
+    a query; `scale` and, for a third-party API, `api_spec` say how to reach and read it); folder:
+    where answers are stored. Other attributes (task, scale, ...) are read from the loaded victim.
     """
 
-    def __init__(self, model_path: str | Path, folder: str | Path, device: str = "auto") -> None:
-        self.model_path = Path(model_path)
+    def __init__(self, model_path: str | Path, folder: str | Path, device: str = "auto", *,
+                 scale: int | None = None, api_spec: str | None = None) -> None:
+        from imgsteal.pipeline.oracle import is_url
+
+        self.model_path = str(model_path) if is_url(model_path) else Path(model_path)
         self.folder = Path(folder)
         self.device = device
+        self.url_scale, self.api_spec = scale, api_spec
         self._translator = None
         self.hits = 0
         self.misses = 0
@@ -44,9 +49,15 @@ class VictimCache:
     @property
     def translator(self):
         if self._translator is None:
+            from imgsteal.pipeline.oracle import OracleTranslator, is_url
             from imgsteal.victim.inference import load_translator
 
-            self._translator = load_translator(self.model_path, self.device)
+            if is_url(self.model_path):
+                if self.url_scale is None:
+                    raise ValueError("a victim reached by URL needs its scale")
+                self._translator = OracleTranslator(str(self.model_path), self.url_scale, self.api_spec)
+            else:
+                self._translator = load_translator(self.model_path, self.device)
         return self._translator
 
     def __getattr__(self, name: str):
