@@ -76,11 +76,24 @@ def test_mark_files(tmp_path):
         load_mark(tmp_path / "none.png", 16)
 
 
-def test_threshold_sits_above_every_independent_model():
-    assert calibrate_threshold([0.1, 0.25, 0.2], margin=0.1, floor=0.3) == pytest.approx(0.35)
-    assert calibrate_threshold([0.0, 0.05], margin=0.1, floor=0.3) == pytest.approx(0.3)
-    with pytest.raises(ImgstealError):
-        calibrate_threshold([])
+def test_threshold_is_a_tolerance_bound_above_every_independent_model():
+    from imgsteal.defenses.boxfree import tolerance_factor
+
+    # the tabulated one-sided normal tolerance factors (p = 0.99, 95% confidence)
+    assert tolerance_factor(10) == pytest.approx(3.981, abs=2e-3)
+    assert tolerance_factor(30) == pytest.approx(3.064, abs=2e-3)
+    scores = [0.0511, 0.044, 0.0157, 0.0013, 0.02, 0.0173, 0.0251, 0.0072, 0.026, 0.0158]
+    mean, std = 0.02235, 0.01530  # of the scores above
+    assert calibrate_threshold(scores, floor=0.0) == pytest.approx(mean + 3.981 * std, abs=1e-3)
+    assert calibrate_threshold(scores) == pytest.approx(0.1)  # the floor
+    # never below the highest innocent model, however tight the others
+    assert calibrate_threshold([0.2, 0.2, 0.2, 0.9], floor=0.0) >= 0.9
+    # a looser rate or lower confidence gives a lower threshold
+    assert calibrate_threshold(scores, fpr=0.05, floor=0.0) < calibrate_threshold(scores, floor=0.0)
+    assert calibrate_threshold(scores, confidence=0.5, floor=0.0) < calibrate_threshold(scores, floor=0.0)
+    for too_few in ([], [0.1]):
+        with pytest.raises(ImgstealError, match="at least 2 independent models"):
+            calibrate_threshold(too_few)
 
 
 def test_registry_and_clear_errors(tmp_path):
@@ -99,6 +112,10 @@ def test_registry_and_clear_errors(tmp_path):
     assert no_model.exit_code == 2 and "--model" in no_model.output
     wrong = runner.invoke(app, ["watermark", "calibrate", "--method", "dawn", "--model", str(tmp_path), "--reference", "x"])
     assert wrong.exit_code == 2 and "only boxfree" in wrong.output
+    one = runner.invoke(app, ["watermark", "calibrate", "--model", str(tmp_path), "--reference", "x", "--reference", "x"])
+    assert one.exit_code == 2 and "at least 2 independent models" in one.output
+    with pytest.raises(ValueError, match="at least 2 independent models"):
+        BoxfreeTrainConfig(images=["x"], calibration_models=1)
 
 
 # -- a tiny full run ---------------------------------------------------------------------------------
@@ -259,11 +276,11 @@ def test_training_on_a_victims_answers(tmp_path, victim_run, victim):
     scale = int(victim.scale)
     cfg = BoxfreeTrainConfig(images=[str(images)], victim=str(victim_run), size=8 * scale, mark_size=8, crops_per_image=1,
                              queries=2, channels=4, extractor_channels=4, steps=3, batch_size=2, surrogates=1, negatives=1,
-                             surrogate_steps=2, finetune_steps=2, calibration_models=1, device="cpu")
+                             surrogate_steps=2, finetune_steps=2, calibration_models=2, device="cpu")
     result = train_boxfree(cfg, tmp_path / "run", progress=False)
     assert result.scale == scale and result.threshold is not None and result.psnr_db >= 38.0
     model = BoxfreeModel.load(tmp_path / "run")
     assert [tuple(q.shape) for q in model.queries()] == [(3, 8, 8)] * 2
     assert [tuple(a.shape) for a in model.reference_answers()] == [(3, 8 * scale, 8 * scale)] * 2
     verdict = verify_boxfree(model, lambda xs: [victim.translate(x) for x in xs], "victim")  # the unmarked victim
-    assert verdict.queries == 2 and verdict.calibrated_on == 1
+    assert verdict.queries == 2 and verdict.calibrated_on == 2

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from imgsteal.cli._common import user_errors
+from imgsteal.cli._common import UserError, user_errors
 from imgsteal.cli.serve import DEFAULT_DB
 
 watermark_app = typer.Typer(help="DAWN-style watermark: trigger sets recorded by `imgsteal serve --defense watermark`.",
@@ -109,9 +109,9 @@ def _other_method(method: str, suspect: str, model: Optional[Path], reference: O
     if reference:  # a threshold from these independent models, for this check only (the suspect is never one)
         if suspect in reference:
             raise ImgstealError("the suspect cannot be one of the --reference models the threshold is calibrated on")
-        cal = owner.calibration() if (model / CALIBRATION_FILE).exists() else {"margin": 0.1, "floor": 0.3}
+        cal = owner.calibration() if (model / CALIBRATION_FILE).exists() else {}
         scores = [owner.score_suspect(open_suspect(spec, None, device)).ssim for spec in reference]
-        threshold = calibrate_threshold(scores, cal["margin"], cal["floor"])
+        threshold = calibrate_threshold(scores, **{k: cal[k] for k in ("fpr", "confidence", "floor") if k in cal})
     verdict = verify_boxfree(owner, open_suspect(suspect, api_key, device), suspect_name=suspect, threshold=threshold)
     if reference:
         verdict.calibrated_on = len(reference)
@@ -169,8 +169,10 @@ def calibrate(
     reference: List[str] = typer.Option(..., help="an independent model (checkpoint, run folder or URL) trained on clean "
                                                   "answers, never the suspect; repeatable (>= 10 to speak of a 10% FPR)"),
     method: str = METHOD_OPTION,
-    margin: float = typer.Option(0.1, help="the threshold sits this far above the highest independent similarity"),
-    floor: float = typer.Option(0.3, help="the threshold is never below this similarity"),
+    fpr: float = typer.Option(0.01, help="largest share of innocent models allowed above the threshold (a normal "
+                                         "tolerance bound fitted to the references' similarities)"),
+    confidence: float = typer.Option(0.95, help="confidence of that bound"),
+    floor: float = typer.Option(0.1, help="the threshold is never below this similarity"),
     device: str = typer.Option("auto", help="where reference checkpoints run: auto, cpu, cuda ..."),
 ) -> None:
     """Set the box-free decision threshold from independent models' mark similarities (stored in the run folder)."""
@@ -179,9 +181,13 @@ def calibrate(
         from imgsteal.defenses.boxfree import BoxfreeModel, calibrate_boxfree
         from imgsteal.defenses.verify import open_suspect
 
+        if len(set(reference)) < 2:
+            raise UserError("--reference: a threshold needs the spread of at least 2 independent models")
         owner = BoxfreeModel.load(model, device)
-        record = calibrate_boxfree(owner, {spec: open_suspect(spec, None, device) for spec in reference}, margin, floor)
-        typer.echo(f"threshold {record['threshold']:.3f}: highest independent similarity {record['max']:.3f} "
+        record = calibrate_boxfree(owner, {spec: open_suspect(spec, None, device) for spec in reference},
+                                   fpr, confidence, floor)
+        typer.echo(f"threshold {record['threshold']:.3f}: at most {fpr:.0%} of innocent models above it "
+                   f"({confidence:.0%} tolerance bound); highest independent similarity {record['max']:.3f} "
                    f"(mean {record['mean']:.3f}) on {record['models']} models")
 
 

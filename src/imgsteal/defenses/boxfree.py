@@ -58,7 +58,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from imgsteal.errors import ImgstealError
@@ -490,33 +490,55 @@ def verify_boxfree(model: BoxfreeModel, suspect: Suspect, suspect_name: str = "s
                           share=score.share)
 
 
-def calibrate_threshold(scores: Sequence[float], margin: float = 0.1, floor: float = 0.3) -> float:
-    """The decision threshold from independent models' similarities: `margin` above the highest of
-    them, and never below `floor`. (With n independent models, the false-positive rate this shows is
-    at most about 1/n: use at least 10 models to speak of 10%, 100 for 1%.)"""
-    if not scores:
-        raise ImgstealError("calibration needs at least one independent model")
-    return max(floor, max(scores) + margin)
+DEFAULT_FPR, DEFAULT_CONFIDENCE, DEFAULT_FLOOR = 0.01, 0.95, 0.1
 
 
-def write_calibration(run_dir: Path, scores: dict[str, float], margin: float, floor: float) -> dict:
+def tolerance_factor(n: int, fpr: float = DEFAULT_FPR, confidence: float = DEFAULT_CONFIDENCE) -> float:
+    """k of the one-sided normal tolerance bound mean + k * std of n samples: with probability
+    `confidence`, at most `fpr` of the population lies above it (k = t'_confidence(n - 1,
+    z_(1 - fpr) sqrt(n)) / sqrt(n), the noncentral t; e.g. 3.98 for n = 10, 1%, 95%)."""
+    from scipy import stats
+
+    if n < 2:
+        raise ImgstealError("a tolerance bound needs at least 2 independent models (a spread)")
+    return float(stats.nct.ppf(confidence, n - 1, stats.norm.ppf(1 - fpr) * math.sqrt(n)) / math.sqrt(n))
+
+
+def calibrate_threshold(scores: Sequence[float], fpr: float = DEFAULT_FPR, confidence: float = DEFAULT_CONFIDENCE,
+                        floor: float = DEFAULT_FLOOR) -> float:
+    """The decision threshold from independent models' similarities: the upper tolerance bound of a
+    normal fitted to them (at most `fpr` of innocent models above it, with `confidence`), never below
+    the highest of them nor `floor` (an absolute minimum of mark similarity). A handful of models can
+    only show a 1% rate through such a model of their spread: counted directly, n models with none
+    above a threshold bound the rate to about 3/n (95%)."""
+    values = [float(s) for s in scores]
+    if len(values) < 2:
+        raise ImgstealError(f"calibration needs at least 2 independent models, got {len(values)}")
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return max(floor, max(values), mean + tolerance_factor(len(values), fpr, confidence) * std)
+
+
+def write_calibration(run_dir: Path, scores: dict[str, float], fpr: float = DEFAULT_FPR,
+                      confidence: float = DEFAULT_CONFIDENCE, floor: float = DEFAULT_FLOOR) -> dict:
     """Store the threshold calibrated on `scores` (name -> similarity of an independent model)."""
-    threshold = calibrate_threshold(list(scores.values()), margin, floor)
+    threshold = calibrate_threshold(list(scores.values()), fpr, confidence, floor)
     values = list(scores.values())
-    record = {"threshold": threshold, "models": len(values), "margin": margin, "floor": floor,
+    record = {"threshold": threshold, "models": len(values), "rule": "normal tolerance bound", "fpr": fpr,
+              "confidence": confidence, "floor": floor,
               "max": max(values), "mean": sum(values) / len(values), "scores": scores}
     write_private(run_dir / CALIBRATION_FILE, json.dumps(record, indent=2).encode())
     return record
 
 
-def calibrate_boxfree(model: BoxfreeModel, references: dict[str, Suspect], margin: float = 0.1,
-                      floor: float = 0.3) -> dict:
+def calibrate_boxfree(model: BoxfreeModel, references: dict[str, Suspect], fpr: float = DEFAULT_FPR,
+                      confidence: float = DEFAULT_CONFIDENCE, floor: float = DEFAULT_FLOOR) -> dict:
     """Score each independent reference model (trained on clean answers, never the suspect) and store
     the threshold in the run folder; returns the calibration record."""
     if model.run_dir is None:
         raise ImgstealError("calibration needs the model's run folder")
     scores = {name: model.score_suspect(s).ssim for name, s in references.items()}
-    return write_calibration(model.run_dir, scores, margin, floor)
+    return write_calibration(model.run_dir, scores, fpr, confidence, floor)
 
 
 # -- surrogates (stage 2 and calibration) ----------------------------------------------------------
@@ -622,9 +644,18 @@ class BoxfreeTrainConfig(BaseModel):
     surrogate_steps: int = Field(300, ge=1)
     surrogate_lr: float = 2e-3
     finetune_steps: int = Field(300, ge=0, description="stage 2: extractor fine-tuning steps")
-    calibration_models: int = Field(4, ge=0, description="independent clean-answer models for the threshold (0: calibrate later)")
-    calibration_margin: float = Field(0.1, ge=0)
-    calibration_floor: float = Field(0.3, ge=0, le=1)
+    calibration_models: int = Field(4, ge=0, description="independent clean-answer models for the threshold "
+                                                          "(0: calibrate later; otherwise at least 2)")
+    calibration_fpr: float = Field(DEFAULT_FPR, gt=0, lt=1, description="innocent models allowed above the threshold")
+    calibration_confidence: float = Field(DEFAULT_CONFIDENCE, gt=0, lt=1)
+    calibration_floor: float = Field(DEFAULT_FLOOR, ge=0, le=1, description="the threshold is never below this similarity")
+
+    @field_validator("calibration_models")
+    @classmethod
+    def _a_spread(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("a threshold needs the spread of at least 2 independent models (0: calibrate later)")
+        return value
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 500
@@ -889,7 +920,8 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
                                 steps=cfg.surrogate_steps, seed=cfg.seed * 101 + 500 + k, lr=cfg.surrogate_lr,
                                 device=device)
             references[f"independent-{k}"] = module_suspect(g, device)
-        calibration = calibrate_boxfree(model, references, cfg.calibration_margin, cfg.calibration_floor)
+        calibration = calibrate_boxfree(model, references, cfg.calibration_fpr, cfg.calibration_confidence,
+                                        cfg.calibration_floor)
 
     result = BoxfreeTrainResult(
         images=len(answers), scale=scale,
