@@ -243,7 +243,7 @@ def test_budgets_are_nested_and_checked(tmp_path):
         assert chosen[3] != {r.input_sha256 for r in select_budget(records, 4, seed=4)}
         first = {r.input_sha256 for r in sorted(records, key=lambda r: r.query_id)[:2]}
         assert {r.input_sha256 for r in select_budget(records, 2, seed=0, order="queried")} == first
-        with pytest.raises(ImgstealError, match="budget of 10 pairs is more than the 9"):
+        with pytest.raises(ImgstealError, match="budget of 10 queries is more than the 9"):
             select_budget(records, 10, seed=0)
 
 
@@ -255,7 +255,7 @@ def test_config_rejects_bad_attack_budget_and_steps(tmp_path):
     with pytest.raises(ValidationError):
         tiny_sr(tmp_path, steps=0)
     make_store(tmp_path / "pairs", 3)
-    with pytest.raises(ImgstealError, match="budget of 5 pairs"):
+    with pytest.raises(ImgstealError, match="budget of 5 queries"):
         train_surrogate(tiny_sr(tmp_path, budget=5), tmp_path / "run", progress=False)
 
 

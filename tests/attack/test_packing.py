@@ -5,6 +5,9 @@ import torch
 
 from imgsteal.attack.harvest import harvest, packed_query_count, prepare_image
 from imgsteal.attack.packing import compose, shelf_pack
+from pathlib import Path
+
+from imgsteal.data.images import decode_image
 from imgsteal.data.pairs import PairStore
 from imgsteal.errors import ImgstealError
 from imgsteal.victim.inference import load_translator
@@ -54,28 +57,61 @@ def test_compose_puts_each_image_at_its_place():
     assert mosaic.sum() == pytest.approx(sum(float(i.sum()) for i in images))  # the rest is black
 
 
-def test_packed_harvest_sends_fewer_queries_whose_answers_hold_every_image(tmp_path, sr_victim):
+def test_packed_harvest_sends_fewer_queries_and_stores_every_image_with_its_answer(tmp_path, sr_victim):
     paths = write_images(tmp_path / "x", 7, size=(32, 24))  # 8 x 6 px queries after 4x downscaling
     (tmp_path / "x" / "broken.png").write_bytes(b"not an image")
     inputs = sorted((tmp_path / "x").iterdir())
     victim = load_translator(sr_victim, "cpu")
     limit = 8 * 24  # room for 4 such images in each mosaic (rows of isqrt(192) = 13 px: one image wide)
     assert packed_query_count(inputs, limit, downscale=4) == 2
+    sent = []
+
+    class Recording(LocalOracle):
+        def stream(self, requests):
+            return super().stream((key, sent.append(data) or data) for key, data in requests)
+
     with PairStore(tmp_path / "store") as store:
-        report = harvest(LocalOracle(victim), inputs, store, downscale=4, pack_pixels=limit, progress=False)
+        report = harvest(Recording(victim), inputs, store, downscale=4, pack_pixels=limit, progress=False)
         assert (report.queried, report.images_queried, report.unreadable) == (2, 7, 1)
+        assert len(sent) == 2 and store.query_count() == 2 and len(store) == 7  # 2 queries, a pair per image
         records = store.records()
-        assert sorted(r.input_size for r in records) == [(8, 18), (8, 24)]
-        first = next(r for r in records if r.input_size == (8, 24))
-        assert first.source.startswith("packed 4: img_000.png, img_001.png")
-        query, answer = store.load_pair(first)
-        # the mosaic's top-left tile is the first image, and the answer is F_V of the whole mosaic
-        assert torch.allclose(query[:, :6, :8], prepare_image(paths[0], 4), atol=1 / 255)
+        assert all(r.input_size == (8, 6) and r.output_size == (32, 24) for r in records)
+        assert sorted(Path(r.source).name for r in records) == [p.name for p in paths]
+        assert len({r.query for r in records}) == 2 and report.spent_usd == pytest.approx(store.total_cost())
+        # each image's answer is its region of F_V(mosaic): the victim's answer in context
+        first = next(r for r in records if Path(r.source).name == "img_000.png")
+        x, y = store.load_pair(first)
+        assert torch.allclose(x, prepare_image(paths[0], 4), atol=1 / 255)
+        mosaic = decode_image(sent[0])
         with torch.no_grad():
-            expected = victim(query[None])[0]
-        assert answer.shape == (3, 96, 32) and torch.allclose(answer, expected, atol=1 / 255)
-        # a re-run sends nothing; a budget counts mosaics, not images
-        assert harvest(LocalOracle(victim), inputs, store, downscale=4, pack_pixels=limit, progress=False).queried == 0
-    with PairStore(tmp_path / "capped") as store:
+            in_context = victim(mosaic[None])[0][:, :24, :32]
+        assert torch.allclose(y, in_context, atol=1 / 255)
+        # a re-run sends nothing
+        again = harvest(Recording(victim), inputs, store, downscale=4, pack_pixels=limit, progress=False)
+        assert again.queried == 0 and again.already_stored == 2 and len(sent) == 2
+    with PairStore(tmp_path / "capped") as store:  # a budget counts queries, not images
         capped = harvest(LocalOracle(victim), inputs, store, downscale=4, pack_pixels=limit, budget=1, progress=False)
-    assert (capped.queried, capped.images_queried) == (1, 4)
+        assert (capped.queried, capped.images_queried, capped.budget_left, len(store)) == (1, 4, 0, 4)
+
+
+def test_budgets_and_subsets_count_queries_and_keep_a_packed_query_whole(tmp_path):
+    from imgsteal.attack.surrogate import select_budget
+
+    with PairStore(tmp_path / "s") as store:
+        for i in range(9):  # 3 packed queries of 3 images each, then 2 single-image queries
+            store.add(b"in%d" % i, b"out", source=None, input_size=(1, 1), output_size=(1, 1), cost_usd=0.1,
+                      query_sha256=f"mosaic{i // 3}" if i < 9 else None)
+        store.add(b"single1", b"o", source=None, input_size=(1, 1), output_size=(1, 1), cost_usd=0.1)
+        store.add(b"single2", b"o", source=None, input_size=(1, 1), output_size=(1, 1), cost_usd=0.1)
+        assert store.query_count() == 5 and store.has("mosaic1")
+        half = store.select(0.6, seed=0)  # 3 of 5 queries
+        assert len({r.query for r in half}) == 3
+        for budget in (1, 2, 3):
+            chosen = select_budget(store.select(1.0, 0), budget, 0)
+            groups = {r.query for r in chosen}
+            assert len(groups) == budget
+            assert all(sum(r.query == g for r in chosen) == (3 if g.startswith("mosaic") else 1) for g in groups)
+        assert {r.query for r in select_budget(store.select(1.0, 0), 2, 0)} <= \
+            {r.query for r in select_budget(store.select(1.0, 0), 3, 0)}  # nested
+        with pytest.raises(ImgstealError, match="budget of 6 queries is more than the 5 queries"):
+            select_budget(store.select(1.0, 0), 6, 0)

@@ -38,7 +38,7 @@ def test_victim_harvest_surrogate_evaluate(tmp_path):
         invoke("surrogate", "train", "--store", tmp_path / "pairs", "--arch", "srresnet", "--seed", seed, "--fraction", 0.5,
                "--epochs", 1, "--out", tmp_path / f"fa{seed}", *small)
     assert load_checkpoint(tmp_path / "fa0" / "model.safetensors").meta["pairs"] == 4
-    # The stronger attacks from the command line: few-shot on a budget of 2 pairs for exactly 3 steps.
+    # The stronger attacks from the command line: few-shot on a budget of 2 queries for exactly 3 steps.
     invoke("surrogate", "train", "--store", tmp_path / "pairs", "--attack", "few-shot", "--budget", 2, "--steps", 3,
            "--out", tmp_path / "few", *small)
     few = load_checkpoint(tmp_path / "few" / "model.safetensors").meta

@@ -112,7 +112,7 @@ def test_packed_queries_run_through_the_pipeline(tiny_sr, tmp_path):
     out = tmp_path / "exp"
     run = run_experiment(ExperimentConfig.model_validate(raw), out, progress=False, log=lambda _: None)
     assert not run.failed and len(run.finished) == 2
-    with PairStore(out / "tasks" / "sr" / "pairs", create=False) as store:
-        assert [r.input_size for r in store.records()] == [(24, 24), (24, 24)]  # 2 mosaics of 4 images
+    with PairStore(out / "tasks" / "sr" / "pairs", create=False) as store:  # 2 mosaics of 4 images, a pair each
+        assert store.query_count() == 2 and [r.input_size for r in store.records()] == [(12, 12)] * 8
     rows = {r["budget"]: r for r in csv.DictReader(open(out / "results.csv"))}
     assert rows["1"]["queries"] == "1" and rows[""]["queries"] == "2"  # "" = all

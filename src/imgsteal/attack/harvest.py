@@ -139,7 +139,7 @@ def harvest(
     """
     report = HarvestReport(inputs=len(inputs))
     started = time.perf_counter()
-    allowed = None if budget is None else max(0, budget - len(store))
+    allowed = None if budget is None else max(0, budget - store.query_count())
     in_flight: dict[str, tuple[bytes, str, tuple[int, int], int]] = {}
     seen: set[str] = set()
 
@@ -162,33 +162,50 @@ def harvest(
             seen.add(sha)
             yield Path(path), image, data
 
-    def queries() -> Iterator[tuple[bytes, str, tuple[int, int], int]]:
-        """What is sent: (PNG bytes, source, (width, height), images inside) per query."""
+    def queries() -> Iterator[tuple[bytes, str, tuple[int, int], list | None]]:
+        """What is sent: (PNG bytes, source, (width, height), tiles) per query; tiles: None for a single
+        image, else (path, PNG bytes, placement) of each image packed in the mosaic."""
         if not pack_pixels:
             for path, image, data in prepared():
-                yield data, str(path), (image.shape[-1], image.shape[-2]), 1
+                yield data, str(path), (image.shape[-1], image.shape[-2]), None
             return
         packer = ShelfPacker(pack_pixels)
-        held: dict[int, tuple[Path, object]] = {}
+        held: dict[int, tuple[Path, object, bytes]] = {}
 
         def mosaics(layouts):
             for layout in layouts:
                 members = [held.pop(tile.index) for tile in layout.tiles]
-                images = {tile.index: image for tile, (_, image) in zip(layout.tiles, members)}
-                source = f"packed {len(members)}: " + ", ".join(p.name for p, _ in members)
-                yield encode_png(compose(layout, images)), source, (layout.width, layout.height), len(members)
+                images = {tile.index: image for tile, (_, image, _) in zip(layout.tiles, members)}
+                tiles = [(path, data, tile, (image.shape[-1], image.shape[-2]))
+                         for tile, (path, image, data) in zip(layout.tiles, members)]
+                source = f"packed {len(members)}: " + ", ".join(p.name for p, _, _ in members)
+                yield encode_png(compose(layout, images)), source, (layout.width, layout.height), tiles
 
-        for path, image, _ in prepared():
-            held[packer.count] = (path, image)
+        for path, image, data in prepared():
+            held[packer.count] = (path, image, data)
             yield from mosaics(packer.add((image.shape[-1], image.shape[-2])))
         yield from mosaics(packer.finish())
 
+    def store_tiles(mosaic: bytes, out, size: tuple[int, int], tiles: list, usd: float, latency_s: float) -> bool:
+        """Cut a packed query's answer into one pair per image, each tagged with the mosaic's sha256 and
+        the query's cost shared by area; False if the answer is not a whole multiple of the mosaic."""
+        scale = out.shape[-1] // size[0]
+        if scale < 1 or out.shape[-1] != scale * size[0] or out.shape[-2] != scale * size[1]:
+            return False
+        mosaic_sha, area = sha256_bytes(mosaic), sum(w * h for *_, (w, h) in tiles)
+        for path, data, tile, (w, h) in tiles:
+            crop = out[:, scale * tile.y:scale * (tile.y + h), scale * tile.x:scale * (tile.x + w)]
+            store.add(data, encode_png(crop), source=str(path), input_size=(w, h), output_size=(scale * w, scale * h),
+                      cost_usd=usd * w * h / area, latency_s=latency_s, query_sha256=mosaic_sha)
+        return True
+
     def requests() -> Iterator[tuple[str, bytes]]:
         sent = 0
-        for data, source, size, images in queries():
+        for data, source, size, tiles in queries():
+            images = 1 if tiles is None else len(tiles)
             if allowed is not None and sent >= allowed:
                 # The budget ends the run early: the bar's total becomes what it will really count.
-                bar.total = bar.n + sum(n for *_, n in in_flight.values())
+                bar.total = bar.n + sum(1 if t is None else len(t) for *_, t in in_flight.values())
                 bar.set_description("harvest (budget reached)")
                 bar.refresh()
                 return
@@ -197,13 +214,14 @@ def harvest(
                 report.already_stored += 1
                 bar.update(images)
                 continue
-            in_flight[sha] = (data, source, size, images)
+            in_flight[sha] = (data, source, size, tiles)
             sent += 1
             yield sha, data
 
     with tqdm(total=len(inputs), desc="harvest", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for answer in oracle.stream(requests()):
-            data, source, size, images = in_flight.pop(answer.key)
+            data, source, size, tiles = in_flight.pop(answer.key)
+            images = 1 if tiles is None else len(tiles)
             bar.update(images)
             if answer.image is None:
                 report.failed += 1
@@ -215,8 +233,12 @@ def harvest(
                 else:
                     width, height = out.shape[-1], out.shape[-2]
                     usd = cost(width, height) if cost else query_cost(width, height, price)
-                    store.add(data, answer.image, source=source, input_size=size,
-                              output_size=(width, height), cost_usd=usd, latency_s=answer.latency_s)
+                    if tiles is None:
+                        store.add(data, answer.image, source=source, input_size=size,
+                                  output_size=(width, height), cost_usd=usd, latency_s=answer.latency_s)
+                    elif not store_tiles(data, out, size, tiles, usd, answer.latency_s):
+                        report.failed += 1
+                        continue
                     report.queried += 1
                     report.images_queried += images
                     report.spent_usd += usd
@@ -224,7 +246,7 @@ def harvest(
             bar.set_postfix(q_per_s=f"{report.queried / max(elapsed, 1e-9):.1f}", spent=format_usd(report.spent_usd),
                             errors=report.failed)
     if budget is not None:
-        report.budget_left = max(0, budget - len(store))
+        report.budget_left = max(0, budget - store.query_count())
     report.total_usd = store.total_cost()
     report.stored_pairs = len(store)
     report.elapsed_s = time.perf_counter() - started

@@ -12,7 +12,7 @@ from imgsteal.attack.methods.adaptive import AdaptiveOptions
 from imgsteal.attack.methods.few_shot import DEFAULT_ZOOMS
 from imgsteal.attack.methods.steps import StepSource, epoch_length, epochs_for
 from imgsteal.data.augment import Augmentation
-from imgsteal.data.pairs import PairRecord, PairStore
+from imgsteal.data.pairs import PairRecord, PairStore, query_groups
 from imgsteal.data.patches import to_uint8_tensor
 from imgsteal.device import pick_device
 from imgsteal.errors import ImgstealError
@@ -97,26 +97,29 @@ class SurrogateConfig(BaseModel):
 
 def select_budget(records: list[PairRecord], budget: int | None, seed: int,
                   order: Literal["seeded", "queried"] = "seeded") -> list[PairRecord]:
-    """The `budget` pairs of `records` a budget-limited cell trains on (all of them for None).
+    """The pairs of `budget` queries of `records` a budget-limited cell trains on (all for None); a
+    packed query brings every pair cut from it.
 
-    seeded: a seeded random order of `records` (as PairStore.select returns them), cut after `budget`:
-    for one seed and subset, budget k's pairs are among budget k+1's. queried: the first `budget` in
-    the order they were stored (query_id), i.e. the order a query-selection strategy sent them.
-    Raises ImgstealError when `budget` exceeds the number of records.
+    seeded: a seeded random order of the queries (as PairStore.select returns them), cut after
+    `budget`: for one seed and subset, budget k's pairs are among budget k+1's. queried: the first
+    `budget` in the order they were stored (query_id), i.e. the order a query-selection strategy sent
+    them. Raises ImgstealError when `budget` exceeds the number of queries.
     """
     if budget is None:
         return records
     if budget < 1:
-        raise ImgstealError(f"budget must be at least 1 pair, got {budget}")
-    if budget > len(records):
-        raise ImgstealError(f"budget of {budget} pairs is more than the {len(records)} pairs selected; "
+        raise ImgstealError(f"budget must be at least 1 query, got {budget}")
+    groups = query_groups(records)
+    if budget > len(groups):
+        raise ImgstealError(f"budget of {budget} queries is more than the {len(groups)} queries selected; "
                             "harvest more queries or lower the budget")
     if order == "queried":
-        return sorted(sorted(records, key=lambda r: r.query_id)[:budget], key=lambda r: r.input_sha256)
+        first = sorted(groups, key=lambda g: min(r.query_id for r in g))[:budget]
+        return sorted((r for g in first for r in g), key=lambda r: (r.query, r.input_sha256))
     import torch
 
-    ranks = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed + 7_919)).tolist()
-    return [records[i] for i in sorted(ranks[:budget])]
+    ranks = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed + 7_919)).tolist()
+    return [record for i in sorted(ranks[:budget]) for record in groups[i]]
 
 
 def load_pairs(store: PairStore, fraction: float, seed: int, budget: int | None = None,

@@ -221,7 +221,7 @@ def selection_cost(cfg: SurrogateConfig) -> tuple[int, float]:
 
     with PairStore(cfg.store, create=False) as pairs:
         chosen = select_budget(pairs.select(cfg.fraction, cfg.seed), cfg.budget, cfg.seed, cfg.budget_order)
-    return len(chosen), float(sum(r.cost_usd for r in chosen))
+    return len({r.query for r in chosen}), float(sum(r.cost_usd for r in chosen))
 
 
 def train_distributed(cfg: SurrogateConfig, run_dir: Path, processes: int, log_path: Path) -> None:
