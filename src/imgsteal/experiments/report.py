@@ -88,10 +88,12 @@ def defense_table(cfg: ExperimentConfig, records: list[dict]) -> tuple[list[str]
 
 def budget_panels(cfg: ExperimentConfig, records: list[dict]) -> list:
     """(title, lines, baseline, metric) per task with a budgets axis, for its first test set: PSNR for
-    super-resolution (the attacks' own yardstick), the main metric otherwise."""
+    super-resolution (the attacks' own yardstick), the main metric otherwise. Tasks that attack the
+    same victim, scored on the same test set (e.g. the same task with packed queries), share one
+    panel: the later task's lines are labelled with its name."""
     from imgsteal.experiments.budgets import baseline_value, budget_lines
 
-    panels = []
+    panels: dict[tuple, tuple] = {}
     for task in cfg.tasks:
         grid = cfg.task_grid(task)
         if not grid.budgets:
@@ -99,10 +101,17 @@ def budget_panels(cfg: ExperimentConfig, records: list[dict]) -> list:
         metric = "psnr" if task.kind_spec.has_truth else ("ssim" if task.main_metric == "fid" else task.main_metric)
         test_set = next(iter(task.test_sets))
         lines = budget_lines(records, task.name, test_set, metric, grid.defenses[0])
-        if lines:
-            panels.append((f"{task.display_title}: {test_set}", lines, baseline_value(records, task.name, test_set, metric),
-                           metric))
-    return panels
+        if not lines:
+            continue
+        key = (task.victim.model_dump_json(), task.test_sets[test_set], metric)
+        if key in panels:
+            for line in lines:
+                line.label = f"{line.label} [{task.name}]"
+            panels[key][1].extend(lines)
+        else:
+            panels[key] = (f"{task.display_title}: {test_set}", lines,
+                           baseline_value(records, task.name, test_set, metric), metric)
+    return list(panels.values())
 
 
 def budget_section(report: Report, cfg: ExperimentConfig, out: Path, records: list[dict], figure: Path | None) -> None:
