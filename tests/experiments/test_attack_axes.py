@@ -73,6 +73,10 @@ def test_bundled_attack_presets_are_valid():
     paper = load_config(root / "paper-sr.yaml")
     grid = paper.task_grid(paper.tasks[0])
     assert grid.surrogates == ["srresnet", "edsr"] and grid.budgets[-1] == "all"
+    style = load_config(root / "paper-monet2photo.yaml")
+    grid = style.task_grid(style.tasks[0])
+    assert grid.surrogates == ["pix2pix", "pix2pix_resnet"] and grid.attacks == ["paper", "domain-shift", "few-shot"]
+    assert style.tasks[0].surrogate["steps"] == 70000 and grid.budgets[-1] == "all"
 
 
 def test_packed_budgets_count_mosaics_and_are_checked_before_any_query(tiny_sr):
