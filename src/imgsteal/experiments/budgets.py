@@ -96,7 +96,7 @@ def reach_table(lines: list[BudgetLine], targets: list[tuple[str, float]], metri
         cells = []
         for _, value in targets:
             q = queries_to_reach(line, value, info.higher_is_better)
-            cells.append("not reached" if q is None else f"{q:,} queries ({dollars(q * price)})")
+            cells.append("not reached" if q is None else f"{q:,} {'query' if q == 1 else 'queries'} ({dollars(q * price)})")
         rows.append([line.label, *cells])
     return header, rows
 

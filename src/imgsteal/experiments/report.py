@@ -144,7 +144,7 @@ def budget_section(report: Report, cfg: ExperimentConfig, out: Path, records: li
                 continue
             n = min(len(g) for _, g in shown)
             columns = [task.kind_spec.input_label, "victim F_V"] + [
-                f"F_A, {c.budget if c.budget else 'all'} queries" for c, _ in shown]
+                f"F_A, {'all' if not c.budget else c.budget} {'query' if c.budget == 1 else 'queries'}" for c, _ in shown]
             rows = []
             for i in range(n):
                 row = [f"tasks/{task.name}/gallery/{i:02d}_input.png", f"tasks/{task.name}/gallery/{i:02d}_victim.png"]
