@@ -16,9 +16,10 @@ tests run on each key's stream once it has `min_queries` queries:
   adversary sends natural photos, and honest albums are skewed too (see docs/defenses.md).
 
 A key is flagged once (its first alert); the alert names the test, its statistic and the number of
-queries seen. What it cannot see: an attacker with few queries (a few-shot attack sends 1-4), one
-that spreads its queries over many keys under the distinct count each, or one whose images all
-look alike to these features (e.g. crops of a few large photos).
+queries seen. What it cannot see: an attacker with few queries (a few-shot attack sends 1-4, and
+packed queries put dozens of images in each), one that spreads its queries over many keys under the
+distinct count each, or one whose images all look alike to these features (e.g. crops of a few
+large photos).
 
 Per key the state is `history` x 228 float32 (about 230 kB at 256), and at most `max_keys` keys are
 tracked (least recently seen dropped first). Each query costs O(history) distance computations
