@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--finetune-steps", type=int, default=300)
     parser.add_argument("--surrogates", type=int, default=10, help="attacker surrogates trained on marked answers")
     parser.add_argument("--independent", type=int, default=10, help="independent models trained on clean answers")
-    parser.add_argument("--calibration", type=int, default=4, help="independent models the owner calibrates on")
+    parser.add_argument("--calibration", type=int, default=10, help="independent models the owner calibrates on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--extractor", default="matched", choices=["learned", "matched"])
     parser.add_argument("--band", type=int, default=3, help="the mark's residual is detail finer than band x band px (odd)")
@@ -51,8 +51,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="keep the run here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=None, help="also write the measurements as JSON")
     args = parser.parse_args()
-    if args.calibration < 1:
-        parser.error("--calibration must be >= 1: the threshold comes from independent models")
+    if args.calibration < 2:
+        parser.error("--calibration must be >= 2: the threshold comes from the spread of independent models")
 
     from imgsteal.data.images import quantize
     from imgsteal.defenses.boxfree import (

@@ -138,7 +138,7 @@ def train(
     surrogate_steps: int = typer.Option(300, help="steps of each stage-2 / calibration model"),
     finetune_steps: int = typer.Option(300, help="stage 2: extractor fine-tuning steps"),
     extractor: str = typer.Option("matched", help="matched (a matched filter scales the mark) or learned (a small CNN draws it)"),
-    calibration_models: int = typer.Option(4, help="independent clean-answer models the threshold is calibrated on "
+    calibration_models: int = typer.Option(10, help="independent clean-answer models the threshold is calibrated on "
                                                    "(0: calibrate later with `watermark calibrate`)"),
     batch_size: int = typer.Option(16),
     seed: int = typer.Option(0),

@@ -644,8 +644,9 @@ class BoxfreeTrainConfig(BaseModel):
     surrogate_steps: int = Field(300, ge=1)
     surrogate_lr: float = 2e-3
     finetune_steps: int = Field(300, ge=0, description="stage 2: extractor fine-tuning steps")
-    calibration_models: int = Field(4, ge=0, description="independent clean-answer models for the threshold "
-                                                          "(0: calibrate later; otherwise at least 2)")
+    calibration_models: int = Field(10, ge=0, description="independent clean-answer models for the threshold "
+                                                           "(0: calibrate later; otherwise at least 2; the tolerance "
+                                                           "bound's k is 7.0 for 4 models, 4.0 for 10)")
     calibration_fpr: float = Field(DEFAULT_FPR, gt=0, lt=1, description="innocent models allowed above the threshold")
     calibration_confidence: float = Field(DEFAULT_CONFIDENCE, gt=0, lt=1)
     calibration_floor: float = Field(DEFAULT_FLOOR, ge=0, le=1, description="the threshold is never below this similarity")
