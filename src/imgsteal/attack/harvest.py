@@ -140,7 +140,7 @@ def harvest(
     report = HarvestReport(inputs=len(inputs))
     started = time.perf_counter()
     allowed = None if budget is None else max(0, budget - store.query_count())
-    in_flight: dict[str, tuple[bytes, str, tuple[int, int], int]] = {}
+    in_flight: dict[str, tuple[bytes, str, tuple[int, int], list | None]] = {}
     seen: set[str] = set()
 
     def prepared() -> Iterator[tuple[Path, object, bytes]]:
@@ -164,7 +164,7 @@ def harvest(
 
     def queries() -> Iterator[tuple[bytes, str, tuple[int, int], list | None]]:
         """What is sent: (PNG bytes, source, (width, height), tiles) per query; tiles: None for a single
-        image, else (path, PNG bytes, placement) of each image packed in the mosaic."""
+        image, else (path, PNG bytes, placement, (width, height)) of each image packed in the mosaic."""
         if not pack_pixels:
             for path, image, data in prepared():
                 yield data, str(path), (image.shape[-1], image.shape[-2]), None
@@ -178,8 +178,7 @@ def harvest(
                 images = {tile.index: image for tile, (_, image, _) in zip(layout.tiles, members)}
                 tiles = [(path, data, tile, (image.shape[-1], image.shape[-2]))
                          for tile, (path, image, data) in zip(layout.tiles, members)]
-                source = f"packed {len(members)}: " + ", ".join(p.name for p, _, _ in members)
-                yield encode_png(compose(layout, images)), source, (layout.width, layout.height), tiles
+                yield encode_png(compose(layout, images)), "packed", (layout.width, layout.height), tiles
 
         for path, image, data in prepared():
             held[packer.count] = (path, image, data)
