@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 from tqdm.auto import tqdm
 
 from imgsteal.attack.oracle import Oracle
-from imgsteal.attack.packing import ShelfPacker, compose
+from imgsteal.attack.packing import ShelfPacker, compose, shelf_pack
 from imgsteal.data.images import (ImageReadError, bicubic_downscale, decode_image, encode_png, load_image,
                                   sha256_bytes, skip_unreadable)
 from imgsteal.data.layouts import center_crop_resize
@@ -97,14 +97,13 @@ def packed_query_count(paths: Sequence[Path], pack_pixels: int, downscale: int |
                        resize: int | None = None) -> int:
     """How many queries `harvest(..., pack_pixels=...)` sends for `paths` (readable files only; duplicates
     counted as distinct, so this is an upper bound), without decoding any image."""
-    packer = ShelfPacker(pack_pixels)
-    count = 0
+    sizes = []
     for path in paths:
         try:
-            count += len(packer.add(prepared_size(Path(path), downscale, resize)))
+            sizes.append(prepared_size(Path(path), downscale, resize))
         except ImageReadError:
             continue
-    return count + len(packer.finish())
+    return len(shelf_pack(sizes, pack_pixels))
 
 
 def prepare_query(path: Path, downscale: int | None, resize: int | None = None) -> tuple[bytes, tuple[int, int]]:
@@ -142,6 +141,9 @@ def harvest(
     allowed = None if budget is None else max(0, budget - store.query_count())
     in_flight: dict[str, tuple[bytes, str, tuple[int, int], list | None]] = {}
     seen: set[str] = set()
+
+    def images_in(tiles: list | None) -> int:
+        return 1 if tiles is None else len(tiles)
 
     def prepared() -> Iterator[tuple[Path, object, bytes]]:
         """Each readable, distinct input as (path, image tensor, PNG bytes)."""
@@ -201,17 +203,16 @@ def harvest(
     def requests() -> Iterator[tuple[str, bytes]]:
         sent = 0
         for data, source, size, tiles in queries():
-            images = 1 if tiles is None else len(tiles)
             if allowed is not None and sent >= allowed:
                 # The budget ends the run early: the bar's total becomes what it will really count.
-                bar.total = bar.n + sum(1 if t is None else len(t) for *_, t in in_flight.values())
+                bar.total = bar.n + sum(images_in(t) for *_, t in in_flight.values())
                 bar.set_description("harvest (budget reached)")
                 bar.refresh()
                 return
             sha = sha256_bytes(data)
             if store.has(sha):
                 report.already_stored += 1
-                bar.update(images)
+                bar.update(images_in(tiles))
                 continue
             in_flight[sha] = (data, source, size, tiles)
             sent += 1
@@ -220,8 +221,7 @@ def harvest(
     with tqdm(total=len(inputs), desc="harvest", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for answer in oracle.stream(requests()):
             data, source, size, tiles = in_flight.pop(answer.key)
-            images = 1 if tiles is None else len(tiles)
-            bar.update(images)
+            bar.update(images_in(tiles))
             if answer.image is None:
                 report.failed += 1
             else:
@@ -239,7 +239,7 @@ def harvest(
                         report.failed += 1
                         continue
                     report.queried += 1
-                    report.images_queried += images
+                    report.images_queried += images_in(tiles)
                     report.spent_usd += usd
             elapsed = time.perf_counter() - started
             bar.set_postfix(q_per_s=f"{report.queried / max(elapsed, 1e-9):.1f}", spent=format_usd(report.spent_usd),

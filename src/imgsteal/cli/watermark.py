@@ -167,7 +167,7 @@ def train(
 def calibrate(
     model: Path = typer.Option(..., help="run folder of `imgsteal watermark train --method boxfree`"),
     reference: List[str] = typer.Option(..., help="an independent model (checkpoint, run folder or URL) trained on clean "
-                                                  "answers, never the suspect; repeatable (>= 10 to speak of a 10% FPR)"),
+                                                  "answers, never the suspect; repeatable (at least 2; 10 or more for a tight bound)"),
     method: str = METHOD_OPTION,
     fpr: float = typer.Option(0.01, help="largest share of innocent models allowed above the threshold (a normal "
                                          "tolerance bound fitted to the references' similarities)"),

@@ -522,8 +522,8 @@ def calibrate_threshold(scores: Sequence[float], fpr: float = DEFAULT_FPR, confi
 def write_calibration(run_dir: Path, scores: dict[str, float], fpr: float = DEFAULT_FPR,
                       confidence: float = DEFAULT_CONFIDENCE, floor: float = DEFAULT_FLOOR) -> dict:
     """Store the threshold calibrated on `scores` (name -> similarity of an independent model)."""
-    threshold = calibrate_threshold(list(scores.values()), fpr, confidence, floor)
     values = list(scores.values())
+    threshold = calibrate_threshold(values, fpr, confidence, floor)
     record = {"threshold": threshold, "models": len(values), "rule": "normal tolerance bound", "fpr": fpr,
               "confidence": confidence, "floor": floor,
               "max": max(values), "mean": sum(values) / len(values), "scores": scores}
@@ -650,6 +650,9 @@ class BoxfreeTrainConfig(BaseModel):
     calibration_fpr: float = Field(DEFAULT_FPR, gt=0, lt=1, description="innocent models allowed above the threshold")
     calibration_confidence: float = Field(DEFAULT_CONFIDENCE, gt=0, lt=1)
     calibration_floor: float = Field(DEFAULT_FLOOR, ge=0, le=1, description="the threshold is never below this similarity")
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 500
 
     @field_validator("calibration_models")
     @classmethod
@@ -657,9 +660,6 @@ class BoxfreeTrainConfig(BaseModel):
         if value == 1:
             raise ValueError("a threshold needs the spread of at least 2 independent models (0: calibrate later)")
         return value
-    seed: int = 0
-    device: str = "auto"
-    checkpoint_every: int = 500
 
 
 class BoxfreeStage1Recipe:

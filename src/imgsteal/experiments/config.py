@@ -352,6 +352,10 @@ class ExperimentConfig(_Strict):
         merged.update({k: v for k, v in task.grid.model_dump().items() if v is not None})
         return GridConfig.model_validate(merged)
 
+    def victim_api_spec(self, task: TaskConfig) -> str | None:
+        """The path of a URL victim's API spec, expanded (None: imgsteal's own API, or not a URL victim)."""
+        return self.expand(task.victim.api_spec) if task.victim.api_spec else None
+
     def expand(self, text: str) -> str:
         """Substitute {data_root} (the config's data root) and {package} (the folder imgsteal is installed
         in, for models shipped with it, e.g. the demo's victims) in a dataset spec or path."""
@@ -415,8 +419,9 @@ def check_datasets(cfg: ExperimentConfig) -> dict[str, dict[str, list[Path]]]:
             if not model.exists():
                 raise ConfigError(f"task {task.name}: victim model not found: {model}")
         elif task.victim.url is not None:
-            if task.victim.api_spec is not None and not Path(cfg.expand(task.victim.api_spec)).is_file():
-                raise ConfigError(f"task {task.name}: API spec not found: {cfg.expand(task.victim.api_spec)}")
+            spec = cfg.victim_api_spec(task)
+            if spec is not None and not Path(spec).is_file():
+                raise ConfigError(f"task {task.name}: API spec not found: {spec}")
         else:
             vcfg = victim_training_config(cfg, task)
             for key in task.kind_spec.victim_dataset_fields:
@@ -459,8 +464,7 @@ def task_settings(cfg: ExperimentConfig, task: TaskConfig) -> dict[str, dict[str
     # A shipped model ({package}) is named as written: the settings stay the same wherever imgsteal is installed.
     model = task.victim.model
     if task.victim.url is not None:
-        victim = {"url": task.victim.url, "scale": task.victim.scale,
-                  "api_spec": cfg.expand(task.victim.api_spec) if task.victim.api_spec else None}
+        victim = {"url": task.victim.url, "scale": task.victim.scale, "api_spec": cfg.victim_api_spec(task)}
     else:
         victim = {"model": model if model and "{package}" in model else cfg.expand(model or "")} if model else {
             k: (cfg.expand(v) if isinstance(v, str) else v) for k, v in (task.victim.train or {}).items()

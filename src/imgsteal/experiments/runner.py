@@ -107,7 +107,7 @@ def prepare_task(cfg: ExperimentConfig, task: TaskConfig, resolved: dict[str, li
     tell = lambda msg: log(f"{task.name}: {msg}")  # noqa: E731
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    url_victim = {"scale": task.victim.scale, "api_spec": cfg.expand(task.victim.api_spec) if task.victim.api_spec else None}
+    url_victim = {"scale": task.victim.scale, "api_spec": cfg.victim_api_spec(task)}
     if task.victim.url is not None:
         victim_model: Path | str = task.victim.url
     elif task.victim.model is not None:
@@ -176,7 +176,7 @@ def make_jobs(cfg: ExperimentConfig, out: Path, resolved: dict, assets: dict, ce
         jobs.append(CellJob(
             cell=cell, kind=task.kind, out=str(out), store=str(a.stores[(cell.defense, cell.selection)].resolve()),
             victim_model=a.victim_model if isinstance(a.victim_model, str) else str(Path(a.victim_model).resolve()),
-            victim_scale=task.victim.scale, victim_api_spec=cfg.expand(task.victim.api_spec) if task.victim.api_spec else None,
+            victim_scale=task.victim.scale, victim_api_spec=cfg.victim_api_spec(task),
             surrogate=task.surrogate_settings(),
             test_sets={name: [str(p.resolve()) for p in resolved[task.name][f"test:{name}"]] for name in task.test_sets},
             victim_cache=str(a.victim_cache.resolve()),
