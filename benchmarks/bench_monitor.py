@@ -11,7 +11,10 @@ them. Images come from the bundled demo data only.
   +-15%, flips of 3-5 base photos; 60, 120 and 200 queries);
 - benign, diverse power user (reported apart, not in the false-positive rate: it is what the
   distinct test flags by design): 40 different photos from one key;
-- attackers: the harvest of `demo:attacker` (59 photos, one key); few-shot attackers (1-4 of
+- benign, collages: --collages keys sending 1-3 collages each (2-4 photos in a grid with white
+  borders, as phone apps make them);
+- attackers: the harvest of `demo:attacker` (59 photos, one key); the same photos packed into
+  512 x 512 mosaics (2 requests, one key; imgsteal.attack.packing); few-shot attackers (1-4 of
   those photos, 4 keys); the harvest spread over 3 and over 6 keys.
 
 The alerts are read back from the query log (`monitor` column). The PRADA normality statistic
@@ -42,7 +45,8 @@ import torch
 
 from imgsteal.data.images import bicubic_downscale, decode_image, encode_png, load_image
 from imgsteal.data.layouts import resolve_images
-from imgsteal.defenses.monitor import MonitorConfig, query_features, shapiro_w
+from imgsteal.attack.packing import compose, shelf_pack
+from imgsteal.defenses.monitor import MonitorConfig, mosaic_tiles, query_features, query_image_features, shapiro_w
 from imgsteal.models import build_model
 from imgsteal.train.checkpoint import save_checkpoint
 from imgsteal.victim.launch import running_server
@@ -54,6 +58,23 @@ BENIGN_SPECS = ["demo:victim_photos", "demo:benchmark_photos", "demo:paintings",
 def lr(image: torch.Tensor) -> bytes:
     """A super-resolution query: the image bicubic-downscaled SCALE x, as PNG."""
     return encode_png(bicubic_downscale(image.clamp(0, 1), SCALE))
+
+
+def collage(images: list[torch.Tensor], side: int = 96, border: int = 4) -> torch.Tensor:
+    """2-4 photos, each resized to side x side, in a 2-column grid on white with `border` px between."""
+    cells = [torch.nn.functional.interpolate(x[None], size=(side, side), mode="area")[0] for x in images]
+    rows = (len(cells) + 1) // 2
+    out = torch.ones(3, rows * (side + border) + border, 2 * (side + border) + border)
+    for i, cell in enumerate(cells):
+        top, left = border + (i // 2) * (side + border), border + (i % 2) * (side + border)
+        out[:, top:top + side, left:left + side] = cell
+    return out
+
+
+def packed(images: list[torch.Tensor], max_pixels: int = 512 * 512) -> list[bytes]:
+    """SR queries of the images, shelf-packed into mosaics of at most max_pixels, as PNG (one a request)."""
+    small = [bicubic_downscale(x.clamp(0, 1), SCALE) for x in images]
+    return [encode_png(compose(layout, small)) for layout in shelf_pack([(x.shape[-1], x.shape[-2]) for x in small], max_pixels)]
 
 
 def variant(image: torch.Tensor, rng: random.Random) -> torch.Tensor:
@@ -91,10 +112,16 @@ def traffic(args, rng: random.Random) -> tuple[dict[str, list[bytes]], dict[str,
         bases = rng.sample(benign, rng.randint(3, 5))
         keys[f"album{i}"] = [lr(variant(img(rng.choice(bases)), rng)) for _ in range(n)]
         kind[f"album{i}"] = "benign: album of similar photos"
+    for i in range(args.collages):
+        keys[f"collage{i:02d}"] = [encode_png(collage([img(p) for p in rng.sample(benign, rng.randint(2, 4))]))
+                                   for _ in range(rng.randint(1, 3))]
+        kind[f"collage{i:02d}"] = "benign: 1-3 collages of 2-4 photos"
     keys["power"] = [lr(img(p)) for p in rng.sample(benign, 40)]
     kind["power"] = "benign: 40 different photos (flagged by design)"
     harvest = [lr(img(p)) for p in rng.sample(attacker, len(attacker))]  # in a random order per draw
     keys["harvest"], kind["harvest"] = harvest, "attack: harvest, one key"
+    keys["packed"] = packed([img(p) for p in rng.sample(attacker, len(attacker))])
+    kind["packed"] = "attack: harvest in 512 px mosaics, one key"
     for i in range(4):
         keys[f"fewshot{i}"] = [lr(img(p)) for p in rng.sample(attacker, i + 1)]
         kind[f"fewshot{i}"] = "attack: few-shot (1-4 queries)"
@@ -121,26 +148,26 @@ def send_all(url: str, tokens: dict[str, str], keys: dict[str, list[bytes]], rng
     return bad
 
 
-def replay(seeds: range, casual: int) -> None:
+def replay(seeds: range, casual: int, collages: int) -> None:
     """The same traffic classes for other seeds, straight into an in-process monitor (no server): how
     stable the rates are across draws of the benign traffic."""
     from imgsteal.defenses.monitor import ExtractionMonitor
 
     totals: dict[str, list] = {}
     for seed in seeds:
-        keys, kind = traffic(argparse.Namespace(casual=casual, seed=seed), random.Random(seed))
+        keys, kind = traffic(argparse.Namespace(casual=casual, collages=collages, seed=seed), random.Random(seed))
         monitor = ExtractionMonitor(MonitorConfig())
         for i, (name, queries) in enumerate(keys.items()):
             at = None
             for j, q in enumerate(queries, 1):
-                if monitor.observe(i, name, query_features(decode_image(q))) is not None:
+                if monitor.observe(i, name, query_image_features(decode_image(q))) is not None:
                     at = j
             t = totals.setdefault(kind[name], [0, 0, []])
             t[0] += 1
             if at is not None:
                 t[1] += 1
                 t[2].append(at / len(queries))
-    print(f"replay of seeds {seeds.start}-{seeds.stop - 1} in-process ({casual} casual keys each):")
+    print(f"replay of seeds {seeds.start}-{seeds.stop - 1} in-process ({casual} casual and {collages} collage keys each):")
     for c, (n, flagged, shares) in totals.items():
         latest = f", alert at <= {max(shares):.0%} of the key's queries" if shares else ""
         print(f"  {c:<50} {flagged}/{n} keys flagged{latest}")
@@ -165,12 +192,12 @@ def detection(model: Path, work: Path, args) -> bool:
     cfg = MonitorConfig()
     print(f"detection: {sum(len(q) for q in keys.values())} queries from {len(keys)} keys through the server on "
           f"127.0.0.1 in {seconds:.0f} s (non-200: {bad}); monitor defaults: distinct {cfg.distinct}, share "
-          f"{cfg.distinct_share}, radius {cfg.radius}, min_queries {cfg.min_queries}, history {cfg.history}")
+          f"{cfg.distinct_share}, radius {cfg.radius}, min_images {cfg.min_images}, mosaics {cfg.mosaics}, history {cfg.history}")
 
     # PRADA's W per key, offline on the same features (the test is off by default).
     w_by_key = {}
     for name, queries in keys.items():
-        feats = [query_features(decode_image(q)) for q in queries]
+        feats = [f for q in queries for f in query_image_features(decode_image(q))]
         d = [float(np.linalg.norm(np.stack(feats[:i]) - feats[i], axis=1).min()) for i in range(1, len(feats))]
         w_by_key[name] = shapiro_w(d) if len(d) >= 20 else None
 
@@ -198,6 +225,11 @@ def detection(model: Path, work: Path, args) -> bool:
         print(f"harvest, one key: flagged at query {harvest_at} of {len(keys['harvest'])} "
               f"({harvest_at / len(keys['harvest']):.0%}; goal: before 50%)")
         ok &= harvest_at < 0.5 * len(keys["harvest"])
+    packed_at = alert_at.get("packed")
+    tiles = sum(len(mosaic_tiles(decode_image(q))) for q in keys["packed"])
+    print(f"packed harvest, one key ({len(keys['packed'])} requests, {tiles} images found in them): "
+          + ("NOT flagged" if packed_at is None else f"flagged at request {packed_at}"))
+    ok &= packed_at is not None
     for parts in (3, 6):
         names = [n for n in keys if n.startswith(f"spread{parts}_")]
         print(f"harvest over {parts} keys: {sum(n in alert_at for n in names)}/{parts} keys flagged")
@@ -234,15 +266,17 @@ def monitor_cost() -> None:
     torch.set_num_threads(1)
     cfg = MonitorConfig()
     rng = np.random.default_rng(0)
-    for name, image in (("64 x 96 SR query", bicubic_downscale(load_image(resolve_images("demo:attacker")[0]), SCALE)),
-                        ("512 x 512 input", torch.rand(3, 512, 512))):
+    photos = [load_image(p) for p in resolve_images("demo:attacker")]
+    for name, image in (("64 x 96 SR query", bicubic_downscale(photos[0], SCALE)),
+                        ("512 x 512 input", torch.rand(3, 512, 512)),
+                        ("512 x 512 mosaic of 36 photos", decode_image(packed(photos)[0]))):
         monitor = ExtractionMonitor(cfg.model_copy(update={"distinct": 0}))
         for _ in range(cfg.history):  # a full distance window
             monitor.observe(1, "k", rng.random(query_features(image).shape[0]).astype(np.float32))
         n = 200
         started = time.perf_counter()
         for _ in range(n):
-            monitor.observe(1, "k", query_features(image))
+            monitor.observe(1, "k", query_image_features(image))
         print(f"monitor cost per query ({name}, history {cfg.history} full): {(time.perf_counter() - started) / n * 1000:.2f} ms")
 
 
@@ -278,6 +312,7 @@ def throughput(model: Path, work: Path, args) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--casual", type=int, default=200, help="benign keys with 1-8 photos each")
+    parser.add_argument("--collages", type=int, default=20, help="benign keys with 1-3 collages each")
     parser.add_argument("--requests", type=int, default=240, help="requests per throughput round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=8)
@@ -301,7 +336,7 @@ def main() -> int:
               f"only), throughput on {args.n_blocks} blocks, {args.channels} channels; torch threads {torch.get_num_threads()}")
         ok = detection(tiny, work, args)
         if args.replay_seeds:
-            replay(range(args.seed + 1, args.seed + 1 + args.replay_seeds), args.casual)
+            replay(range(args.seed + 1, args.seed + 1 + args.replay_seeds), args.casual, args.collages)
         monitor_cost()
         if not args.skip_throughput:
             ok &= throughput(model, work, args)

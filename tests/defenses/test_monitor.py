@@ -10,7 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from imgsteal.data.images import decode_image, encode_png
-from imgsteal.defenses.monitor import (FEATURE_DIM, ExtractionMonitor, MonitorConfig, query_features, shapiro_w)
+from imgsteal.defenses.monitor import (FEATURE_DIM, ExtractionMonitor, MonitorConfig, mosaic_tiles, query_features,
+                                      query_image_features, shapiro_w)
 
 
 def _stream(kind: str, n: int, seed: int = 0) -> list[np.ndarray]:
@@ -39,7 +40,7 @@ def _first_alert(monitor: ExtractionMonitor, stream, key_id: int = 1):
 
 
 def test_many_distinct_images_are_flagged_near_copies_are_not():
-    cfg = MonitorConfig(distinct=20, min_queries=8)
+    cfg = MonitorConfig(distinct=20, min_images=8)
     at, alert = _first_alert(ExtractionMonitor(cfg), _stream("diverse", 60))
     assert at == 20 and alert.test == "distinct" and alert.statistic == 20 and alert.queries == 20
     assert alert.label() == "alert:distinct=20" and alert.action == "log"
@@ -62,7 +63,7 @@ def test_distinct_images_must_also_be_a_large_share_of_the_queries():
 
 def test_prada_normality_test():
     """Natural-looking streams give about normal nearest-query distances; a seed-and-perturb pattern does not."""
-    cfg = MonitorConfig(distinct=0, normality=0.9, min_queries=20)
+    cfg = MonitorConfig(distinct=0, normality=0.9, min_images=20)
     at, alert = _first_alert(ExtractionMonitor(cfg), _stream("pairs", 80))
     assert at is not None and alert.test == "normality" and alert.statistic < 0.9
     assert alert.label().startswith("alert:normality=0.")
@@ -95,6 +96,65 @@ def test_query_features_tell_variants_from_new_images(kit):
     assert query_features(x[:1]).shape == (FEATURE_DIM,)
 
 
+def _downscaled(spec: str, count: int | None = None) -> list[torch.Tensor]:
+    """Bundled photos as super-resolution queries (4x downscaled, 8-bit), as the harvest sends them."""
+    from imgsteal.data.images import bicubic_downscale, load_image, quantize
+    from imgsteal.data.layouts import resolve_images
+
+    return [quantize(bicubic_downscale(load_image(p).clamp(0, 1), 4)) for p in resolve_images(spec)[:count]]
+
+
+def test_mosaic_tiles_cut_packed_queries_along_their_seams_only():
+    """Shelf-packed mosaics of real photos are cut only between photos (every found tile is a union of
+    whole photos) and mostly into the photos themselves; a photo and a blank image are one tile."""
+    from imgsteal.attack.packing import compose, shelf_pack
+
+    photos = _downscaled("demo:attacker", 24)
+    exact = 0
+    for layout in shelf_pack([(x.shape[-1], x.shape[-2]) for x in photos], 256 * 256):
+        placed = [(t.y, t.x, t.y + photos[t.index].shape[-2], t.x + photos[t.index].shape[-1]) for t in layout.tiles]
+        tiles = mosaic_tiles(compose(layout, photos))
+        for top, left, bottom, right in tiles:
+            for y0, x0, y1, x1 in placed:
+                inside = top <= y0 and left <= x0 and y1 <= bottom and x1 <= right
+                apart = y1 <= top or bottom <= y0 or x1 <= left or right <= x0
+                assert inside or apart, (tiles, placed)
+        exact += len(set(tiles) & set(placed))
+    assert exact >= 17, exact  # 17 of 24 photos cut out exactly (measured: 17)
+    for photo in photos[:6]:
+        assert mosaic_tiles(photo) == [(0, 0, *photo.shape[-2:])]
+    assert mosaic_tiles(torch.zeros(3, 40, 50)) == [(0, 0, 40, 50)]
+
+
+def test_benign_photos_are_never_cut(kit):
+    """No bundled victim or benchmark photo, full size or downscaled 4x, reads as a mosaic."""
+    from imgsteal.data.images import load_image
+    from imgsteal.data.layouts import resolve_images
+
+    for spec in ("demo:victim_photos", "demo:benchmark_photos"):
+        for path in resolve_images(spec):
+            image = load_image(path)
+            assert len(mosaic_tiles(image)) == 1, path.name
+    for photo in _downscaled("demo:victim_photos") + _downscaled("demo:benchmark_photos"):
+        assert len(mosaic_tiles(photo)) == 1
+
+
+def test_a_packed_query_counts_as_the_images_it_carries():
+    """The 59 attacker photos packed into 512 x 512 mosaics are 2 requests: counted by request the key
+    is never flagged; counted by image it is flagged by its first request."""
+    from imgsteal.attack.packing import compose, shelf_pack
+
+    photos = _downscaled("demo:attacker")
+    mosaics = [compose(layout, photos) for layout in shelf_pack([(x.shape[-1], x.shape[-2]) for x in photos], 512 * 512)]
+    assert len(mosaics) == 2
+    at, alert = _first_alert(ExtractionMonitor(MonitorConfig()), [query_image_features(m) for m in mosaics])
+    assert at == 1 and alert.queries == 1 and alert.statistic >= 20
+    off = MonitorConfig(mosaics=False)
+    monitor = ExtractionMonitor(off)
+    assert _first_alert(monitor, [query_image_features(m, off.mosaics) for m in mosaics]) == (None, None)
+    assert monitor.stats(1)["images"] == 2 and monitor.stats(1)["queries"] == 2
+
+
 def test_server_logs_the_alert_and_applies_the_policy(tmp_path, kit, victim):
     """Monitor on, revoke policy: the 4th distinct image flags the key; its row carries the alert,
     `keys list` shows it, the next request gets 403. Throttle policy: the next request gets 429."""
@@ -107,7 +167,7 @@ def test_server_logs_the_alert_and_applies_the_policy(tmp_path, kit, victim):
 
     for policy, refused in (("revoke", 403), ("throttle", 429)):
         db = tmp_path / f"{policy}.sqlite"
-        settings = ServerSettings(rate_per_s=0, monitor=True, monitor_policy=policy, monitor_min_queries=2,
+        settings = ServerSettings(rate_per_s=0, monitor=True, monitor_policy=policy, monitor_min_images=2,
                                   monitor_distinct=4, monitor_throttle_rate=0.01)
         with AccountsDB(db) as accounts:
             key = accounts.create_key("mallory")[1]

@@ -1,28 +1,33 @@
 """Extraction detection in the query stream: one monitor per API key (issue 15 item 4).
 
-Every answered query's input gets a cheap feature vector (`query_features`: a 6 x 6 colour
-thumbnail and a 12-bin gradient-orientation histogram of a 32 x 32 grey copy, both made
-mirror-invariant; no network, no download, under a millisecond for a 512 x 512 image). Per key, the monitor keeps the features of
-the last `history` queries and, for each new query, its distance d to the nearest of them. Two
-tests run on each key's stream once it has `min_queries` queries:
+A query may carry several images: a packed query (imgsteal.attack.packing) tiles dozens of photos
+into one mosaic, so a monitor that counts requests sees 2 where 59 photos went through. Each query
+is first cut into the images it carries (`mosaic_tiles`: recursive straight cuts along seams, lines
+where nearly every pixel pair across the line differs far more than the pairs on either side; blank
+margins dropped); a photo is one tile. Every image gets a cheap feature vector (`query_features`: a
+6 x 6 colour thumbnail and a 12-bin gradient-orientation histogram of a 32 x 32 grey copy, both made
+mirror-invariant; no network, no download, about a millisecond for a 512 x 512 photo, 10-20 ms for a
+512 x 512 mosaic of 20-40 tiles). Per key, the monitor keeps the features of the last `history`
+images and, for each new image, its distance d to the nearest of them. Two tests run on each key's
+stream once it has sent `min_images` images:
 
-- distinct: the number of the key's queries that were *new images* (d > `radius`: not a crop, a
-  re-encode or a burst shot of an earlier query) reaches `distinct`, and they make at least
-  `distinct_share` of its queries. Extraction needs many different images; an honest client sends
-  a few, or an album of similar ones.
+- distinct: the number of the key's images that were *new* (d > `radius`: not a crop, a re-encode
+  or a burst shot of an earlier one) reaches `distinct`, and they make at least `distinct_share` of
+  its images. Extraction needs many different images; an honest client sends a few, or an album of
+  similar ones.
 - normality (PRADA, Juuti et al. 2019): Shapiro-Wilk W of the key's recent distances below
   `normality`. PRADA found that natural query streams give roughly normal distances and synthetic
   ones (perturbations of seeds) do not. Off by default (0): in image-to-image extraction the
   adversary sends natural photos, and honest albums are skewed too (see docs/defenses.md).
 
 A key is flagged once (its first alert); the alert names the test, its statistic and the number of
-queries seen. What it cannot see: an attacker with few queries (a few-shot attack sends 1-4, and
-packed queries put dozens of images in each), one that spreads its queries over many keys under the
-distinct count each, or one whose images all look alike to these features (e.g. crops of a few
-large photos).
+queries (requests) seen. What it cannot see: an attacker with few images (a few-shot attack sends
+1-4), one that spreads its images over many keys under the distinct count each, one whose images
+all look alike to these features (e.g. crops of a few large photos), or a mosaic whose seams are
+blended away (a cross-fade between tiles; the attacker then loses the answers near the seams).
 
 Per key the state is `history` x 228 float32 (about 230 kB at 256), and at most `max_keys` keys are
-tracked (least recently seen dropped first). Each query costs O(history) distance computations
+tracked (least recently seen dropped first). Each image costs O(history) distance computations
 plus, with the normality test on, one Shapiro-Wilk test over at most `history` values.
 """
 
@@ -45,6 +50,16 @@ GRID = 32  # grey copy side for the gradient histogram, px
 ORIENTATIONS = 12
 FEATURE_DIM = 2 * 3 * THUMB * THUMB + ORIENTATIONS
 
+# Seams between the tiles of a mosaic (`mosaic_tiles`). Chosen on the bundled images
+# (benchmarks/bench_monitor.py): none of 372 photos, full size or downscaled 4x, is cut, and packed
+# mosaics of the attacker's photos are cut into 84% of their tiles.
+SEAM_MIN_SIDE = 16  # px: no tile thinner than this
+SEAM_CONTRAST = 3.0  # a pixel pair across the line differs this many times more than the pairs beside it ...
+SEAM_MIN_STEP = 0.03  # ... and by at least this much (grey, [0, 1]; JPEG block edges stay below it)
+SEAM_SHARE = 0.5  # share of the line's pixel pairs that must do so
+BLANK_STD = 0.004  # a tile flatter than this is a margin, not an image
+MAX_TILES = 256
+
 
 class MonitorPolicy(str, Enum):
     """What happens to a flagged key: only logged, slowed down, or revoked."""
@@ -61,9 +76,11 @@ class MonitorConfig(BaseModel):
 
     policy: MonitorPolicy = Field(MonitorPolicy.log, description="what to do with a flagged key: log (alert only), "
                                                                  "throttle (to throttle_rate requests/s), revoke")
-    min_queries: int = Field(8, ge=2, description="queries of a key before any test runs")
+    min_images: int = Field(8, ge=2, description="images of a key before any test runs")
     distinct: int = Field(20, ge=0, description="alert when a key has sent this many distinct images (0 = test off)...")
-    distinct_share: float = Field(0.7, ge=0, le=1, description="... and they are at least this share of its queries")
+    distinct_share: float = Field(0.7, ge=0, le=1, description="... and they are at least this share of its images")
+    mosaics: bool = Field(True, description="cut each query into the images it carries (packed queries: mosaics "
+                                            "of many photos) and count those; off: one image a query")
     radius: float = Field(0.1, gt=0, description="feature distance above which a query counts as a new image")
     normality: float = Field(0.0, ge=0, le=1, description="PRADA: alert when the Shapiro-Wilk W of the key's "
                                                           "nearest-query distances falls below this (0 = test off)")
@@ -106,11 +123,65 @@ def query_features(image: torch.Tensor) -> np.ndarray:
     return torch.cat([thumb, hist]).numpy().astype(np.float32)
 
 
+def _seam_scores(steps: np.ndarray, start: int, stop: int, across_from: int, across_to: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate cuts k of the lines start..stop (the seam between line k - 1 and k) and, for each, the
+    share of its pixel pairs (positions across_from..across_to) that step far more than the pairs on
+    either side. steps[i]: absolute grey difference between line i + 1 and line i."""
+    cuts = np.arange(start + SEAM_MIN_SIDE, stop - SEAM_MIN_SIDE + 1)
+    if cuts.size == 0:
+        return cuts, np.zeros(0)
+    across = steps[cuts - 1, across_from:across_to]
+    beside = np.maximum(steps[cuts - 2, across_from:across_to], steps[cuts, across_from:across_to])
+    breaks = (across > SEAM_CONTRAST * beside) & (across > SEAM_MIN_STEP)
+    return cuts, breaks.mean(1)
+
+
+def mosaic_tiles(image: torch.Tensor) -> list[tuple[int, int, int, int]]:
+    """3 x H x W query -> the (top, left, bottom, right) boxes of the images it carries: one box, the
+    whole image, for a photo; one per tile for a mosaic (blank margins dropped).
+
+    Recursive straight cuts: in each box the line where the largest share of pixel pairs across it
+    differ SEAM_CONTRAST times more than the pairs beside it, if that share reaches SEAM_SHARE. A
+    photo's edges are soft or short (a horizon is blurred over pixels, an object's outline does not
+    run straight across the frame); the seam between two pasted photos is one pixel sharp and runs
+    the whole tile. Shelf-packed and grid mosaics are cut exactly; overlapping or blended tiles are not."""
+    grey = image.detach().float()[:3].mean(0).numpy()
+    rows = np.abs(np.diff(grey, axis=0))  # steps between consecutive rows
+    cols = np.abs(np.diff(grey, axis=1)).T  # between consecutive columns
+    tiles: list[tuple[int, int, int, int]] = []
+    boxes = [(0, 0, grey.shape[0], grey.shape[1])]
+    while boxes:
+        top, left, bottom, right = boxes.pop()
+        best_share, cut = SEAM_SHARE, None
+        ks, shares = _seam_scores(rows, top, bottom, left, right)
+        if shares.size and shares.max() >= best_share:
+            best_share, cut = float(shares.max()), ("row", int(ks[shares.argmax()]))
+        ks, shares = _seam_scores(cols, left, right, top, bottom)
+        if shares.size and shares.max() > best_share:
+            cut = ("column", int(ks[shares.argmax()]))
+        if cut is None or len(tiles) + len(boxes) >= MAX_TILES:
+            if grey[top:bottom, left:right].std() > BLANK_STD:
+                tiles.append((top, left, bottom, right))
+            continue
+        line, k = cut
+        boxes += [(top, left, k, right), (k, left, bottom, right)] if line == "row" else \
+                 [(top, left, bottom, k), (top, k, bottom, right)]
+    return sorted(tiles) or [(0, 0, grey.shape[0], grey.shape[1])]
+
+
+def query_image_features(image: torch.Tensor, mosaics: bool = True) -> np.ndarray:
+    """3 x H x W query -> n x FEATURE_DIM: the features of each image it carries (`mosaic_tiles`; one
+    row for a photo, or for any query when `mosaics` is off)."""
+    if not mosaics:
+        return query_features(image)[None]
+    return np.stack([query_features(image[:, t:b, l:r]) for t, l, b, r in mosaic_tiles(image)])
+
+
 # -- per-key state -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MonitorAlert:
     """A key's stream looked like an extraction. test: 'distinct' or 'normality'; statistic: the
-    distinct count or Shapiro-Wilk W; queries: the key's queries seen when it fired."""
+    distinct image count or Shapiro-Wilk W; queries: the key's queries (requests) seen when it fired."""
 
     key_id: int
     key_name: str
@@ -130,13 +201,14 @@ class MonitorAlert:
 
 
 class _KeyState:
-    __slots__ = ("features", "stored", "distances", "queries", "distinct", "alert", "lock")
+    __slots__ = ("features", "stored", "distances", "queries", "images", "distinct", "alert", "lock")
 
     def __init__(self, history: int) -> None:
         self.features = np.zeros((history, FEATURE_DIM), dtype=np.float32)
         self.stored = 0  # queries written into the ring buffer (position = stored % history)
         self.distances: collections.deque[float] = collections.deque(maxlen=history)
         self.queries = 0
+        self.images = 0
         self.distinct = 0
         self.alert: MonitorAlert | None = None
         self.lock = threading.Lock()
@@ -182,32 +254,36 @@ class ExtractionMonitor:
         return None if state is None else state.alert
 
     def stats(self, key_id: int) -> dict:
-        """Queries, distinct images and current W of a tracked key (for tests and benchmarks)."""
+        """Queries, images, distinct images and current W of a tracked key (for tests and benchmarks)."""
         state = self._state(key_id)
         with state.lock:
-            return {"queries": state.queries, "distinct": state.distinct, "w": shapiro_w(state.distances)}
+            return {"queries": state.queries, "images": state.images, "distinct": state.distinct,
+                    "w": shapiro_w(state.distances)}
 
     def observe(self, key_id: int, key_name: str, features: np.ndarray) -> MonitorAlert | None:
-        """Add one answered query of the key; returns the alert when this query flags the key."""
+        """Add one answered query of the key: the features of the images it carries (FEATURE_DIM, or
+        n x FEATURE_DIM, e.g. `query_image_features`); returns the alert when this query flags the key."""
         cfg = self.config
         state = self._state(key_id)
         with state.lock:
-            n = min(state.stored, cfg.history)
-            if n:
-                diff = state.features[:n] - features
-                d = float(np.sqrt(np.einsum("ij,ij->i", diff, diff).min()))
-                state.distances.append(d)
-            else:
-                d = math.inf
-            if d > cfg.radius:
-                state.distinct += 1
-            state.features[state.stored % cfg.history] = features
-            state.stored += 1
+            for image in np.atleast_2d(features):
+                n = min(state.stored, cfg.history)
+                if n:
+                    diff = state.features[:n] - image
+                    d = float(np.sqrt(np.einsum("ij,ij->i", diff, diff).min()))
+                    state.distances.append(d)
+                else:
+                    d = math.inf
+                if d > cfg.radius:
+                    state.distinct += 1
+                state.features[state.stored % cfg.history] = image
+                state.stored += 1
+                state.images += 1
             state.queries += 1
-            if state.alert is not None or state.queries < cfg.min_queries:
+            if state.alert is not None or state.images < cfg.min_images:
                 return None
             test, statistic = None, 0.0
-            if cfg.distinct and state.distinct >= cfg.distinct and state.distinct >= cfg.distinct_share * state.queries:
+            if cfg.distinct and state.distinct >= cfg.distinct and state.distinct >= cfg.distinct_share * state.images:
                 test, statistic = "distinct", float(state.distinct)
             elif cfg.normality > 0:
                 w = shapiro_w(state.distances)

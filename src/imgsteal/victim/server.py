@@ -51,7 +51,7 @@ from starlette.requests import ClientDisconnect
 
 from imgsteal.data.images import ImageReadError, decode_image, encode_png, sha256_bytes, to_uint8
 from imgsteal.defenses.base import Defense
-from imgsteal.defenses.monitor import ExtractionMonitor, MonitorAlert, MonitorConfig, MonitorPolicy, query_features
+from imgsteal.defenses.monitor import ExtractionMonitor, MonitorAlert, MonitorConfig, MonitorPolicy, query_image_features
 from imgsteal.files import atomic_write_text
 from imgsteal.victim.accounts import AccountsDB, ApiKey, QueryLogWriter, QueryRecord
 from imgsteal.victim.batching import BatcherBusy, KeyBusy, MicroBatcher, lower_priority
@@ -96,9 +96,10 @@ class ServerSettings(BaseModel):
     # Extraction monitor (imgsteal.defenses.monitor; the monitor_* fields are MonitorConfig's, written once there).
     monitor: bool = Field(False, description="watch each key's query stream for a model extraction (docs/defenses.md)")
     monitor_policy: MonitorPolicy = copy(MonitorConfig.model_fields["policy"])
-    monitor_min_queries: int = copy(MonitorConfig.model_fields["min_queries"])
+    monitor_min_images: int = copy(MonitorConfig.model_fields["min_images"])
     monitor_distinct: int = copy(MonitorConfig.model_fields["distinct"])
     monitor_distinct_share: float = copy(MonitorConfig.model_fields["distinct_share"])
+    monitor_mosaics: bool = copy(MonitorConfig.model_fields["mosaics"])
     monitor_radius: float = copy(MonitorConfig.model_fields["radius"])
     monitor_normality: float = copy(MonitorConfig.model_fields["normality"])
     monitor_history: int = copy(MonitorConfig.model_fields["history"])
@@ -339,7 +340,8 @@ class _Service:
         alert = None
         if self.monitor is not None:
             try:
-                alert = self.monitor.observe(key.key_id, key.name, query_features(image))
+                alert = self.monitor.observe(key.key_id, key.name,
+                                             query_image_features(image, self.monitor.config.mosaics))
             except Exception:  # the monitor never costs a client its answer
                 log.exception("extraction monitor failed on a query of key %r", key.name)
         return png, label, took_s, alert
