@@ -13,9 +13,14 @@ them. Images come from the bundled demo data only.
   distinct test flags by design): 40 different photos from one key;
 - benign, collages: --collages keys sending 1-3 collages each (2-4 photos in a grid with white
   borders, as phone apps make them);
+- benign, team accounts (reported apart, like the power user): --teams accounts of 5 casual keys;
 - attackers: the harvest of `demo:attacker` (59 photos, one key); the same photos packed into
   512 x 512 mosaics (2 requests, one key; imgsteal.attack.packing); few-shot attackers (1-4 of
-  those photos, 4 keys); the harvest spread over 3 and over 6 keys.
+  those photos, 4 keys); the harvest spread over 3 and over 6 keys, each set once of one account
+  and once of as many accounts as keys.
+
+Keys of an account are watched together as well as each on its own (`imgsteal keys create
+--account`); every other key is its own account.
 
 The alerts are read back from the query log (`monitor` column). The PRADA normality statistic
 (Shapiro-Wilk W of each key's nearest-query distances) is printed per class too, computed offline
@@ -87,8 +92,8 @@ def variant(image: torch.Tensor, rng: random.Random) -> torch.Tensor:
     return out.flip(-1) if rng.random() < 0.3 else out
 
 
-def traffic(args, rng: random.Random) -> tuple[dict[str, list[bytes]], dict[str, str]]:
-    """key name -> its queries (in order), key name -> class."""
+def traffic(args, rng: random.Random) -> tuple[dict[str, list[bytes]], dict[str, str], dict[str, str]]:
+    """key name -> its queries (in order), key name -> class, key name -> account (keys of an account only)."""
     benign = [p for spec in BENIGN_SPECS for p in resolve_images(spec)]
     attacker = resolve_images("demo:attacker")
     cache: dict[Path, torch.Tensor] = {}
@@ -100,6 +105,7 @@ def traffic(args, rng: random.Random) -> tuple[dict[str, list[bytes]], dict[str,
 
     keys: dict[str, list[bytes]] = {}
     kind: dict[str, str] = {}
+    account: dict[str, str] = {}
     for i in range(args.casual):
         photos = rng.sample(benign, rng.randint(1, 8))
         queries = []
@@ -116,6 +122,12 @@ def traffic(args, rng: random.Random) -> tuple[dict[str, list[bytes]], dict[str,
         keys[f"collage{i:02d}"] = [encode_png(collage([img(p) for p in rng.sample(benign, rng.randint(2, 4))]))
                                    for _ in range(rng.randint(1, 3))]
         kind[f"collage{i:02d}"] = "benign: 1-3 collages of 2-4 photos"
+    for t in range(args.teams):
+        for member in range(5):
+            name = f"team{t:02d}_{member}"
+            keys[name] = [lr(img(p) if rng.random() < 0.6 else variant(img(p), rng))
+                          for p in rng.sample(benign, rng.randint(1, 8))]
+            kind[name], account[name] = "benign: a key of a team account (5 casual keys)", f"team{t:02d}"
     keys["power"] = [lr(img(p)) for p in rng.sample(benign, 40)]
     kind["power"] = "benign: 40 different photos (flagged by design)"
     harvest = [lr(img(p)) for p in rng.sample(attacker, len(attacker))]  # in a random order per draw
@@ -128,67 +140,103 @@ def traffic(args, rng: random.Random) -> tuple[dict[str, list[bytes]], dict[str,
     for parts in (3, 6):
         for j in range(parts):
             name = f"spread{parts}_{j}"
-            keys[name], kind[name] = harvest[j::parts], f"attack: harvest over {parts} keys"
-    return keys, kind
+            keys[name], kind[name] = harvest[j::parts], f"attack: harvest over {parts} keys, {parts} accounts"
+            name = f"account{parts}_{j}"
+            keys[name], kind[name] = harvest[j::parts], f"attack: harvest over {parts} keys of one account"
+            account[name] = f"attacker{parts}"
+    return keys, kind, account
+
+
+def interleaved(keys: dict[str, list[bytes]], rng: random.Random) -> list[tuple[str, int]]:
+    """(key name, index of its query) for every query, keys interleaved at random, each key's order kept."""
+    order = [name for name, qs in keys.items() for _ in qs]
+    rng.shuffle(order)
+    position = dict.fromkeys(keys, 0)
+    out = []
+    for name in order:
+        out.append((name, position[name]))
+        position[name] += 1
+    return out
 
 
 def send_all(url: str, tokens: dict[str, str], keys: dict[str, list[bytes]], rng: random.Random) -> int:
     """Every key's queries, interleaved at random (each key's order kept); returns non-200 answers."""
-    order = [name for name, qs in keys.items() for _ in qs]
-    rng.shuffle(order)
-    position = dict.fromkeys(keys, 0)
     bad = 0
     with httpx.Client(base_url=url, timeout=120) as http:
-        for name in order:
-            data = keys[name][position[name]]
-            position[name] += 1
+        for name, j in interleaved(keys, rng):
+            data = keys[name][j]
             r = http.post("/v1/translate", content=data,
                           headers={"Authorization": f"Bearer {tokens[name]}", "Content-Type": "image/png"})
             bad += r.status_code != 200
     return bad
 
 
-def replay(seeds: range, casual: int, collages: int) -> None:
+def replay(seeds: range, casual: int, collages: int, teams: int) -> None:
     """The same traffic classes for other seeds, straight into an in-process monitor (no server): how
     stable the rates are across draws of the benign traffic."""
     from imgsteal.defenses.monitor import ExtractionMonitor
 
     totals: dict[str, list] = {}
     for seed in seeds:
-        keys, kind = traffic(argparse.Namespace(casual=casual, collages=collages, seed=seed), random.Random(seed))
+        keys, kind, account = traffic(argparse.Namespace(casual=casual, collages=collages, teams=teams, seed=seed),
+                                      random.Random(seed))
         monitor = ExtractionMonitor(MonitorConfig())
-        for i, (name, queries) in enumerate(keys.items()):
-            at = None
-            for j, q in enumerate(queries, 1):
-                if monitor.observe(i, name, query_image_features(decode_image(q))) is not None:
-                    at = j
+        ids = {name: i for i, name in enumerate(keys)}
+        members: dict[str, list[str]] = {}
+        for name, acct in account.items():
+            members.setdefault(acct, []).append(name)
+        sent: dict[str, int] = {}  # an account's queries so far
+        share_at: dict[str, float] = {}  # key -> share of its queries (of its account's, if the account was flagged)
+        for name, j in interleaved(keys, random.Random(seed)):
+            acct = account.get(name)
+            if acct:
+                sent[acct] = sent.get(acct, 0) + 1
+            for alert in monitor.observe(ids[name], name, query_image_features(decode_image(keys[name][j])), acct):
+                if alert.account:
+                    total = sum(len(keys[n]) for n in members[acct])
+                    for n in members[acct]:
+                        share_at.setdefault(n, sent[acct] / total)
+                else:
+                    share_at.setdefault(name, (j + 1) / len(keys[name]))
+        for name in keys:
             t = totals.setdefault(kind[name], [0, 0, []])
             t[0] += 1
-            if at is not None:
+            if name in share_at:
                 t[1] += 1
-                t[2].append(at / len(queries))
-    print(f"replay of seeds {seeds.start}-{seeds.stop - 1} in-process ({casual} casual and {collages} collage keys each):")
+                t[2].append(share_at[name])
+    print(f"replay of seeds {seeds.start}-{seeds.stop - 1} in-process ({casual} casual and {collages} collage keys, "
+          f"{teams} team accounts each):")
     for c, (n, flagged, shares) in totals.items():
-        latest = f", alert at <= {max(shares):.0%} of the key's queries" if shares else ""
+        latest = f", alert at <= {max(shares):.0%} of the key's queries (of its account's, if flagged as one)" if shares else ""
         print(f"  {c:<50} {flagged}/{n} keys flagged{latest}")
 
 
 def detection(model: Path, work: Path, args) -> bool:
     rng = random.Random(args.seed)
-    keys, kind = traffic(args, rng)
+    keys, kind, account = traffic(args, rng)
     settings = dict(rate_per_s=0, monitor=True, monitor_policy="log")
     started = time.perf_counter()
     with running_server(model, work / "detect.sqlite", workdir=work / "detect", **settings) as server:
-        tokens = {name: server.create_key(name) for name in keys}
+        tokens = {name: server.create_key(name, account.get(name)) for name in keys}
         bad = send_all(server.url, tokens, keys, rng)
         rows = server.queries()
     seconds = time.perf_counter() - started
-    alert_at: dict[str, int] = {}
+    alert_at: dict[str, int] = {}  # key -> its query that raised its own alert
     seen: dict[str, int] = {}
+    account_at: dict[str, int] = {}  # account -> its keys' queries (together) when the account's alert came
+    account_seen: dict[str, int] = {}
     for row in rows:
-        seen[row["key_name"]] = seen.get(row["key_name"], 0) + 1
-        if row["monitor"] and row["key_name"] not in alert_at:
-            alert_at[row["key_name"]] = seen[row["key_name"]]
+        name, label = row["key_name"], row["monitor"] or ""
+        seen[name] = seen.get(name, 0) + 1
+        if label and "account=" not in label.split("; ")[0] and name not in alert_at:
+            alert_at[name] = seen[name]
+        if name in account:
+            acct = account[name]
+            account_seen[acct] = account_seen.get(acct, 0) + 1
+            if "account=" in label and acct not in account_at:
+                account_at[acct] = account_seen[acct]
+    # a key of a flagged account counts as flagged (its `keys list` row shows the account's alert)
+    flagged_keys = set(alert_at) | {n for n, a in account.items() if a in account_at}
     cfg = MonitorConfig()
     print(f"detection: {sum(len(q) for q in keys.values())} queries from {len(keys)} keys through the server on "
           f"127.0.0.1 in {seconds:.0f} s (non-200: {bad}); monitor defaults: distinct {cfg.distinct}, share "
@@ -207,16 +255,23 @@ def detection(model: Path, work: Path, args) -> bool:
     ok = True
     print(f"{'class':<50} {'keys':>4} {'flagged':>7} {'queries/key':>12} {'alert at (query, share)':<28} PRADA W (>= 20 queries)")
     for c, names in classes.items():
-        flagged = [n for n in names if n in alert_at]
+        flagged = [n for n in names if n in flagged_keys]
         sizes = [len(keys[n]) for n in names]
-        at = ", ".join(f"{alert_at[n]} ({alert_at[n] / len(keys[n]):.0%})" for n in flagged[:4]) or "-"
+        at = ", ".join(f"{alert_at[n]} ({alert_at[n] / len(keys[n]):.0%})" for n in flagged[:4] if n in alert_at)
+        at = at or ("account" if flagged else "-")
         ws = [w_by_key[n] for n in names if w_by_key[n] is not None]
         wtxt = f"{min(ws):.3f}-{max(ws):.3f}" if ws else "-"
         size_txt = f"{min(sizes)}-{max(sizes)}" if min(sizes) != max(sizes) else str(sizes[0])
         print(f"{c:<50} {len(names):>4} {len(flagged):>7} {size_txt:>12} {at:<28} {wtxt}")
-    benign = [n for n, c in kind.items() if c.startswith("benign") and not c.endswith("(flagged by design)")]
-    fp = sum(n in alert_at for n in benign)
-    print(f"false positives: {fp}/{len(benign)} benign keys = {fp / len(benign):.1%} (goal <= 1%)")
+    benign = [n for n, c in kind.items() if c.startswith("benign") and not c.endswith("(flagged by design)")
+              and n not in account]
+    fp = sum(n in flagged_keys for n in benign)
+    print(f"false positives: {fp}/{len(benign)} benign keys on their own = {fp / len(benign):.1%} (goal <= 1%)")
+    teams = sorted({a for n, a in account.items() if n.startswith("team")})
+    team_flagged = [a for a in teams if a in account_at]
+    print(f"team accounts (5 casual keys each, {min(len(keys[n]) for n in account if n.startswith('team'))}-"
+          f"{max(sum(len(keys[n]) for n in account if account[n] == a) for a in teams)} queries an account): "
+          f"{len(team_flagged)}/{len(teams)} flagged as accounts")
     harvest_at = alert_at.get("harvest")
     if harvest_at is None:
         print("harvest, one key: NOT flagged")
@@ -232,7 +287,11 @@ def detection(model: Path, work: Path, args) -> bool:
     ok &= packed_at is not None
     for parts in (3, 6):
         names = [n for n in keys if n.startswith(f"spread{parts}_")]
-        print(f"harvest over {parts} keys: {sum(n in alert_at for n in names)}/{parts} keys flagged")
+        print(f"harvest over {parts} keys of {parts} accounts: {sum(n in alert_at for n in names)}/{parts} keys flagged")
+        at = account_at.get(f"attacker{parts}")
+        print(f"harvest over {parts} keys of one account: " + ("NOT flagged" if at is None else
+              f"the account flagged at its query {at} of {len(keys['harvest'])} ({at / len(keys['harvest']):.0%})"))
+        ok &= at is not None and at < 0.5 * len(keys["harvest"])
     ok &= fp / len(benign) <= 0.01
     return ok
 
@@ -313,6 +372,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--casual", type=int, default=200, help="benign keys with 1-8 photos each")
     parser.add_argument("--collages", type=int, default=20, help="benign keys with 1-3 collages each")
+    parser.add_argument("--teams", type=int, default=10, help="benign accounts of 5 casual keys each")
     parser.add_argument("--requests", type=int, default=240, help="requests per throughput round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=8)
@@ -336,7 +396,7 @@ def main() -> int:
               f"only), throughput on {args.n_blocks} blocks, {args.channels} channels; torch threads {torch.get_num_threads()}")
         ok = detection(tiny, work, args)
         if args.replay_seeds:
-            replay(range(args.seed + 1, args.seed + 1 + args.replay_seeds), args.casual, args.collages)
+            replay(range(args.seed + 1, args.seed + 1 + args.replay_seeds), args.casual, args.collages, args.teams)
         monitor_cost()
         if not args.skip_throughput:
             ok &= throughput(model, work, args)

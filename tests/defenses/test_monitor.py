@@ -33,9 +33,9 @@ def _stream(kind: str, n: int, seed: int = 0) -> list[np.ndarray]:
 
 def _first_alert(monitor: ExtractionMonitor, stream, key_id: int = 1):
     for i, f in enumerate(stream, 1):
-        alert = monitor.observe(key_id, f"key{key_id}", f)
-        if alert is not None:
-            return i, alert
+        alerts = monitor.observe(key_id, f"key{key_id}", f)
+        if alerts:
+            return i, alerts[0]
     return None, None
 
 
@@ -75,12 +75,28 @@ def test_alert_once_history_cap_and_key_eviction():
     monitor = ExtractionMonitor(MonitorConfig(distinct=8, history=16, max_keys=2))
     stream = _stream("diverse", 40)
     alerts = [monitor.observe(1, "a", f) for f in stream]
-    assert sum(a is not None for a in alerts) == 1  # flagged once
+    assert sum(len(a) for a in alerts) == 1  # flagged once
     state = monitor._keys[1]
     assert state.features.shape == (16, FEATURE_DIM) and len(state.distances) == 16  # bounded memory
     monitor.observe(2, "b", stream[0])
     monitor.observe(3, "c", stream[0])
     assert set(monitor._keys) == {2, 3}  # the least recently seen key was dropped
+
+
+def test_an_account_s_keys_are_watched_together():
+    """A harvest spread over 3 keys of one account (7 images each): no key reaches 20 distinct images, the
+    account does, at its 20th; the same over keys of 3 accounts is not flagged (what accounts are for)."""
+    stream = _stream("diverse", 21)
+    monitor = ExtractionMonitor(MonitorConfig(distinct=20))
+    raised = [(i, monitor.observe(1 + i % 3, f"k{i % 3}", f, account="acme")) for i, f in enumerate(stream, 1)]
+    flagged = [(i, alerts) for i, alerts in raised if alerts]
+    assert len(flagged) == 1 and flagged[0][0] == 20
+    alert = flagged[0][1][0]
+    assert alert.account == "acme" and alert.statistic == 20 and alert.queries == 20 and alert.key_id == 1 + 20 % 3
+    assert alert.label() == "alert:distinct=20 account=acme"
+    assert monitor.flagged(1) is None and monitor.stats(account="acme")["images"] == 21
+    apart = ExtractionMonitor(MonitorConfig(distinct=20))
+    assert not any(apart.observe(1 + i % 3, f"k{i % 3}", f, account=f"a{i % 3}") for i, f in enumerate(stream))
 
 
 def test_query_features_tell_variants_from_new_images(kit):
@@ -190,6 +206,43 @@ def test_server_logs_the_alert_and_applies_the_policy(tmp_path, kit, victim):
         assert listed.exit_code == 0 and f"distinct=4 after 4 queries ({policy})" in listed.stdout
 
 
+def test_an_account_flagged_together_loses_all_its_keys(tmp_path, kit, victim):
+    """Two keys of account acme send 2 distinct images each (distinct 4): neither key is flagged, the
+    account is at the 4th; with revoke, every key of acme (a third one too, never used) gets 403 and is
+    revoked in the database; a key of another account goes on; `keys list` shows the account's alert."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from imgsteal.cli import app
+    from imgsteal.victim.accounts import AccountsDB
+    from imgsteal.victim.server import ServerSettings, create_app
+
+    db = tmp_path / "api.sqlite"
+    settings = ServerSettings(rate_per_s=0, monitor=True, monitor_policy="revoke", monitor_min_images=2, monitor_distinct=4)
+    with AccountsDB(db) as accounts:
+        tokens = {name: accounts.create_key(name, account)[1]
+                  for name, account in (("a1", "acme"), ("a2", "acme"), ("a3", " acme "), ("b1", "other"))}
+    def post(client, name, seed):
+        return client.post("/v1/translate", content=kit.png_bytes(seed=seed),
+                           headers={"Authorization": f"Bearer {tokens[name]}", "Content-Type": "image/png"}).status_code
+    with TestClient(create_app(victim, db, settings)) as client:
+        codes = [post(client, name, seed) for name, seed in (("a1", 0), ("a2", 1), ("a1", 2), ("a2", 3))]
+        after = {name: post(client, name, 10) for name in ("a1", "a2", "a3", "b1")}
+    assert codes == [200] * 4 and after == {"a1": 403, "a2": 403, "a3": 403, "b1": 200}
+    with AccountsDB(db) as accounts:
+        assert [r["monitor"] for r in accounts.queries("a2")] == [None, "alert:distinct=4 account=acme"]
+        keys = {k.name: k for k in accounts.list_keys()}
+    assert {n: k.account for n, k in keys.items()} == {"a1": "acme", "a2": "acme", "a3": "acme", "b1": "other"}
+    assert all(keys[n].revoked for n in ("a1", "a2", "a3")) and not keys["b1"].revoked
+    assert keys["a3"].alert == "account acme: distinct=4 after 4 queries (revoke)" and keys["b1"].alert is None
+    listed = CliRunner().invoke(app, ["keys", "list", "--db", str(db)])
+    assert listed.exit_code == 0 and "account acme: distinct=4 after 4 queries (revoke)" in listed.stdout
+    made = CliRunner().invoke(app, ["keys", "create", "--name", "c1", "--account", "acme", "--db", str(db)])
+    assert made.exit_code == 0
+    with AccountsDB(db) as accounts:
+        assert {k.name: k.account for k in accounts.list_keys()}["c1"] == "acme"
+
+
 def test_monitor_is_off_by_default_and_settings_are_validated():
     from pydantic import ValidationError
 
@@ -222,5 +275,7 @@ def test_a_database_from_before_the_monitor_gets_the_column(tmp_path):
         key = accounts.create_key("old")[0]
         accounts.log_queries([QueryRecord(key.key_id, 0.0, "a" * 64, 1, 1, 1, "b" * 64, 1.0, monitor="alert:distinct=20")])
         assert accounts.queries()[0]["monitor"] == "alert:distinct=20"
+        assert accounts.list_keys()[0].account is None
+        accounts.create_key("new", "acme")
     with AccountsDB(db) as again:  # opening twice adds nothing twice
-        assert again.list_keys()[0].alert is None
+        assert again.list_keys()[0].alert is None and again.list_keys()[1].account == "acme"

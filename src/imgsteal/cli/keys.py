@@ -42,13 +42,16 @@ def _when(timestamp: float | None) -> str:
 
 
 @keys_app.command("create")
-def create(name: str = typer.Option(..., help="who the key is for (unique)"), db: Path = DB_OPTION) -> None:
+def create(name: str = typer.Option(..., help="who the key is for (unique)"),
+           account: str = typer.Option(None, help="the customer account the key belongs to: `serve --monitor` "
+                                                  "also watches an account's keys together"),
+           db: Path = DB_OPTION) -> None:
     """Create a key and print it on stdout, once: only its salted hash is kept."""
     with user_errors():
         from imgsteal.victim.accounts import AccountsDB
 
         with AccountsDB(db) as accounts:
-            _, key = accounts.create_key(name)
+            _, key = accounts.create_key(name, account)
         typer.echo(f"created key {name!r}; it is shown only now:", err=True)
         typer.echo(key)
 
@@ -65,10 +68,10 @@ def list_keys(db: Path = DB_OPTION) -> None:
         if not keys:
             typer.echo(f"no keys in {db}", err=True)
             return
-        typer.echo(f"{'name':<20} {'id':<12} {'created':<19} {'revoked':<19} {'queries':>8}  monitor alert")
+        typer.echo(f"{'name':<20} {'account':<12} {'id':<12} {'created':<19} {'revoked':<19} {'queries':>8}  monitor alert")
         for k in keys:
-            typer.echo(f"{printable(k.name):<20} {k.public_id:<12} {_when(k.created_at):<19} {_when(k.revoked_at):<19} "
-                       f"{k.queries:>8}  {k.alert or '-'}")
+            typer.echo(f"{printable(k.name):<20} {printable(k.account or '-'):<12} {k.public_id:<12} "
+                       f"{_when(k.created_at):<19} {_when(k.revoked_at):<19} {k.queries:>8}  {printable(k.alert or '-')}")
 
 
 @keys_app.command("revoke")

@@ -26,8 +26,8 @@ queries (requests) seen. What it cannot see: an attacker with few images (a few-
 all look alike to these features (e.g. crops of a few large photos), or a mosaic whose seams are
 blended away (a cross-fade between tiles; the attacker then loses the answers near the seams).
 
-Per key the state is `history` x 228 float32 (about 230 kB at 256), and at most `max_keys` keys are
-tracked (least recently seen dropped first). Each image costs O(history) distance computations
+Per key (and per account) the state is `history` x 228 float32 (about 230 kB at 256), and at most
+`max_keys` streams are tracked (least recently seen dropped first). Each image costs O(history) distance computations
 plus, with the normality test on, one Shapiro-Wilk test over at most `history` values.
 """
 
@@ -85,7 +85,7 @@ class MonitorConfig(BaseModel):
     normality: float = Field(0.0, ge=0, le=1, description="PRADA: alert when the Shapiro-Wilk W of the key's "
                                                           "nearest-query distances falls below this (0 = test off)")
     history: int = Field(256, ge=8, le=4096, description="queries per key whose features are kept (the distance window)")
-    max_keys: int = Field(4096, ge=1, description="keys tracked at once (least recently seen dropped first)")
+    max_keys: int = Field(4096, ge=1, description="keys and accounts tracked at once (least recently seen dropped first)")
     throttle_rate: float = Field(0.1, gt=0, description="requests/s of a throttled key")
 
 
@@ -180,8 +180,10 @@ def query_image_features(image: torch.Tensor, mosaics: bool = True) -> np.ndarra
 # -- per-key state -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MonitorAlert:
-    """A key's stream looked like an extraction. test: 'distinct' or 'normality'; statistic: the
-    distinct image count or Shapiro-Wilk W; queries: the key's queries (requests) seen when it fired."""
+    """A key's stream - or, with `account` set, the streams of that account's keys together - looked
+    like an extraction. test: 'distinct' or 'normality'; statistic: the distinct image count or
+    Shapiro-Wilk W; queries: the queries (requests) of the key, or of the account, seen when it fired;
+    key_id / key_name: the key whose query raised it."""
 
     key_id: int
     key_name: str
@@ -190,11 +192,12 @@ class MonitorAlert:
     queries: int
     raised_at: float
     action: str
+    account: str | None = None
 
     def label(self) -> str:
-        """Short text for the query log, e.g. 'alert:distinct=20'."""
+        """Short text for the query log, e.g. 'alert:distinct=20' (or 'alert:distinct=20 account=acme')."""
         value = f"{self.statistic:.3f}" if self.test == "normality" else f"{self.statistic:g}"
-        return f"alert:{self.test}={value}"
+        return f"alert:{self.test}={value}" + (f" account={self.account}" if self.account else "")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -225,9 +228,12 @@ def shapiro_w(values) -> float:
 
 
 class ExtractionMonitor:
-    """Per-key extraction detector; thread-safe (the server calls `observe` from its codec threads).
+    """Per-key (and per-account) extraction detector; thread-safe (the server calls `observe` from its
+    codec threads).
 
-    observe(key_id, key_name, features) -> a MonitorAlert the first time the key is flagged, else None.
+    observe(key_id, key_name, features, account) -> the alerts of that query: the key's the first time
+    the key is flagged, its account's the first time the account is. An account's keys are watched as one stream as well as each on
+    its own: an adversary who spreads a harvest over the keys of one account is seen whole.
     """
 
     def __init__(self, config: MonitorConfig | None = None, clock=time.time) -> None:
@@ -236,15 +242,16 @@ class ExtractionMonitor:
         self._keys: collections.OrderedDict[int, _KeyState] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def _state(self, key_id: int) -> _KeyState:
+    def _state(self, stream: int | tuple[str, str]) -> _KeyState:
+        """The state of a key's stream (its id) or an account's (("account", name))."""
         with self._lock:
-            state = self._keys.get(key_id)
+            state = self._keys.get(stream)
             if state is None:
-                state = self._keys[key_id] = _KeyState(self.config.history)
+                state = self._keys[stream] = _KeyState(self.config.history)
                 while len(self._keys) > self.config.max_keys:
                     self._keys.popitem(last=False)
             else:
-                self._keys.move_to_end(key_id)
+                self._keys.move_to_end(stream)
             return state
 
     def flagged(self, key_id: int) -> MonitorAlert | None:
@@ -253,20 +260,30 @@ class ExtractionMonitor:
             state = self._keys.get(key_id)
         return None if state is None else state.alert
 
-    def stats(self, key_id: int) -> dict:
-        """Queries, images, distinct images and current W of a tracked key (for tests and benchmarks)."""
-        state = self._state(key_id)
+    def stats(self, key_id: int | None = None, account: str | None = None) -> dict:
+        """Queries, images, distinct images and current W of a tracked key, or account (for tests and benchmarks)."""
+        state = self._state(("account", account) if account is not None else key_id)
         with state.lock:
             return {"queries": state.queries, "images": state.images, "distinct": state.distinct,
                     "w": shapiro_w(state.distances)}
 
-    def observe(self, key_id: int, key_name: str, features: np.ndarray) -> MonitorAlert | None:
-        """Add one answered query of the key: the features of the images it carries (FEATURE_DIM, or
-        n x FEATURE_DIM, e.g. `query_image_features`); returns the alert when this query flags the key."""
+    def observe(self, key_id: int, key_name: str, features: np.ndarray,
+                account: str | None = None) -> list[MonitorAlert]:
+        """Add one answered query of the key (of `account`, if it has one): the features of the images
+        it carries (FEATURE_DIM, or n x FEATURE_DIM, e.g. `query_image_features`); returns the alerts
+        this query raised: none, the key's, its account's, or both."""
+        images = np.atleast_2d(features)
+        alerts = [self._observe(key_id, images, key_id, key_name, None)]
+        if account is not None:
+            alerts.append(self._observe(("account", account), images, key_id, key_name, account))
+        return [a for a in alerts if a is not None]
+
+    def _observe(self, stream: int | tuple[str, str], images: np.ndarray, key_id: int, key_name: str,
+                 account: str | None) -> MonitorAlert | None:
         cfg = self.config
-        state = self._state(key_id)
+        state = self._state(stream)
         with state.lock:
-            for image in np.atleast_2d(features):
+            for image in images:
                 n = min(state.stored, cfg.history)
                 if n:
                     diff = state.features[:n] - image
@@ -292,5 +309,6 @@ class ExtractionMonitor:
             if test is None:
                 return None
             state.alert = MonitorAlert(key_id=key_id, key_name=key_name, test=test, statistic=statistic,
-                                       queries=state.queries, raised_at=self.clock(), action=cfg.policy.value)
+                                       queries=state.queries, raised_at=self.clock(), action=cfg.policy.value,
+                                       account=account)
             return state.alert

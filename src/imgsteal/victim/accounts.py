@@ -5,6 +5,10 @@ sha256(salt || key) with a random per-key salt; a fast hash is enough because th
 random bits (nothing to brute-force), and the salt keeps equal hashes from ever matching across rows.
 The database file is created owner-only (0600); SQLite gives its -wal and -shm files the same mode.
 
+A key may belong to an account (`account`: the customer who holds it, e.g. one per contract or
+payment method): the extraction monitor then also watches the account's keys together, so an
+adversary who spreads its queries over the keys of one account is seen as one.
+
 Every answered query is one `query_log` row; its `monitor` column names the extraction-monitor
 alert that query raised (imgsteal.defenses.monitor), and `monitor_alerts` keeps one row per alert. `QueryLogWriter` commits rows from a background thread
 in groups (one fsync for all the rows that arrived meanwhile), and hands each caller its row id only
@@ -37,7 +41,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
     salt        TEXT NOT NULL,
     key_hash    TEXT NOT NULL,
     created_at  REAL NOT NULL,
-    revoked_at  REAL
+    revoked_at  REAL,
+    account     TEXT
 );
 CREATE TABLE IF NOT EXISTS query_log (
     query_id      INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -60,7 +65,8 @@ CREATE TABLE IF NOT EXISTS monitor_alerts (
     test        TEXT NOT NULL,
     statistic   REAL NOT NULL,
     queries     INTEGER NOT NULL,
-    action      TEXT NOT NULL
+    action      TEXT NOT NULL,
+    account     TEXT
 );
 """
 
@@ -78,6 +84,7 @@ class ApiKey:
     revoked_at: float | None
     queries: int = 0
     alert: str | None = None  # the extraction monitor's first alert on this key, e.g. "distinct=20 after 22 queries (log)"
+    account: str | None = None  # the customer account the key belongs to (None: a key on its own)
 
     @property
     def revoked(self) -> bool:
@@ -123,13 +130,14 @@ def connect(path: str | Path, create: bool = True) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.executescript(SCHEMA)
-    columns = {row[1] for row in db.execute("PRAGMA table_info(query_log)")}
-    if "monitor" not in columns:  # a database made before the extraction monitor
-        try:
-            db.execute("ALTER TABLE query_log ADD COLUMN monitor TEXT")
-        except sqlite3.OperationalError as exc:  # another connection added it meanwhile
-            if "duplicate column" not in str(exc):
-                raise
+    # Columns added since the first release: a database made before them gets them on open
+    for table, column in (("query_log", "monitor"), ("api_keys", "account"), ("monitor_alerts", "account")):
+        if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+            try:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+            except sqlite3.OperationalError as exc:  # another connection added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
     db.commit()
     return db
 
@@ -152,9 +160,11 @@ class AccountsDB:
         self.close()
 
     # -- keys -----------------------------------------------------------------------------------
-    def create_key(self, name: str) -> tuple[ApiKey, str]:
-        """Make a key named `name`; returns (its record, the key itself). The key is not stored: show it once."""
+    def create_key(self, name: str, account: str | None = None) -> tuple[ApiKey, str]:
+        """Make a key named `name` (of `account`, if given); returns (its record, the key itself). The
+        key is not stored: show it once."""
         name = name.strip()
+        account = (account or "").strip() or None
         if not name:
             raise ApiKeyError("a key needs a non-empty --name")
         public_id = secrets.token_hex(6)
@@ -163,45 +173,55 @@ class AccountsDB:
         now = time.time()
         try:
             cur = self.db.execute(
-                "INSERT INTO api_keys (name, public_id, salt, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                (name, public_id, salt, _hash_key(salt, key), now),
+                "INSERT INTO api_keys (name, public_id, salt, key_hash, created_at, account) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, public_id, salt, _hash_key(salt, key), now, account),
             )
             self.db.commit()
         except sqlite3.IntegrityError as exc:
             self.db.rollback()
             raise ApiKeyError(f"a key named {name!r} already exists (names stay taken after revocation)") from exc
-        return ApiKey(cur.lastrowid, name, public_id, now, None), key
+        return ApiKey(cur.lastrowid, name, public_id, now, None, account=account), key
 
     def list_keys(self) -> list[ApiKey]:
         """All keys, oldest first, with their answered-query counts and first monitor alert."""
         rows = self.db.execute(
             "SELECT k.key_id, k.name, k.public_id, k.created_at, k.revoked_at,"
-            " (SELECT COUNT(*) FROM query_log q WHERE q.key_id = k.key_id)"
+            " (SELECT COUNT(*) FROM query_log q WHERE q.key_id = k.key_id), k.account"
             " FROM api_keys k ORDER BY k.key_id"
         ).fetchall()
         alerts = self.alerts()
-        return [ApiKey(*row, alert=alerts.get(row[0])) for row in rows]
+        return [ApiKey(*row[:6], alert=alerts.get(row[0]), account=row[6]) for row in rows]
 
     def alerts(self) -> dict[int, str]:
-        """key id -> its first extraction-monitor alert, as text ("distinct=20 after 22 queries (throttle)")."""
+        """key id -> the first extraction-monitor alert on it, as text: "distinct=20 after 22 queries
+        (throttle)" for the key's own stream, "account acme: distinct=20 after 20 queries (log)" when its
+        account's keys together raised it (shown on every key of the account)."""
+        keys_of: dict[str, list[int]] = {}
+        for key_id, account in self.db.execute("SELECT key_id, account FROM api_keys WHERE account IS NOT NULL"):
+            keys_of.setdefault(account, []).append(key_id)
         out: dict[int, str] = {}
-        for key_id, test, statistic, queries, action in self.db.execute(
-                "SELECT key_id, test, statistic, queries, action FROM monitor_alerts ORDER BY alert_id"):
-            if key_id not in out:
-                value = f"{statistic:.3f}" if test == "normality" else f"{statistic:g}"
-                out[key_id] = f"{test}={value} after {queries} queries ({action})"
+        for key_id, test, statistic, queries, action, account in self.db.execute(
+                "SELECT key_id, test, statistic, queries, action, account FROM monitor_alerts ORDER BY alert_id"):
+            value = f"{statistic:.3f}" if test == "normality" else f"{statistic:g}"
+            text = f"{test}={value} after {queries} queries ({action})"
+            for flagged in keys_of.get(account, []) if account else [key_id]:
+                out.setdefault(flagged, f"account {account}: {text}" if account else text)
         return out
 
     def record_alert(self, alert) -> None:
-        """Store a monitor alert (any object with key_id, raised_at, test, statistic, queries, action);
-        action 'revoke' also revokes the key."""
+        """Store a monitor alert (any object with key_id, raised_at, test, statistic, queries, action and
+        account: None for a key's own stream, else the account whose keys raised it together); action
+        'revoke' also revokes the key, or every key of the account."""
+        account = getattr(alert, "account", None)
         with self.db:
-            self.db.execute("INSERT INTO monitor_alerts (key_id, raised_at, test, statistic, queries, action)"
-                            " VALUES (?,?,?,?,?,?)",
-                            (alert.key_id, alert.raised_at, alert.test, alert.statistic, alert.queries, alert.action))
+            self.db.execute("INSERT INTO monitor_alerts (key_id, raised_at, test, statistic, queries, action, account)"
+                            " VALUES (?,?,?,?,?,?,?)",
+                            (alert.key_id, alert.raised_at, alert.test, alert.statistic, alert.queries, alert.action,
+                             account))
             if alert.action == "revoke":
-                self.db.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
-                                (alert.raised_at, alert.key_id))
+                where, arg = ("account = ?", account) if account else ("key_id = ?", alert.key_id)
+                self.db.execute(f"UPDATE api_keys SET revoked_at = ? WHERE {where} AND revoked_at IS NULL",
+                                (alert.raised_at, arg))
 
     def revoke_key(self, name: str) -> ApiKey:
         """Revoke the key named `name` (idempotent); later requests with it get 403."""
@@ -218,12 +238,12 @@ class AccountsDB:
         if public_id is None:
             return None
         row = self.db.execute(
-            "SELECT key_id, name, public_id, created_at, revoked_at, salt, key_hash FROM api_keys WHERE public_id = ?",
-            (public_id,),
+            "SELECT key_id, name, public_id, created_at, revoked_at, salt, key_hash, account FROM api_keys"
+            " WHERE public_id = ?", (public_id,),
         ).fetchone()
         if row is None or not hmac.compare_digest(_hash_key(row[5], key), row[6]):
             return None
-        return ApiKey(*row[:5])
+        return ApiKey(*row[:5], account=row[7])
 
     # -- query log ------------------------------------------------------------------------------
     def log_queries(self, records: list[QueryRecord]) -> list[int]:

@@ -56,12 +56,12 @@ class RunningServer:
     process: subprocess.Popen
     log_path: Path
 
-    def create_key(self, name: str) -> str:
-        """A new API key named `name` (works while the server runs)."""
+    def create_key(self, name: str, account: str | None = None) -> str:
+        """A new API key named `name`, of `account` if given (works while the server runs)."""
         from imgsteal.victim.accounts import AccountsDB
 
         with AccountsDB(self.db_path) as accounts:
-            return accounts.create_key(name)[1]
+            return accounts.create_key(name, account)[1]
 
     def queries(self, key_name: str | None = None) -> list[dict]:
         """The server's query log (answered queries), optionally of one key."""

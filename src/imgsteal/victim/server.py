@@ -242,6 +242,11 @@ def _decode(data: bytes) -> torch.Tensor:
         raise ApiError(400, f"the image cannot be decoded (truncated or corrupt): {exc}") from None
 
 
+def monitor_streams(key: ApiKey) -> list[tuple]:
+    """The monitor's streams a key's requests belong to: its own, and its account's if it has one."""
+    return [("key", key.key_id)] + ([("account", key.account)] if key.account else [])
+
+
 def _key_busy() -> ApiError:
     return ApiError(429, "this key already has its share of work in flight; retry when an answer arrives",
                     {"Retry-After": "1"})
@@ -280,8 +285,10 @@ class _Service:
         self.log_writer: QueryLogWriter | None = None
         monitor_config = settings.monitor_config()
         self.monitor = ExtractionMonitor(monitor_config) if monitor_config is not None else None
-        self.monitor_next_s: dict[int, float] = {}  # throttled key -> time.monotonic() of its next allowed request
-        self.monitor_revoked: set[int] = set()  # revoked by the monitor (also in the database, committed shortly after)
+        # Throttled and revoked by the monitor, by stream: ("key", id) or ("account", name) (revocations
+        # are also in the database, committed shortly after)
+        self.monitor_next_s: dict[tuple, float] = {}  # stream -> time.monotonic() of its next allowed request
+        self.monitor_revoked: set[tuple] = set()
 
     def _plan_memory(self) -> MemoryPlan:
         """Measure the model's activation cost and derive the memory limits (ImgstealError if too small)."""
@@ -328,31 +335,33 @@ class _Service:
         key = self.accounts.authenticate(api_key_of(request))
         if key is None:
             raise ApiError(401, "missing or unknown API key (send Authorization: Bearer KEY)", {"WWW-Authenticate": "Bearer"})
-        if key.revoked or key.key_id in self.monitor_revoked:
+        if key.revoked or any(stream in self.monitor_revoked for stream in monitor_streams(key)):
             raise ApiError(403, "this API key has been revoked")
         return key
 
     def finish_watched(self, key: ApiKey, image: torch.Tensor, output: torch.Tensor,
-                       input_sha: str) -> tuple[bytes, str | None, float, MonitorAlert | None]:
+                       input_sha: str) -> tuple[bytes, str | None, float, list[MonitorAlert]]:
         """`finish`, then (monitor on) the query's features to the key's monitor; runs in a codec thread.
         The monitor's time is not part of the returned seconds (latency shaping of defended answers)."""
         png, label, took_s = self.finish(key.name, image, output, input_sha)
-        alert = None
+        alerts: list[MonitorAlert] = []
         if self.monitor is not None:
             try:
-                alert = self.monitor.observe(key.key_id, key.name,
-                                             query_image_features(image, self.monitor.config.mosaics))
+                alerts = self.monitor.observe(key.key_id, key.name,
+                                              query_image_features(image, self.monitor.config.mosaics), key.account)
             except Exception:  # the monitor never costs a client its answer
                 log.exception("extraction monitor failed on a query of key %r", key.name)
-        return png, label, took_s, alert
+        return png, label, took_s, alerts
 
     def on_alert(self, alert: MonitorAlert) -> None:
-        """Record the alert (query log database) and apply the policy to the key's later requests."""
+        """Record the alert (query log database) and apply the policy to the later requests of the key,
+        or of every key of the account when the account's keys together raised it."""
+        stream = ("account", alert.account) if alert.account else ("key", alert.key_id)
         if alert.action == MonitorPolicy.revoke.value:
-            self.monitor_revoked.add(alert.key_id)
+            self.monitor_revoked.add(stream)
         elif alert.action == MonitorPolicy.throttle.value:
             assert self.monitor is not None
-            self.monitor_next_s[alert.key_id] = time.monotonic() + 1.0 / self.monitor.config.throttle_rate
+            self.monitor_next_s[stream] = time.monotonic() + 1.0 / self.monitor.config.throttle_rate
         log.warning("extraction monitor: key %r flagged (%s after %d queries; policy %s)", alert.key_name,
                     alert.label(), alert.queries, alert.action)
         assert self.log_writer is not None
@@ -360,15 +369,18 @@ class _Service:
         future.add_done_callback(lambda f: f.exception() and log.error("could not record a monitor alert: %s", f.exception()))
 
     def monitor_refuses(self, key: ApiKey) -> float:
-        """Seconds a throttled key must wait (0.0: go ahead; one request per 1 / throttle_rate seconds)."""
-        next_s = self.monitor_next_s.get(key.key_id)
-        if next_s is None:
+        """Seconds a throttled key must wait (0.0: go ahead; one request per 1 / throttle_rate seconds
+        for a throttled key, and for all the keys of a throttled account together)."""
+        throttled = [stream for stream in monitor_streams(key) if stream in self.monitor_next_s]
+        if not throttled:
             return 0.0
         now = time.monotonic()
-        if now < next_s:
-            return next_s - now
+        wait_s = max(self.monitor_next_s[stream] - now for stream in throttled)
+        if wait_s > 0:
+            return wait_s
         assert self.monitor is not None
-        self.monitor_next_s[key.key_id] = now + 1.0 / self.monitor.config.throttle_rate
+        for stream in throttled:
+            self.monitor_next_s[stream] = now + 1.0 / self.monitor.config.throttle_rate
         return 0.0
 
     def finish(self, key_name: str, image: torch.Tensor, output: torch.Tensor, input_sha: str) -> tuple[bytes, str | None, float]:
@@ -423,8 +435,8 @@ class _Service:
             image = await loop.run_in_executor(codec, _decode, data)
             input_sha = sha256_bytes(data)
             output = await self._model_answer(image, key, gone)
-            png, label, took_s, alert = await loop.run_in_executor(codec, self.finish_watched, key, image, output, input_sha)
-            if alert is not None:
+            png, label, took_s, alerts = await loop.run_in_executor(codec, self.finish_watched, key, image, output, input_sha)
+            for alert in alerts:
                 self.on_alert(alert)
             await self.shape_latency(took_s, output.shape[-1] * output.shape[-2], label)
             if gone.done():  # computed, but nobody is left to send it to: not an answered query
@@ -434,7 +446,7 @@ class _Service:
             record = QueryRecord(key_id=key.key_id, queried_at=queried_at, input_sha256=input_sha, input_bytes=len(data),
                                  input_width=image.shape[-1], input_height=image.shape[-2], output_sha256=sha256_bytes(png),
                                  latency_ms=(time.perf_counter() - started) * 1000.0, defense=label,
-                                 monitor=alert.label() if alert is not None else None)
+                                 monitor="; ".join(alert.label() for alert in alerts) or None)
             query_id = await asyncio.wrap_future(self.log_writer.submit(record))
         finally:
             gone.cancel()
