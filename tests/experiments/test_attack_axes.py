@@ -26,7 +26,7 @@ def test_axes_expand_into_cells_with_readable_folder_names(tiny_sr):
     ({"budgets": [0]}, "at least 1"),
     ({"attacks": ["nosuch"]}, "attacks"),
     ({"selections": ["diverse"]}, "give `budgets`"),
-    ({"surrogates": ["pix2pix"]}, "srresnet, edsr"),
+    ({"surrogates": ["pix2pix"]}, "srresnet, edsr, msrresnet"),
 ])
 def test_bad_axes_are_refused_before_anything_runs(tiny_sr, grid, message):
     with pytest.raises(Exception, match=message):

@@ -52,7 +52,7 @@ def test_cell_ids_and_folders():
 @pytest.mark.parametrize("change, message", [
     ({"surrogate": {"seed": 3}}, "set by the grid"),
     ({"surrogate": {"epochz": 3}}, "unknown surrogate settings epochz"),
-    ({"surrogate": {"arch": "pix2pix"}}, "srresnet or edsr surrogate"),
+    ({"surrogate": {"arch": "pix2pix"}}, "surrogate is one of srresnet, edsr, msrresnet"),
     ({"kind": "style", "surrogate": {"arch": "pix2pix"}}, "style_set"),
     ({"victim": {}}, "exactly one of"),
     ({"victim": {"train": {"arch": "cyclegan"}}}, "does not fit a sr task"),

@@ -43,7 +43,7 @@ def test_lr_and_batch_size_default_to_each_architectures_reference():
 def test_cli_arch_choices_are_the_configs():
     assert [a.value for a in Arch] == list(get_args(SurrogateConfig.model_fields["arch"].annotation))
     result = runner.invoke(app, ["surrogate", "train", "--help"], terminal_width=200)
-    assert "srresnet|edsr|pix2pix|pix2pix_resnet" in result.output
+    assert "srresnet|edsr|msrresnet|pix2pix|pix2pix_resnet" in result.output
 
 
 def test_pix2pix_cli_uses_the_reference_recipe_and_records_the_test_mode(tmp_path):

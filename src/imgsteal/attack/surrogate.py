@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from imgsteal.attack.methods import AttackMethod, arch_kind, build_recipe, build_source, natural_epoch_steps
+from imgsteal.attack.methods import (SR_ARCHS, STYLE_ARCHS, AttackMethod, arch_kind, build_recipe, build_source,
+                                     natural_epoch_steps)
 from imgsteal.attack.methods.adaptive import AdaptiveOptions
 from imgsteal.attack.methods.few_shot import DEFAULT_ZOOMS
 from imgsteal.attack.methods.steps import StepSource, epoch_length, epochs_for
@@ -25,6 +26,7 @@ from imgsteal.train.loop import TrainingResult, run_training
 ARCH_DEFAULTS: dict[str, dict[str, float | int]] = {
     "srresnet": {"lr": 1e-4, "batch_size": 16},
     "edsr": {"lr": 1e-4, "batch_size": 16},
+    "msrresnet": {"lr": 1e-4, "batch_size": 16},
     "pix2pix": {"lr": 2e-4, "batch_size": 1},
     "pix2pix_resnet": {"lr": 2e-4, "batch_size": 1},
 }
@@ -37,8 +39,9 @@ class SurrogateConfig(BaseModel):
     """
 
     store: str
-    arch: Literal["srresnet", "edsr", "pix2pix", "pix2pix_resnet"] = Field(
-        "srresnet", description="super-resolution: srresnet, edsr; style: pix2pix (UNet), pix2pix_resnet (ResNet generator)")
+    arch: Literal[SR_ARCHS + STYLE_ARCHS] = Field(  # type: ignore[valid-type]
+        "srresnet", description="super-resolution: srresnet, edsr, msrresnet; style: pix2pix (UNet), pix2pix_resnet "
+                                "(ResNet generator)")
     attack: AttackMethod = Field(
         "paper", description="training method on the pairs (imgsteal.attack.methods; docs/attacks.md)")
     seed: int = 0

@@ -8,19 +8,14 @@ from typing import Optional
 
 import typer
 
-from imgsteal.attack.methods import ATTACK_METHODS
+from imgsteal.attack.methods import ATTACK_METHODS, SR_ARCHS, STYLE_ARCHS
 from imgsteal.cli._common import user_errors
 
 surrogate_app = typer.Typer(help="The adversary's surrogate F_A.", no_args_is_help=True)
 
 
-class Arch(str, Enum):
-    """SurrogateConfig.arch's choices (a test keeps them equal)."""
-
-    srresnet = "srresnet"
-    edsr = "edsr"
-    pix2pix = "pix2pix"
-    pix2pix_resnet = "pix2pix_resnet"
+# SurrogateConfig.arch's choices, from the one list of them (imgsteal.attack.methods)
+Arch = Enum("Arch", {arch: arch for arch in SR_ARCHS + STYLE_ARCHS}, type=str)
 
 
 # SurrogateConfig.attack's choices, from the one list (docs/attacks.md; the adaptive ones: docs/defenses.md)
@@ -36,7 +31,7 @@ class TestMode(str, Enum):
 def train(
     store: Path = typer.Option(..., help="pair store written by `imgsteal harvest`"),
     out: Path = typer.Option(..., "--out", "-o", help="run folder"),
-    arch: Arch = typer.Option(Arch.srresnet, help="super-resolution: srresnet (the paper's), edsr; style transfer: "
+    arch: Arch = typer.Option(Arch.srresnet, help="super-resolution: srresnet (the paper's), edsr, msrresnet; style transfer: "
                               "pix2pix (the paper's, UNet), pix2pix_resnet (ResNet generator)"),
     seed: int = typer.Option(0, help="seeds the data subset, the initialisation and the batches"),
     fraction: float = typer.Option(1.0, help="share of the stored pairs to train on (0.25, 0.5, 0.75, 1.0)"),

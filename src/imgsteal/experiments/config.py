@@ -257,7 +257,7 @@ class TaskConfig(_Strict):
             raise ValueError(f"unknown surrogate settings {', '.join(unknown)}; known: {', '.join(sorted(known - set(GRID_OWNED)))}")
         arch = self.surrogate_settings()["arch"]
         if arch not in kind.surrogate_archs:
-            raise ValueError(f"a {self.kind} task trains a {' or '.join(kind.surrogate_archs)} surrogate, not {arch!r}")
+            raise ValueError(f"a {self.kind} task's surrogate is one of {', '.join(kind.surrogate_archs)}, not {arch!r}")
         if not kind.has_truth and not self.style_set:
             raise ValueError(f"a {self.kind} task needs `style_set` (the style images S_X for experiments A and C)")
         if self.victim.train is not None and self.victim.train["arch"] not in kind.victim_archs:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from imgsteal.attack.methods import SR_ARCHS, STYLE_ARCHS
 from imgsteal.errors import ImgstealError
 
 
@@ -163,10 +164,10 @@ class _Style(Kind):
 
 
 SUPER_RESOLUTION = _SuperResolution(
-    name="sr", title="super-resolution", victim_archs=("srgan",), surrogate_archs=("srresnet", "edsr"),
+    name="sr", title="super-resolution", victim_archs=("srgan",), surrogate_archs=SR_ARCHS,
     main_metric="ssim", baseline="bicubic", input_label="LR input", has_truth=True, victim_dataset_fields=("hr",))
 STYLE = _Style(
-    name="style", title="style transfer", victim_archs=("cyclegan", "ugatit"), surrogate_archs=("pix2pix", "pix2pix_resnet"),
+    name="style", title="style transfer", victim_archs=("cyclegan", "ugatit"), surrogate_archs=STYLE_ARCHS,
     main_metric="fid", baseline="input", input_label="input", has_truth=False,
     victim_dataset_fields=("domain_a", "domain_b"))
 

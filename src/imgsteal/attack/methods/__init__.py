@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 AttackMethod = Literal["paper", "domain-shift", "few-shot", "jpeg", "resize", "noise", "overmark", "finetune"]
 ATTACK_METHODS: tuple[str, ...] = ("paper", "domain-shift", "few-shot", "jpeg", "resize", "noise", "overmark", "finetune")
 
-# Surrogate architectures by kind: the grid's `surrogate` axis picks among these.
-SR_ARCHS = ("srresnet", "edsr")
+# Surrogate architectures by kind: the grid's `surrogate` axis picks among these (the only list of them).
+# msrresnet adds the bilinearly upsampled input to its output, so even a short training starts from
+# an upscaling, not from noise.
+SR_ARCHS = ("srresnet", "edsr", "msrresnet")
 STYLE_ARCHS = ("pix2pix", "pix2pix_resnet")
 
 
