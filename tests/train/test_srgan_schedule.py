@@ -145,3 +145,28 @@ def test_victim_train_cli_takes_the_schedule_in_steps(tmp_path):
     bad = CliRunner().invoke(app, ["victim", "train", "--task", "sr", "--arch", "srgan", "--hr", str(tmp_path / "hr"),
                                    "--pretrain-steps", "2", "--out", str(tmp_path / "w")])
     assert bad.exit_code == 2 and "both pretrain_steps and gan_steps" in bad.output
+
+
+def test_sr_victim_with_the_msrresnet_generator_trains_and_serves(tmp_path):
+    """--generator msrresnet (BasicSR's SRGAN generator): the victim run exports an msrresnet that the
+    inference code loads and runs; another generator name is refused."""
+    from imgsteal.data.images import encode_png
+    from imgsteal.victim.inference import load_translator
+    from imgsteal.victim.train import train_sr_victim
+
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    torch.manual_seed(0)
+    for i in range(3):
+        (hr / f"{i}.png").write_bytes(encode_png(torch.rand(3, 64, 64)))
+    cfg = SRVictimConfig(hr=[str(hr)], scale=4, generator="msrresnet", n_blocks=1, channels=8, disc_channels=4,
+                         patch=8, batch_size=2, pretrain_steps=2, gan_steps=0, content_loss="pixel", device="cpu",
+                         checkpoint_every=0)
+    train_sr_victim(cfg, tmp_path / "victim", progress=False)
+    spec = json.loads((tmp_path / "victim" / "model.json").read_text())
+    assert spec["archs"]["generator"]["arch"] == "msrresnet"
+    translator = load_translator(tmp_path / "victim", "cpu")
+    out = translator(torch.rand(1, 3, 12, 16))
+    assert out.shape == (1, 3, 48, 64)
+    with pytest.raises(ValidationError):
+        SRVictimConfig(hr=[str(hr)], generator="edsr")

@@ -29,6 +29,11 @@ class Upsample(str, Enum):
     resize = "resize"
 
 
+class SRGenerator(str, Enum):
+    srresnet = "srresnet"
+    msrresnet = "msrresnet"
+
+
 class ContentLoss(str, Enum):
     vgg = "vgg"
     pixel = "pixel"
@@ -42,6 +47,8 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="run folder (checkpoints, model.safetensors, metrics)"),
     hr: list[str] = typer.Option([], help="[sr] HR training images: a folder or a dataset spec (e.g. div2k:PATH:train); repeatable"),
     scale: int = typer.Option(4, help="[sr] upscaling factor"),
+    generator: SRGenerator = typer.Option(SRGenerator.srresnet, help="[sr] srresnet (Ledig et al.) or msrresnet (BasicSR's "
+                                          "SRGAN generator: + the bilinearly upscaled input)"),
     n_blocks: Optional[int] = typer.Option(None, help="residual blocks (sr: 16; style: cyclegan 9 at >= 256 px else 6, ugatit 4)"),
     channels: int = typer.Option(64, help="feature channels of the generator (style: and of the discriminators)"),
     patch: int = typer.Option(24, help="[sr] LR training patch size (HR patch = patch x scale)"),
@@ -81,7 +88,7 @@ def train(
                 raise UserError("--task sr needs --hr DIR (high-resolution training images)")
             from imgsteal.victim.train import SRVictimConfig, train_sr_victim
 
-            cfg = SRVictimConfig(hr=hr, scale=scale, n_blocks=16 if n_blocks is None else n_blocks, channels=channels,
+            cfg = SRVictimConfig(hr=hr, scale=scale, generator=generator.value, n_blocks=16 if n_blocks is None else n_blocks, channels=channels,
                                  patch=patch, batch_size=batch_size or 16, repeat=repeat, pretrain_epochs=pretrain_epochs,
                                  gan_epochs=gan_epochs, pretrain_steps=pretrain_steps, gan_steps=gan_steps,
                                  gan_lr_milestones=gan_lr_milestone, lr_gamma=lr_gamma, lr=lr or 1e-4,

@@ -28,6 +28,9 @@ class SRVictimConfig(BaseModel):
 
     hr: list[str] = Field(description="folders (or dataset specs) of high-resolution training images")
     scale: int = 4
+    generator: Literal["srresnet", "msrresnet"] = Field(
+        "srresnet", description="srresnet (Ledig et al.) or msrresnet (BasicSR's SRGAN generator: no batch norm, the "
+                              "bilinearly upscaled input added to the output, so training starts from an upscaling)")
     n_blocks: int = 16
     channels: int = 64
     disc_channels: int = 64
@@ -88,7 +91,7 @@ def train_sr_victim(cfg: SRVictimConfig, out_dir: str | Path, *, resume: bool = 
     device = pick_device(cfg.device)
     lows, highs = load_sr_pairs(resolve_image_specs(cfg.hr), cfg.scale)
     torch.manual_seed(cfg.seed)
-    generator = build_model("srresnet", scale=cfg.scale, n_blocks=cfg.n_blocks, channels=cfg.channels)
+    generator = build_model(cfg.generator, scale=cfg.scale, n_blocks=cfg.n_blocks, channels=cfg.channels)
     discriminator = build_model("vgg_discriminator", base_channels=cfg.disc_channels)
     recipe = SRGANRecipe(generator, discriminator, device, pretrain_epochs=cfg.pretrain_epochs,
                          content_loss=cfg.content_loss, vgg_weights=cfg.vgg_weights, lr=cfg.lr,
