@@ -73,8 +73,9 @@ def test_sr_demo_writes_report_and_results(tmp_path, capsys):
     assert (tmp_path / "experiment" / "report.html").is_file()
     timings = saved["sr"]["timings"]
     assert timings["victim_s"] == 0 and timings["surrogates_s"] > 0  # the shipped victim is not trained
-    assert saved["sr"]["headline"]["benchmark photos"]["victim_beats_bicubic"] is False
-    assert saved["sr"]["headline"]["benchmark photos"]["psnr_victim_vs_truth"] > 24.5  # within 3 dB of bicubic
+    headline = saved["sr"]["headline"]["benchmark photos"]
+    assert headline["victim_beats_bicubic"] is True  # the shipped victim is worth copying: 27.18 dB, bicubic 26.55
+    assert headline["psnr_victim_vs_truth"] > headline["psnr_bicubic_vs_truth"] + 0.5
     printed = capsys.readouterr().out
     assert "report:" in printed and "PSNR(F_A, F_V)" in printed
     # A second run resumes every stage: nothing is retrained or re-queried, and the timings of the run
