@@ -36,6 +36,30 @@ def test_networks_take_any_size_and_the_residual_is_bounded():
         assert out.shape == (shape[0], 1, 16, 16) and 0 <= out.min() and out.max() <= 1
 
 
+def test_a_spread_residual_reaches_every_region_of_a_large_answer():
+    """spread=0 normalises the residual over the whole image, so a large answer with one detailed
+    corner carries it there only; spread=k normalises per k x k window: the flat regions carry it too.
+    Both stay within `strength`; an even spread is refused before training."""
+    torch.manual_seed(0)
+    answer = torch.full((1, 3, 96, 96), 0.5)
+    answer[..., :24, :24] = torch.rand(1, 3, 24, 24)  # detail in one corner, the rest nearly flat
+    answer[..., 24:, :] += 0.01 * torch.rand(1, 3, 72, 96)
+    mark = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2)).round()
+    changed = {}
+    for spread in (0, 15):
+        torch.manual_seed(1)
+        emb = build_model("boxfree_embedder", mark_size=16, channels=4, strength=0.012, spread=spread)
+        residual = emb(answer, mark) - answer
+        assert residual.abs().max() <= 0.012 + 1e-6
+        changed[spread] = (residual[..., 32:, 32:].abs() > 0.5 / 255).float().mean().item()  # the flat region
+    assert changed[15] > 0.3 and changed[15] > 3 * changed[0], changed
+    from pydantic import ValidationError
+
+    for bad in ({"spread": 4}, {"band": 4}):
+        with pytest.raises(ValidationError, match="must be odd"):
+            BoxfreeTrainConfig(images=["demo:victim"], **bad)
+
+
 def test_matched_extractor_draws_the_mark_only_where_the_residual_is():
     gen = torch.Generator().manual_seed(0)
     ext = build_model("boxfree_matched_extractor", mark_size=16)
@@ -137,8 +161,12 @@ def trained(tmp_path_factory):
     32 px on 8 synthetic images, the images being the answers (about a minute on the busy box)."""
     root = tmp_path_factory.mktemp("boxfree")
     images = _write_images(root / "images", 8, seed=0)
+    # A fixed mark (the default draws a fresh secret one each run, which made the verdicts vary run to run)
+    grid = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(5)).round()
+    mark = root / "mark.png"
+    mark.write_bytes(encode_png(torch.nn.functional.interpolate(grid, size=(16, 16))[0].expand(3, -1, -1)))
     torch.set_num_threads(1)
-    cfg = BoxfreeTrainConfig(images=[str(images)], size=32, mark_size=16, crops_per_image=4, queries=8, channels=8,
+    cfg = BoxfreeTrainConfig(images=[str(images)], mark=str(mark), size=32, mark_size=16, crops_per_image=4, queries=8, channels=8,
                              extractor_channels=16, steps=300, batch_size=8, surrogates=2, negatives=2,
                              surrogate_steps=300, finetune_steps=300, calibration_models=3, device="cpu")
     result = train_boxfree(cfg, root / "run", progress=False)

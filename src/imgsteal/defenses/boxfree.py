@@ -94,9 +94,10 @@ class BoxfreeEmbedder(nn.Module):
     """
 
     def __init__(self, mark_size: int = 32, channels: int = 16, depth: int = 2, code: int = 8,
-                 strength: float = 0.012, gain: float = 5.0, band: int = 3) -> None:
+                 strength: float = 0.012, gain: float = 5.0, band: int = 3, spread: int = 0) -> None:
         super().__init__()
         self.mark_size, self.strength, self.code_dim, self.gain, self.band = mark_size, strength, code, gain, band
+        self.spread = spread  # 0: RMS-normalised over the whole image; k: over every k x k window (odd)
         self.code = nn.Linear(mark_size * mark_size, code)
         self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(inplace=True))
         layers: list[nn.Module] = []
@@ -117,7 +118,12 @@ class BoxfreeEmbedder(nn.Module):
         # strength) dB PSNR. (Saturating it to fill the budget, tanh(2 x), was tried: 44 dB instead of
         # 46, and no more surrogates verified - docs/defenses.md.)
         texture = detail(texture, self.band)
-        texture = texture / texture.pow(2).mean((1, 2, 3), keepdim=True).add(1e-8).sqrt()
+        if self.spread:  # every k x k window carries the residual (per image, a few detailed pixels carry it all)
+            r = self.spread // 2
+            energy = F.pad(texture.pow(2).mean(1, keepdim=True), (r, r, r, r), mode="replicate")
+            texture = texture / F.avg_pool2d(energy, self.spread, stride=1).add(1e-6).sqrt()
+        else:
+            texture = texture / texture.pow(2).mean((1, 2, 3), keepdim=True).add(1e-8).sqrt()
         return (image + self.strength * texture.clamp(-1, 1)).clamp(0, 1)
 
 
@@ -633,6 +639,9 @@ class BoxfreeTrainConfig(BaseModel):
     strength: float = Field(0.012, gt=0, le=0.2, description="max residual per pixel (0.012 keeps PSNR >= 38.4 dB)")
     band: int = Field(3, ge=3, le=15, description="the residual is detail finer than band x band px (odd): wider is "
                                                   "easier for strided surrogates to learn, and closer to image content")
+    spread: int = Field(0, ge=0, le=63, description="0: the residual is RMS-normalised per image (on large answers a "
+                                                    "few detailed pixels carry it); k (odd): per k x k window, so every "
+                                                    "region carries it")
     steps: int = Field(600, ge=1, description="stage-1 steps")
     batch_size: int = Field(16, ge=1)
     lr: float = 1e-3
@@ -653,6 +662,14 @@ class BoxfreeTrainConfig(BaseModel):
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 500
+
+    @field_validator("band", "spread")
+    @classmethod
+    def _odd(cls, value: int, info) -> int:
+        # a window centred on its pixel: odd sides only (spread 0: no window)
+        if value and value % 2 == 0:
+            raise ValueError(f"{info.field_name} must be odd{' (or 0)' if info.field_name == 'spread' else ''}, got {value}")
+        return value
 
     @field_validator("calibration_models")
     @classmethod
@@ -853,10 +870,8 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
 
     # -- stage 1
     torch.manual_seed(cfg.seed)
-    if cfg.band % 2 == 0:
-        raise ImgstealError(f"band must be odd, got {cfg.band}")
     embedder = build_model("boxfree_embedder", mark_size=cfg.mark_size, channels=cfg.channels, depth=cfg.depth,
-                           strength=cfg.strength, band=cfg.band)
+                           strength=cfg.strength, band=cfg.band, spread=cfg.spread)
     if cfg.extractor == "matched":
         extractor = build_model("boxfree_matched_extractor", mark_size=cfg.mark_size, strength=cfg.strength, band=cfg.band)
         extractor.mark.copy_(mark[None])
