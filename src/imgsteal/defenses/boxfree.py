@@ -640,8 +640,9 @@ class BoxfreeTrainConfig(BaseModel):
     band: int = Field(3, ge=3, le=15, description="the residual is detail finer than band x band px (odd): wider is "
                                                   "easier for strided surrogates to learn, and closer to image content")
     spread: int = Field(0, ge=0, le=63, description="0: the residual is RMS-normalised per image (on large answers a "
-                                                    "few detailed pixels carry it); k (odd): per k x k window, so every "
-                                                    "region carries it")
+                                                    "few detailed pixels carry it); k (odd): per k x k window, meant to "
+                                                    "let every region carry it (first try: stage 1 still left most "
+                                                    "windows empty; docs/defenses.md)")
     steps: int = Field(600, ge=1, description="stage-1 steps")
     batch_size: int = Field(16, ge=1)
     lr: float = 1e-3
