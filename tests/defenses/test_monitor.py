@@ -76,11 +76,11 @@ def test_alert_once_history_cap_and_key_eviction():
     stream = _stream("diverse", 40)
     alerts = [monitor.observe(1, "a", f) for f in stream]
     assert sum(len(a) for a in alerts) == 1  # flagged once
-    state = monitor._keys[1]
+    state = monitor._keys[("key", 1)]
     assert state.features.shape == (16, FEATURE_DIM) and len(state.distances) == 16  # bounded memory
     monitor.observe(2, "b", stream[0])
     monitor.observe(3, "c", stream[0])
-    assert set(monitor._keys) == {2, 3}  # the least recently seen key was dropped
+    assert set(monitor._keys) == {("key", 2), ("key", 3)}  # the least recently seen key was dropped
 
 
 def test_an_account_s_keys_are_watched_together():

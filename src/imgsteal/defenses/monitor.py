@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from imgsteal.victim.accounts import statistic_text
+
 THUMB = 6  # thumbnail side, px
 GRID = 32  # grey copy side for the gradient histogram, px
 ORIENTATIONS = 12
@@ -178,6 +180,14 @@ def query_image_features(image: torch.Tensor, mosaics: bool = True) -> np.ndarra
 
 
 # -- per-key state -----------------------------------------------------------------------------
+Stream = tuple[str, int | str]  # ("key", key id) or ("account", account name): what the monitor watches
+
+
+def streams_of(key_id: int, account: str | None = None) -> list[Stream]:
+    """The streams a key's queries belong to: its own, and its account's if it has one."""
+    return [("key", key_id)] + ([("account", account)] if account else [])
+
+
 @dataclass(frozen=True)
 class MonitorAlert:
     """A key's stream - or, with `account` set, the streams of that account's keys together - looked
@@ -194,9 +204,14 @@ class MonitorAlert:
     action: str
     account: str | None = None
 
+    @property
+    def stream(self) -> Stream:
+        """The stream that raised it: the account's, or the key's own."""
+        return ("account", self.account) if self.account else ("key", self.key_id)
+
     def label(self) -> str:
         """Short text for the query log, e.g. 'alert:distinct=20' (or 'alert:distinct=20 account=acme')."""
-        value = f"{self.statistic:.3f}" if self.test == "normality" else f"{self.statistic:g}"
+        value = statistic_text(self.test, self.statistic)
         return f"alert:{self.test}={value}" + (f" account={self.account}" if self.account else "")
 
     def as_dict(self) -> dict:
@@ -239,11 +254,10 @@ class ExtractionMonitor:
     def __init__(self, config: MonitorConfig | None = None, clock=time.time) -> None:
         self.config = config or MonitorConfig()
         self.clock = clock
-        self._keys: collections.OrderedDict[int, _KeyState] = collections.OrderedDict()
+        self._keys: collections.OrderedDict[Stream, _KeyState] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def _state(self, stream: int | tuple[str, str]) -> _KeyState:
-        """The state of a key's stream (its id) or an account's (("account", name))."""
+    def _state(self, stream: Stream) -> _KeyState:
         with self._lock:
             state = self._keys.get(stream)
             if state is None:
@@ -257,12 +271,12 @@ class ExtractionMonitor:
     def flagged(self, key_id: int) -> MonitorAlert | None:
         """The key's alert, if it has one (None for keys not tracked)."""
         with self._lock:
-            state = self._keys.get(key_id)
+            state = self._keys.get(("key", key_id))
         return None if state is None else state.alert
 
     def stats(self, key_id: int | None = None, account: str | None = None) -> dict:
         """Queries, images, distinct images and current W of a tracked key, or account (for tests and benchmarks)."""
-        state = self._state(("account", account) if account is not None else key_id)
+        state = self._state(("account", account) if account is not None else ("key", key_id))
         with state.lock:
             return {"queries": state.queries, "images": state.images, "distinct": state.distinct,
                     "w": shapiro_w(state.distances)}
@@ -273,13 +287,10 @@ class ExtractionMonitor:
         it carries (FEATURE_DIM, or n x FEATURE_DIM, e.g. `query_image_features`); returns the alerts
         this query raised: none, the key's, its account's, or both."""
         images = np.atleast_2d(features)
-        alerts = [self._observe(key_id, images, key_id, key_name, None)]
-        if account is not None:
-            alerts.append(self._observe(("account", account), images, key_id, key_name, account))
+        alerts = [self._observe(stream, images, key_id, key_name) for stream in streams_of(key_id, account)]
         return [a for a in alerts if a is not None]
 
-    def _observe(self, stream: int | tuple[str, str], images: np.ndarray, key_id: int, key_name: str,
-                 account: str | None) -> MonitorAlert | None:
+    def _observe(self, stream: Stream, images: np.ndarray, key_id: int, key_name: str) -> MonitorAlert | None:
         cfg = self.config
         state = self._state(stream)
         with state.lock:
@@ -310,5 +321,5 @@ class ExtractionMonitor:
                 return None
             state.alert = MonitorAlert(key_id=key_id, key_name=key_name, test=test, statistic=statistic,
                                        queries=state.queries, raised_at=self.clock(), action=cfg.policy.value,
-                                       account=account)
+                                       account=stream[1] if stream[0] == "account" else None)
             return state.alert

@@ -107,6 +107,11 @@ class QueryRecord:
     monitor: str | None = None  # the monitor alert this query raised, e.g. "alert:distinct=20"
 
 
+def statistic_text(test: str, statistic: float) -> str:
+    """A monitor alert's statistic as the query log and `keys list` write it (W to 3 decimals, counts whole)."""
+    return f"{statistic:.3f}" if test == "normality" else f"{statistic:g}"
+
+
 def _hash_key(salt: str, key: str) -> str:
     return hashlib.sha256(bytes.fromhex(salt) + key.encode()).hexdigest()
 
@@ -202,8 +207,7 @@ class AccountsDB:
         out: dict[int, str] = {}
         for key_id, test, statistic, queries, action, account in self.db.execute(
                 "SELECT key_id, test, statistic, queries, action, account FROM monitor_alerts ORDER BY alert_id"):
-            value = f"{statistic:.3f}" if test == "normality" else f"{statistic:g}"
-            text = f"{test}={value} after {queries} queries ({action})"
+            text = f"{test}={statistic_text(test, statistic)} after {queries} queries ({action})"
             for flagged in keys_of.get(account, []) if account else [key_id]:
                 out.setdefault(flagged, f"account {account}: {text}" if account else text)
         return out

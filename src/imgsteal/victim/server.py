@@ -51,7 +51,8 @@ from starlette.requests import ClientDisconnect
 
 from imgsteal.data.images import ImageReadError, decode_image, encode_png, sha256_bytes, to_uint8
 from imgsteal.defenses.base import Defense
-from imgsteal.defenses.monitor import ExtractionMonitor, MonitorAlert, MonitorConfig, MonitorPolicy, query_image_features
+from imgsteal.defenses.monitor import (ExtractionMonitor, MonitorAlert, MonitorConfig, MonitorPolicy, Stream,
+                                      query_image_features, streams_of)
 from imgsteal.files import atomic_write_text
 from imgsteal.victim.accounts import AccountsDB, ApiKey, QueryLogWriter, QueryRecord
 from imgsteal.victim.batching import BatcherBusy, KeyBusy, MicroBatcher, lower_priority
@@ -242,11 +243,6 @@ def _decode(data: bytes) -> torch.Tensor:
         raise ApiError(400, f"the image cannot be decoded (truncated or corrupt): {exc}") from None
 
 
-def monitor_streams(key: ApiKey) -> list[tuple]:
-    """The monitor's streams a key's requests belong to: its own, and its account's if it has one."""
-    return [("key", key.key_id)] + ([("account", key.account)] if key.account else [])
-
-
 def _key_busy() -> ApiError:
     return ApiError(429, "this key already has its share of work in flight; retry when an answer arrives",
                     {"Retry-After": "1"})
@@ -287,8 +283,8 @@ class _Service:
         self.monitor = ExtractionMonitor(monitor_config) if monitor_config is not None else None
         # Throttled and revoked by the monitor, by stream: ("key", id) or ("account", name) (revocations
         # are also in the database, committed shortly after)
-        self.monitor_next_s: dict[tuple, float] = {}  # stream -> time.monotonic() of its next allowed request
-        self.monitor_revoked: set[tuple] = set()
+        self.monitor_next_s: dict[Stream, float] = {}  # stream -> time.monotonic() of its next allowed request
+        self.monitor_revoked: set[Stream] = set()
 
     def _plan_memory(self) -> MemoryPlan:
         """Measure the model's activation cost and derive the memory limits (ImgstealError if too small)."""
@@ -335,7 +331,7 @@ class _Service:
         key = self.accounts.authenticate(api_key_of(request))
         if key is None:
             raise ApiError(401, "missing or unknown API key (send Authorization: Bearer KEY)", {"WWW-Authenticate": "Bearer"})
-        if key.revoked or any(stream in self.monitor_revoked for stream in monitor_streams(key)):
+        if key.revoked or any(stream in self.monitor_revoked for stream in streams_of(key.key_id, key.account)):
             raise ApiError(403, "this API key has been revoked")
         return key
 
@@ -356,12 +352,11 @@ class _Service:
     def on_alert(self, alert: MonitorAlert) -> None:
         """Record the alert (query log database) and apply the policy to the later requests of the key,
         or of every key of the account when the account's keys together raised it."""
-        stream = ("account", alert.account) if alert.account else ("key", alert.key_id)
         if alert.action == MonitorPolicy.revoke.value:
-            self.monitor_revoked.add(stream)
+            self.monitor_revoked.add(alert.stream)
         elif alert.action == MonitorPolicy.throttle.value:
             assert self.monitor is not None
-            self.monitor_next_s[stream] = time.monotonic() + 1.0 / self.monitor.config.throttle_rate
+            self.monitor_next_s[alert.stream] = time.monotonic() + 1.0 / self.monitor.config.throttle_rate
         log.warning("extraction monitor: key %r flagged (%s after %d queries; policy %s)", alert.key_name,
                     alert.label(), alert.queries, alert.action)
         assert self.log_writer is not None
@@ -371,7 +366,7 @@ class _Service:
     def monitor_refuses(self, key: ApiKey) -> float:
         """Seconds a throttled key must wait (0.0: go ahead; one request per 1 / throttle_rate seconds
         for a throttled key, and for all the keys of a throttled account together)."""
-        throttled = [stream for stream in monitor_streams(key) if stream in self.monitor_next_s]
+        throttled = [stream for stream in streams_of(key.key_id, key.account) if stream in self.monitor_next_s]
         if not throttled:
             return 0.0
         now = time.monotonic()
