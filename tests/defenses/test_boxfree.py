@@ -60,6 +60,32 @@ def test_a_spread_residual_reaches_every_region_of_a_large_answer():
             BoxfreeTrainConfig(images=["demo:victim"], **bad)
 
 
+def test_a_band_passed_residual_leaves_single_pixels_alone():
+    """smooth=1 makes the residual 1-2 px detail (what a real copy treats as noise); smooth=5, band=15
+    moves it to 5-15 px structure: less than half as much of its energy is in single-pixel detail, none
+    of it is a flat offset inside the image (replicate padding: no structured border), and it stays within `strength`. smooth must be odd and below band."""
+    torch.manual_seed(0)
+    answer = torch.rand(1, 3, 64, 64)
+    mark = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2)).round()
+    fine_share = {}
+    for smooth, band in ((1, 3), (5, 15)):
+        torch.manual_seed(1)
+        emb = build_model("boxfree_embedder", mark_size=16, channels=4, strength=0.012, smooth=smooth, band=band,
+                          padding_mode="replicate")
+        residual = emb(answer, mark) - answer
+        assert residual.abs().max() <= 0.012 + 1e-6 and residual.abs().mean() > 0.002
+        fine_share[smooth] = (detail(residual).pow(2).sum() / residual.pow(2).sum()).item()
+        inner = residual[..., 8:-8, 8:-8]  # at the borders the replicate padding leaves an offset
+        assert abs(inner.mean().item()) < 0.1 * inner.abs().mean().item()
+    assert fine_share[1] > 0.9 and fine_share[5] < 0.5 * fine_share[1], fine_share
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="must be odd"):
+        BoxfreeTrainConfig(images=["demo:victim"], smooth=4, band=15)
+    with pytest.raises(ValidationError, match="smaller than band"):
+        BoxfreeTrainConfig(images=["demo:victim"], smooth=5)
+
+
 def test_matched_extractor_draws_the_mark_only_where_the_residual_is():
     gen = torch.Generator().manual_seed(0)
     ext = build_model("boxfree_matched_extractor", mark_size=16)

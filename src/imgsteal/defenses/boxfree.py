@@ -47,6 +47,7 @@ Run folder (0700; everything in it owner-only):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import secrets
@@ -58,7 +59,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from imgsteal.errors import ImgstealError
@@ -78,10 +79,20 @@ Suspect = Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
 
 
 # -- networks ----------------------------------------------------------------------------------
+def local_mean(image: torch.Tensor, side: int) -> torch.Tensor:
+    """N x C x H x W averaged over every side x side window (odd side; replicate padding; 1: the image)."""
+    r = side // 2
+    return image if side == 1 else F.avg_pool2d(F.pad(image, (r, r, r, r), mode="replicate"), side, stride=1)
+
+
+def band_pass(image: torch.Tensor, smooth: int, band: int) -> torch.Tensor:
+    """Detail between smooth and band px: the smooth x smooth local mean minus the band x band one."""
+    return local_mean(image, smooth) - local_mean(image, band)
+
+
 def detail(image: torch.Tensor, band: int = 3) -> torch.Tensor:
-    """N x C x H x W minus its band x band local mean (replicate padding): the fine detail (band: odd, >= 3)."""
-    r = band // 2
-    return image - F.avg_pool2d(F.pad(image, (r, r, r, r), mode="replicate"), band, stride=1)
+    """N x C x H x W minus its band x band local mean: the fine detail (band: odd, >= 3)."""
+    return band_pass(image, 1, band)
 
 
 @register_model("boxfree_embedder")
@@ -89,35 +100,41 @@ class BoxfreeEmbedder(nn.Module):
     """(N x 3 x H x W answers in [0, 1], 1 x 1 x M x M mark in [0, 1]) -> marked answers in [0, 1].
 
     The residual: a conv net of the answer, conditioned on a code of the mark broadcast to every
-    position, through tanh, minus its band x band local mean, scaled to an RMS of 1, clamped to +-1
-    and times `strength`: at most `strength` per pixel, any H x W.
+    position, through tanh, band-passed (its smooth x smooth local mean minus its band x band one),
+    scaled to an RMS of 1, clamped to +-1 and times `strength`: at most `strength` per pixel, any H x W.
     """
 
     def __init__(self, mark_size: int = 32, channels: int = 16, depth: int = 2, code: int = 8,
-                 strength: float = 0.012, gain: float = 5.0, band: int = 3, spread: int = 0) -> None:
+                 strength: float = 0.012, gain: float = 5.0, band: int = 3, spread: int = 0, smooth: int = 1,
+                 padding_mode: str = "zeros") -> None:
         super().__init__()
         self.mark_size, self.strength, self.code_dim, self.gain, self.band = mark_size, strength, code, gain, band
+        self.smooth = smooth  # 1: detail down to single pixels (runs trained before 2026-12-02 have no smooth)
         self.spread = spread  # 0: RMS-normalised over the whole image; k: over every k x k window (odd)
+        # replicate: zero padding gives every image a structured border that a band-passed residual keeps
+        # and the per-image RMS then concentrates on (runs trained before 2026-12-02: zeros)
+        conv = functools.partial(nn.Conv2d, kernel_size=3, padding=1, padding_mode=padding_mode)
         self.code = nn.Linear(mark_size * mark_size, code)
-        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(conv(3, channels), nn.ReLU(inplace=True))
         layers: list[nn.Module] = []
         for i in range(depth):
-            layers += [nn.Conv2d(channels + (code if i == 0 else 0), channels, 3, padding=1), nn.ReLU(inplace=True)]
+            layers += [conv(channels + (code if i == 0 else 0), channels), nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*layers)
-        self.residual = nn.Conv2d(channels, 3, 3, padding=1)
+        self.residual = conv(channels, 3)
 
     def forward(self, image: torch.Tensor, mark: torch.Tensor) -> torch.Tensor:
         code = self.code(mark.reshape(mark.shape[0], -1) * 2 - 1)
         code = code.expand(image.shape[0], -1)[:, :, None, None].expand(-1, -1, *image.shape[-2:])
         h = self.body(torch.cat([self.stem(image * 2 - 1), code], 1))
         texture = torch.tanh(self.gain * self.residual(h))
-        # Fine detail only (minus its band x band local mean): the extractor reads the mark there, where
-        # the image content has little energy; a wider band is easier for a surrogate with strided
-        # down- and upsampling (a CycleGAN ResNet generator) to learn. Scaled to an RMS of 1 per image, then
+        # Detail between smooth and band px: below band the image content has little energy to hide the
+        # residual's correlation, above smooth a copy learns it - a real SR copy at 39 dB from its victim
+        # treats 1-2 px detail as noise (it carried 24% of a 1-3 px residual, 78% of a 3-9 px one;
+        # docs/defenses.md). Scaled to an RMS of 1 per image, then
         # clamped: the residual is at most `strength` per pixel, so the marked answer is >= 20 log10(1 /
         # strength) dB PSNR. (Saturating it to fill the budget, tanh(2 x), was tried: 44 dB instead of
         # 46, and no more surrogates verified - docs/defenses.md.)
-        texture = detail(texture, self.band)
+        texture = band_pass(texture, self.smooth, self.band)
         if self.spread:  # every k x k window carries the residual (per image, a few detailed pixels carry it all)
             r = self.spread // 2
             energy = F.pad(texture.pow(2).mean(1, keepdim=True), (r, r, r, r), mode="replicate")
@@ -637,8 +654,10 @@ class BoxfreeTrainConfig(BaseModel):
                            description="matched: a 2-parameter matched filter scales the mark (stable, few false "
                                        "positives); learned: a small CNN draws it (can key on other image features)")
     strength: float = Field(0.012, gt=0, le=0.2, description="max residual per pixel (0.012 keeps PSNR >= 38.4 dB)")
-    band: int = Field(3, ge=3, le=15, description="the residual is detail finer than band x band px (odd): wider is "
+    band: int = Field(3, ge=3, le=31, description="the residual is detail finer than band x band px (odd): wider is "
                                                   "easier for strided surrogates to learn, and closer to image content")
+    smooth: int = Field(1, ge=1, le=13, description="the residual is detail coarser than smooth x smooth px (odd, "
+                                                     "< band): 1-2 px detail is what a real copy fails to learn")
     spread: int = Field(0, ge=0, le=63, description="0: the residual is RMS-normalised per image (on large answers a "
                                                     "few detailed pixels carry it); k (odd): per k x k window, meant to "
                                                     "let every region carry it (first try: stage 1 still left most "
@@ -664,13 +683,19 @@ class BoxfreeTrainConfig(BaseModel):
     device: str = "auto"
     checkpoint_every: int = 500
 
-    @field_validator("band", "spread")
+    @field_validator("band", "spread", "smooth")
     @classmethod
     def _odd(cls, value: int, info) -> int:
         # a window centred on its pixel: odd sides only (spread 0: no window)
         if value and value % 2 == 0:
             raise ValueError(f"{info.field_name} must be odd{' (or 0)' if info.field_name == 'spread' else ''}, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _a_band(self) -> "BoxfreeTrainConfig":
+        if self.smooth >= self.band:
+            raise ValueError(f"smooth ({self.smooth}) must be smaller than band ({self.band}): the residual is the detail between them")
+        return self
 
     @field_validator("calibration_models")
     @classmethod
@@ -872,7 +897,8 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
     # -- stage 1
     torch.manual_seed(cfg.seed)
     embedder = build_model("boxfree_embedder", mark_size=cfg.mark_size, channels=cfg.channels, depth=cfg.depth,
-                           strength=cfg.strength, band=cfg.band, spread=cfg.spread)
+                           strength=cfg.strength, band=cfg.band, spread=cfg.spread, smooth=cfg.smooth,
+                           padding_mode="replicate")
     if cfg.extractor == "matched":
         extractor = build_model("boxfree_matched_extractor", mark_size=cfg.mark_size, strength=cfg.strength, band=cfg.band)
         extractor.mark.copy_(mark[None])
