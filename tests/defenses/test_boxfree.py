@@ -83,7 +83,7 @@ def test_a_band_passed_residual_leaves_single_pixels_alone():
     with pytest.raises(ValidationError, match="must be odd"):
         BoxfreeTrainConfig(images=["demo:victim"], smooth=4, band=15)
     with pytest.raises(ValidationError, match="smaller than band"):
-        BoxfreeTrainConfig(images=["demo:victim"], smooth=5)
+        BoxfreeTrainConfig(images=["demo:victim"], smooth=5, band=5)
 
 
 def test_matched_extractor_draws_the_mark_only_where_the_residual_is():

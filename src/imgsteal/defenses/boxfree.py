@@ -90,6 +90,26 @@ def band_pass(image: torch.Tensor, smooth: int, band: int) -> torch.Tensor:
     return local_mean(image, smooth) - local_mean(image, band)
 
 
+# The answer's own detail, in bands that tile 1 to 31 px: what a copy that is blurrier or sharper than
+# the victim gets wrong lies (nearly) in their span.
+CONTENT_BANDS = ((1, 3), (3, 7), (7, 15), (15, 31))
+
+
+def decorrelate(residual: torch.Tensor, image: torch.Tensor, within: tuple[int, int] = (1, 3),
+                bands: Sequence[tuple[int, int]] = CONTENT_BANDS) -> torch.Tensor:
+    """The residual (N x 3 x H x W, band-passed to `within` = (smooth, band)) minus its least-squares
+    fit, per image, on the image's own detail in each of `bands` (every channel's), passed through the
+    same band: what is left correlates with no blur or sharpening of the image, so a copy that merely
+    renders the victim's detail more or less strongly carries none of it, and it stays in its band."""
+    regressors = torch.cat([band_pass(band_pass(image, s, b), *within) for s, b in bands], 1).flatten(2)  # N x K x P
+    flat = residual.flatten(2)  # N x 3 x P
+    gram = regressors @ regressors.transpose(1, 2)
+    eye = torch.eye(gram.shape[-1], device=gram.device)
+    ridge = 1e-6 * gram.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-12)[:, None, None] * eye
+    coef = torch.linalg.solve(gram + ridge, regressors @ flat.transpose(1, 2))  # N x K x 3
+    return residual - (coef.transpose(1, 2) @ regressors).view_as(residual)
+
+
 def detail(image: torch.Tensor, band: int = 3) -> torch.Tensor:
     """N x C x H x W minus its band x band local mean: the fine detail (band: odd, >= 3)."""
     return band_pass(image, 1, band)
@@ -101,16 +121,18 @@ class BoxfreeEmbedder(nn.Module):
 
     The residual: a conv net of the answer, conditioned on a code of the mark broadcast to every
     position, through tanh, band-passed (its smooth x smooth local mean minus its band x band one),
-    scaled to an RMS of 1, clamped to +-1 and times `strength`: at most `strength` per pixel, any H x W.
+    decorrelated from the answer's own detail (`decorrelate`), scaled to an RMS of 1, clamped to +-1
+    and times `strength`: at most `strength` per pixel, any H x W.
     """
 
     def __init__(self, mark_size: int = 32, channels: int = 16, depth: int = 2, code: int = 8,
                  strength: float = 0.012, gain: float = 5.0, band: int = 3, spread: int = 0, smooth: int = 1,
-                 padding_mode: str = "zeros") -> None:
+                 padding_mode: str = "zeros", decorrelated: bool = False) -> None:
         super().__init__()
         self.mark_size, self.strength, self.code_dim, self.gain, self.band = mark_size, strength, code, gain, band
         self.smooth = smooth  # 1: detail down to single pixels (runs trained before 2026-12-02 have no smooth)
         self.spread = spread  # 0: RMS-normalised over the whole image; k: over every k x k window (odd)
+        self.decorrelated = decorrelated  # runs trained before 2026-12-02: False
         # replicate: zero padding gives every image a structured border that a band-passed residual keeps
         # and the per-image RMS then concentrates on (runs trained before 2026-12-02: zeros)
         conv = functools.partial(nn.Conv2d, kernel_size=3, padding=1, padding_mode=padding_mode)
@@ -139,7 +161,9 @@ class BoxfreeEmbedder(nn.Module):
             r = self.spread // 2
             energy = F.pad(texture.pow(2).mean(1, keepdim=True), (r, r, r, r), mode="replicate")
             texture = texture / F.avg_pool2d(energy, self.spread, stride=1).add(1e-6).sqrt()
-        else:
+        if self.decorrelated:  # a blurrier or sharper copy of the victim does not carry it by chance
+            texture = decorrelate(texture, image, (self.smooth, self.band))
+        if not self.spread:
             texture = texture / texture.pow(2).mean((1, 2, 3), keepdim=True).add(1e-8).sqrt()
         return (image + self.strength * texture.clamp(-1, 1)).clamp(0, 1)
 
@@ -182,24 +206,30 @@ class BoxfreeExtractor(nn.Module):
 class BoxfreeMatchedExtractor(nn.Module):
     """(image, hint) -> confidence x the mark (N x 1 x M x M in [0, 1]): a matched filter.
 
-    The confidence is sigmoid(a * (c - b)), c the correlation of the image's fine detail with the
-    hint (the residual H adds; see BoxfreeExtractor for what image and hint are) in units of the
-    hint's energy: about 1 for a marked answer, about 0 for a clean image, in between for a surrogate
-    that learnt part of the mark. Only
+    The confidence is sigmoid(a * (c - b)), c the correlation of the image's detail in the residual's
+    band (smooth..band px) with the hint (the residual H adds; see BoxfreeExtractor for what image and
+    hint are) in units of the hint's own in-band energy: exactly 1 for a marked answer (but for 8-bit
+    rounding), about 0 for a clean image, in between for a surrogate that learnt part of the mark.
+    (Runs trained before 2026-12-02, `in_band` False: the image's 1..band px detail, in units of the
+    hint's whole energy.) Only
     a and b are learnt, so it cannot key on other features of the image (a textured photo, a model's
     artifacts). The mark is a buffer set at training time (and kept in the private model file).
     """
 
-    def __init__(self, mark_size: int = 32, strength: float = 0.012, band: int = 3) -> None:
+    def __init__(self, mark_size: int = 32, strength: float = 0.012, band: int = 3, smooth: int = 1,
+                 in_band: bool = False) -> None:
         super().__init__()
-        self.mark_size, self.strength, self.band = mark_size, strength, band
+        self.mark_size, self.strength, self.band, self.smooth, self.in_band = mark_size, strength, band, smooth, in_band
         self.register_buffer("mark", torch.zeros(1, 1, mark_size, mark_size))
         self.gain = nn.Parameter(torch.tensor(8.0))
         self.center = nn.Parameter(torch.tensor(0.5))
 
     def correlation_terms(self, image: torch.Tensor, hint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per sample: (sum of the image's fine detail times the hint, sum of the hint's square)."""
-        return (detail(image, self.band) * hint).sum((1, 2, 3)), hint.pow(2).sum((1, 2, 3))
+        """Per sample: (sum of the image's in-band detail times the hint, the same for the hint itself)."""
+        if not self.in_band:
+            return (detail(image, self.band) * hint).sum((1, 2, 3)), hint.pow(2).sum((1, 2, 3))
+        return ((band_pass(image, self.smooth, self.band) * hint).sum((1, 2, 3)),
+                (band_pass(hint, self.smooth, self.band) * hint).sum((1, 2, 3)))
 
     def correlation(self, image: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
         num, den = self.correlation_terms(image, hint)
@@ -654,10 +684,10 @@ class BoxfreeTrainConfig(BaseModel):
                            description="matched: a 2-parameter matched filter scales the mark (stable, few false "
                                        "positives); learned: a small CNN draws it (can key on other image features)")
     strength: float = Field(0.012, gt=0, le=0.2, description="max residual per pixel (0.012 keeps PSNR >= 38.4 dB)")
-    band: int = Field(3, ge=3, le=31, description="the residual is detail finer than band x band px (odd): wider is "
-                                                  "easier for strided surrogates to learn, and closer to image content")
-    smooth: int = Field(1, ge=1, le=13, description="the residual is detail coarser than smooth x smooth px (odd, "
-                                                     "< band): 1-2 px detail is what a real copy fails to learn")
+    band: int = Field(15, ge=3, le=31, description="the residual is detail finer than band x band px (odd)")
+    smooth: int = Field(5, ge=1, le=29, description="... and coarser than smooth x smooth px (odd, < band): a real "
+                                                     "copy learns 5-15 px structure, not 1-2 px detail (1: the "
+                                                     "residual of runs before 2026-12-02, with band 3)")
     spread: int = Field(0, ge=0, le=63, description="0: the residual is RMS-normalised per image (on large answers a "
                                                     "few detailed pixels carry it); k (odd): per k x k window, meant to "
                                                     "let every region carry it (first try: stage 1 still left most "
@@ -898,9 +928,10 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
     torch.manual_seed(cfg.seed)
     embedder = build_model("boxfree_embedder", mark_size=cfg.mark_size, channels=cfg.channels, depth=cfg.depth,
                            strength=cfg.strength, band=cfg.band, spread=cfg.spread, smooth=cfg.smooth,
-                           padding_mode="replicate")
+                           padding_mode="replicate", decorrelated=True)
     if cfg.extractor == "matched":
-        extractor = build_model("boxfree_matched_extractor", mark_size=cfg.mark_size, strength=cfg.strength, band=cfg.band)
+        extractor = build_model("boxfree_matched_extractor", mark_size=cfg.mark_size, strength=cfg.strength, band=cfg.band,
+                                smooth=cfg.smooth, in_band=True)
         extractor.mark.copy_(mark[None])
     else:
         extractor = build_model("boxfree_extractor", mark_size=cfg.mark_size, channels=cfg.extractor_channels,
