@@ -45,9 +45,10 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=10, help="independent models the owner calibrates on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--extractor", default="matched", choices=["learned", "matched"])
-    parser.add_argument("--band", type=int, default=3, help="the mark's residual is detail finer than band x band px (odd)")
-    parser.add_argument("--smooth", type=int, default=1, help="... and coarser than smooth x smooth px (odd, < band)")
-    parser.add_argument("--strength", type=float, default=0.012, help="max residual per pixel")
+    parser.add_argument("--band", type=int, default=None, help="the mark's residual is detail finer than band x band px "
+                                                               "(odd; default: BoxfreeTrainConfig's)")
+    parser.add_argument("--smooth", type=int, default=None, help="... and coarser than smooth x smooth px (odd, < band)")
+    parser.add_argument("--strength", type=float, default=None, help="max residual per pixel")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None, help="keep the run here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=None, help="also write the measurements as JSON")
@@ -69,7 +70,8 @@ def main() -> None:
                                  crops_per_image=2, queries=16, steps=args.steps, batch_size=16, surrogates=2,
                                  negatives=4, surrogate_steps=args.surrogate_steps, finetune_steps=args.finetune_steps,
                                  calibration_models=args.calibration, seed=args.seed, extractor=args.extractor, device=args.device,
-                                 band=args.band, smooth=args.smooth, strength=args.strength)
+                                 **{k: v for k, v in (("band", args.band), ("smooth", args.smooth),
+                                                      ("strength", args.strength)) if v is not None})
         result = train_boxfree(cfg, root / "owner", progress=False)
         owner_s = time.perf_counter() - started
         model = BoxfreeModel.load(root / "owner", args.device)
@@ -110,7 +112,7 @@ def main() -> None:
     top = max((v["similarity"] for v in independent), default=float("nan"))
     rate_at_top = sum(v["similarity"] > top for v in stolen) / max(1, len(stolen))
     report = {
-        "victim": args.victim or "identity", "size": args.size, "band": args.band, "smooth": args.smooth, "strength": args.strength, "scale": scale, "threshold": threshold,
+        "victim": args.victim or "identity", "size": args.size, "band": cfg.band, "smooth": cfg.smooth, "strength": cfg.strength, "scale": scale, "threshold": threshold,
         "calibrated_on": args.calibration, "owner_training_s": round(owner_s, 1),
         "total_s": round(time.perf_counter() - started, 1),
         "psnr_db_mean": round(fidelity, 2), "psnr_db_min": round(worst, 2),

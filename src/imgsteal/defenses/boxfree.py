@@ -2,12 +2,14 @@
 hidden in every answer, which an extractor recovers from the outputs of any model trained on them.
 
 Networks (all fully convolutional up to the extractor's global pooling, so any answer size works):
-- embedder H: (answer, mark) -> answer + residual; the residual is fine detail, a local function of
-  the answer's content conditioned on a code of the mark, scaled to the full budget and clamped to
-  +-`strength` per pixel (0.012 by default: every marked answer is >= 38.4 dB PSNR by construction).
+- embedder H: (answer, mark) -> answer + residual; the residual is 5-15 px structure (a real copy
+  learns that; it treats 1-2 px detail as noise), a local function of the answer's content
+  conditioned on a code of the mark, decorrelated from the answer's own detail (so a blurrier or
+  sharper copy does not carry it by chance), scaled to the full budget and clamped to +-`strength`
+  per pixel (0.012 by default: every marked answer is >= 38.4 dB PSNR by construction).
 - extractor R: image -> mark_size x mark_size mark image in [0, 1]; the secret mark for marked
   images and for outputs of models trained on marked answers, a blank (all-zero) image otherwise.
-  It reads how the image's fine detail correlates with the residual H would add to that same image.
+  It reads how the image's detail in the residual's band correlates with the residual H would add.
 - discriminator D: marked vs clean answers (adversarial loss on H), as in the papers.
 
 Differences from the papers, on purpose: the papers' residual is tied to pixel positions (the mark
