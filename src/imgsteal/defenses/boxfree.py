@@ -129,12 +129,15 @@ class BoxfreeEmbedder(nn.Module):
 
     def __init__(self, mark_size: int = 32, channels: int = 16, depth: int = 2, code: int = 8,
                  strength: float = 0.012, gain: float = 5.0, band: int = 3, spread: int = 0, smooth: int = 1,
-                 padding_mode: str = "zeros", decorrelated: bool = False) -> None:
+                 padding_mode: str = "zeros", decorrelated: bool = False, saturate: bool = True) -> None:
         super().__init__()
         self.mark_size, self.strength, self.code_dim, self.gain, self.band = mark_size, strength, code, gain, band
         self.smooth = smooth  # 1: detail down to single pixels (runs trained before 2026-12-02 have no smooth)
         self.spread = spread  # 0: RMS-normalised over the whole image; k: over every k x k window (odd)
         self.decorrelated = decorrelated  # runs trained before 2026-12-02: False
+        # tanh(gain x) before the band-pass (runs before 2026-12-02): where it saturates the texture is flat and
+        # the band-pass leaves nothing, so stage 1 learnt residuals on a few pixels (58 dB answers)
+        self.saturate = saturate
         # replicate: zero padding gives every image a structured border that a band-passed residual keeps
         # and the per-image RMS then concentrates on (runs trained before 2026-12-02: zeros)
         conv = functools.partial(nn.Conv2d, kernel_size=3, padding=1, padding_mode=padding_mode)
@@ -150,7 +153,9 @@ class BoxfreeEmbedder(nn.Module):
         code = self.code(mark.reshape(mark.shape[0], -1) * 2 - 1)
         code = code.expand(image.shape[0], -1)[:, :, None, None].expand(-1, -1, *image.shape[-2:])
         h = self.body(torch.cat([self.stem(image * 2 - 1), code], 1))
-        texture = torch.tanh(self.gain * self.residual(h))
+        texture = self.residual(h)
+        if self.saturate:
+            texture = torch.tanh(self.gain * texture)
         # Detail between smooth and band px: below band the image content has little energy to hide the
         # residual's correlation, above smooth a copy learns it - a real SR copy at 39 dB from its victim
         # treats 1-2 px detail as noise (it carried 24% of a 1-3 px residual, 78% of a 3-9 px one;
@@ -930,7 +935,7 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
     torch.manual_seed(cfg.seed)
     embedder = build_model("boxfree_embedder", mark_size=cfg.mark_size, channels=cfg.channels, depth=cfg.depth,
                            strength=cfg.strength, band=cfg.band, spread=cfg.spread, smooth=cfg.smooth,
-                           padding_mode="replicate", decorrelated=True)
+                           padding_mode="replicate", decorrelated=True, saturate=False)
     if cfg.extractor == "matched":
         extractor = build_model("boxfree_matched_extractor", mark_size=cfg.mark_size, strength=cfg.strength, band=cfg.band,
                                 smooth=cfg.smooth, in_band=True)
