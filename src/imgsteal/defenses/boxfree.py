@@ -156,13 +156,10 @@ class BoxfreeEmbedder(nn.Module):
         texture = self.residual(h)
         if self.saturate:
             texture = torch.tanh(self.gain * texture)
-        # Detail between smooth and band px: below band the image content has little energy to hide the
-        # residual's correlation, above smooth a copy learns it - a real SR copy at 39 dB from its victim
-        # treats 1-2 px detail as noise (it carried 24% of a 1-3 px residual, 78% of a 3-9 px one;
-        # docs/defenses.md). Scaled to an RMS of 1 per image, then
-        # clamped: the residual is at most `strength` per pixel, so the marked answer is >= 20 log10(1 /
-        # strength) dB PSNR. (Saturating it to fill the budget, tanh(2 x), was tried: 44 dB instead of
-        # 46, and no more surrogates verified - docs/defenses.md.)
+        # Detail between smooth and band px: a real SR copy at 39 dB from its victim treats 1-2 px detail
+        # as noise and learns 5-15 px structure (benchmarks/bench_residual_bands.py). Scaled to an RMS of 1
+        # per image, then clamped: the residual is at most `strength` per pixel, so the marked answer is
+        # >= 20 log10(1 / strength) dB PSNR.
         texture = band_pass(texture, self.smooth, self.band)
         if self.spread:  # every k x k window carries the residual (per image, a few detailed pixels carry it all)
             r = self.spread // 2
