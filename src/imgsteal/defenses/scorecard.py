@@ -15,8 +15,9 @@ and then scores, for each defence and attack:
   verification), against ONE threshold per defence, fixed on the independent models only: every
   surrogate of the `none` run (clean answers: every attack, every seed) and the extra independent
   seeds and architectures. The threshold is the lowest value that at most a share `fpr` of the
-  independent models exceed (with fewer than 100 models: their maximum, i.e. 0 false positives); a
-  suspect is verified when its statistic is above it. A defended surrogate is never in the pool.
+  independent models exceed (with fewer than 100 models: their maximum, i.e. 0 false positives),
+  never below what chance reaches (the fingerprint's bit accuracy: a coin's 1% level); a suspect is
+  verified when its statistic is above it. A defended surrogate is never in the pool.
 - fidelity: (B), PSNR and SSIM of F_A vs F_V on the first test set (the cells' own scores);
 - cost to honest clients: PSNR and SSIM of the defended answers against the undefended ones.
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 MIN_INDEPENDENT = 10
 NO_DEFENSE = "none"
 VERIFIABLE = ("boxfree", "fingerprint", "watermark")  # the first of these a run applies is what it verifies
+CHANCE_Z = 2.326  # one-sided 1% of a normal: the fingerprint's chance floor
 STATISTIC = {"watermark": "share of triggers matched", "fingerprint": "bit accuracy", "boxfree": "mark SSIM"}
 
 
@@ -166,9 +168,9 @@ def independent_cells(ctx: "Context", section: ScorecardSection) -> list:
 Scorer = Callable[[Path], float]
 
 
-def verifier(ctx: "Context", run: str, cache: dict) -> tuple[str, Scorer] | None:
-    """(defence, statistic of a surrogate run folder: higher = more of the mark) for `run`, or None
-    when its defences have nothing to verify (PGD)."""
+def verifier(ctx: "Context", run: str, cache: dict) -> tuple[str, Scorer, float | None] | None:
+    """(defence, statistic of a surrogate run folder: higher = more of the mark, the lowest threshold
+    the statistic allows or None) for `run`, or None when its defences have nothing to verify (PGD)."""
     from imgsteal.defenses.verify import checkpoint_suspect
 
     names = ctx.defenses(run)
@@ -184,6 +186,7 @@ def verifier(ctx: "Context", run: str, cache: dict) -> tuple[str, Scorer] | None
 
         def score(folder: Path) -> float:
             return verify_watermark(db, ctx.cfg.client, checkpoint_suspect(folder, device), alpha=ctx.cfg.alpha).fraction
+        floor = None
     elif defense == "fingerprint":
         from imgsteal.defenses.fingerprint import FingerprintModel, detect_fingerprint
         from imgsteal.victim.inference import load_translator
@@ -196,6 +199,10 @@ def verifier(ctx: "Context", run: str, cache: dict) -> tuple[str, Scorer] | None
         def score(folder: Path) -> float:
             model = load_translator(folder, device)
             return detect_fingerprint(fp, [model.translate(q) for q in queries]).accuracy
+        # Bit accuracy at chance is not a fingerprint, even when every independent model happens to
+        # score below one half (measured: 0.477-0.492, and chance-level copies were "verified"):
+        # never below what a coin reaches on 1% of tries over these bits.
+        floor = 0.5 + CHANCE_Z * 0.5 / math.sqrt(fp.bits * len(queries))
     elif defense == "boxfree":
         from imgsteal.defenses.boxfree import BoxfreeModel
 
@@ -205,9 +212,10 @@ def verifier(ctx: "Context", run: str, cache: dict) -> tuple[str, Scorer] | None
 
         def score(folder: Path) -> float:
             return model.score_suspect(checkpoint_suspect(folder, device)).ssim
+        floor = None
     else:
         return None
-    return defense, score
+    return defense, score, floor
 
 
 # -- the scorecard ---------------------------------------------------------------------------------
@@ -231,12 +239,12 @@ def build_scorecard(ctx: "Context", section: ScorecardSection, costs: dict[str, 
         check = None if run == NO_DEFENSE else verifier(ctx, run, cache)
         calibration = None
         if check is not None:
-            defense, score = check
+            defense, score, floor = check
             log(f"scorecard: {run}: scoring {len(pool)} independent models ({STATISTIC[defense]})")
             independent = {c.key: score(c.folder(experiment) / "surrogate") for c in pool}
-            threshold = fpr_threshold(list(independent.values()), section.fpr)
+            threshold = max(fpr_threshold(list(independent.values()), section.fpr), floor or -math.inf)
             fp = sum(1 for v in independent.values() if v > threshold)
-            calibration = {"defense": defense, "statistic": STATISTIC[defense], "threshold": threshold,
+            calibration = {"defense": defense, "statistic": STATISTIC[defense], "threshold": threshold, "floor": floor,
                            "independent_models": len(independent), "false_positives": fp,
                            "fpr_observed": fp / len(independent),
                            "fpr_upper_95": fpr_upper_bound(fp, len(independent)), "independent": independent}
