@@ -186,3 +186,14 @@ def test_presets_validate_with_enough_independent_models(name):
     assert "boxfree" in cfg.runs and cfg.boxfree.train["images"]
     if name.startswith("paper"):
         assert scorecard.fpr_upper_bound(0, cfg.scorecard.independent_count(archs)) < 0.05
+
+
+def test_the_fingerprint_s_chance_floor_is_the_binomial_test_s():
+    """A bit accuracy is verified only when strictly above the floor, and exactly then is it above
+    chance by the one-sided binomial test at 1% (the fingerprint's own verdict's test)."""
+    from imgsteal.defenses.verify import binomial_p_value
+
+    for trials in (64, 256, 801):
+        floor = scorecard.chance_floor(trials)
+        for matched in range(trials // 2, trials + 1):
+            assert (matched / trials > floor) == (binomial_p_value(matched, trials) < 0.01), (trials, matched)

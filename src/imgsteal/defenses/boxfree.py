@@ -122,7 +122,7 @@ class BoxfreeEmbedder(nn.Module):
     """(N x 3 x H x W answers in [0, 1], 1 x 1 x M x M mark in [0, 1]) -> marked answers in [0, 1].
 
     The residual: a conv net of the answer, conditioned on a code of the mark broadcast to every
-    position, through tanh, band-passed (its smooth x smooth local mean minus its band x band one),
+    position (through tanh when `saturate`, as in runs before 2026-12-02), band-passed (its smooth x smooth local mean minus its band x band one),
     decorrelated from the answer's own detail (`decorrelate`), scaled to an RMS of 1, clamped to +-1
     and times `strength`: at most `strength` per pixel, any H x W.
     """
@@ -162,9 +162,7 @@ class BoxfreeEmbedder(nn.Module):
         # >= 20 log10(1 / strength) dB PSNR.
         texture = band_pass(texture, self.smooth, self.band)
         if self.spread:  # every k x k window carries the residual (per image, a few detailed pixels carry it all)
-            r = self.spread // 2
-            energy = F.pad(texture.pow(2).mean(1, keepdim=True), (r, r, r, r), mode="replicate")
-            texture = texture / F.avg_pool2d(energy, self.spread, stride=1).add(1e-6).sqrt()
+            texture = texture / local_mean(texture.pow(2).mean(1, keepdim=True), self.spread).add(1e-6).sqrt()
         if self.decorrelated:  # a blurrier or sharper copy of the victim does not carry it by chance
             texture = decorrelate(texture, image, (self.smooth, self.band))
         if not self.spread:

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 MIN_INDEPENDENT = 10
 NO_DEFENSE = "none"
 VERIFIABLE = ("boxfree", "fingerprint", "watermark")  # the first of these a run applies is what it verifies
-CHANCE_Z = 2.326  # one-sided 1% of a normal: the fingerprint's chance floor
 STATISTIC = {"watermark": "share of triggers matched", "fingerprint": "bit accuracy", "boxfree": "mark SSIM"}
 
 
@@ -92,6 +91,16 @@ def fpr_threshold(scores: Sequence[float], fpr: float, minimum: int = MIN_INDEPE
         raise ImgstealError(f"the threshold needs at least {minimum} independent models, got {len(values)}")
     allowed = math.floor(fpr * len(values) + 1e-9)
     return sorted(values, reverse=True)[allowed]
+
+
+def chance_floor(trials: int, alpha: float = 0.01) -> float:
+    """The highest share of `trials` coin flips (p = 1/2) that is not above chance at `alpha` (the
+    one-sided binomial test the fingerprint's own verdict uses), half a trial below the first that is:
+    a share strictly above it is significant."""
+    from imgsteal.defenses.verify import binomial_p_value
+
+    first = next(k for k in range(trials // 2, trials + 1) if binomial_p_value(k, trials) < alpha)
+    return (first - 0.5) / trials
 
 
 def _binom_cdf(k: int, n: int, p: float) -> float:
@@ -202,7 +211,7 @@ def verifier(ctx: "Context", run: str, cache: dict) -> tuple[str, Scorer, float 
         # Bit accuracy at chance is not a fingerprint, even when every independent model happens to
         # score below one half (measured: 0.477-0.492, and chance-level copies were "verified"):
         # never below what a coin reaches on 1% of tries over these bits.
-        floor = 0.5 + CHANCE_Z * 0.5 / math.sqrt(fp.bits * len(queries))
+        floor = chance_floor(fp.bits * len(queries))
     elif defense == "boxfree":
         from imgsteal.defenses.boxfree import BoxfreeModel
 
