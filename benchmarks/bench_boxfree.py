@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--victim", default=None, help="victim run folder (default: an identity service)")
     parser.add_argument("--size", type=int, default=48, help="answer crop side, px")
     parser.add_argument("--steps", type=int, default=400, help="stage-1 steps")
+    parser.add_argument("--queries", type=int, default=None, help="verification queries (default: BoxfreeTrainConfig's)")
+    parser.add_argument("--query-size", type=int, default=None, help="their answer side, px (default: BoxfreeTrainConfig's)")
     parser.add_argument("--surrogate-steps", type=int, default=1200, help="steps of every model (owner's and attackers')")
     parser.add_argument("--finetune-steps", type=int, default=300)
     parser.add_argument("--surrogates", type=int, default=10, help="attacker surrogates trained on marked answers")
@@ -67,11 +69,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp)
         cfg = BoxfreeTrainConfig(images=["demo:victim"], victim=args.victim, size=args.size, mark_size=32,
-                                 crops_per_image=2, queries=16, steps=args.steps, batch_size=16, surrogates=2,
+                                 crops_per_image=2, steps=args.steps, batch_size=16, surrogates=2,
                                  negatives=4, surrogate_steps=args.surrogate_steps, finetune_steps=args.finetune_steps,
                                  calibration_models=args.calibration, seed=args.seed, extractor=args.extractor, device=args.device,
                                  **{k: v for k, v in (("band", args.band), ("smooth", args.smooth),
-                                                      ("strength", args.strength)) if v is not None})
+                                                      ("strength", args.strength), ("queries", args.queries),
+                                                      ("query_size", args.query_size)) if v is not None})
         result = train_boxfree(cfg, root / "owner", progress=False)
         owner_s = time.perf_counter() - started
         model = BoxfreeModel.load(root / "owner", args.device)
@@ -112,7 +115,7 @@ def main() -> None:
     top = max((v["similarity"] for v in independent), default=float("nan"))
     rate_at_top = sum(v["similarity"] > top for v in stolen) / max(1, len(stolen))
     report = {
-        "victim": args.victim or "identity", "size": args.size, "band": cfg.band, "smooth": cfg.smooth, "strength": cfg.strength, "scale": scale, "threshold": threshold,
+        "victim": args.victim or "identity", "size": args.size, "queries": cfg.queries, "query_size": cfg.verification_size, "band": cfg.band, "smooth": cfg.smooth, "strength": cfg.strength, "scale": scale, "threshold": threshold,
         "calibrated_on": args.calibration, "owner_training_s": round(owner_s, 1),
         "total_s": round(time.perf_counter() - started, 1),
         "psnr_db_mean": round(fidelity, 2), "psnr_db_min": round(worst, 2),
@@ -122,6 +125,7 @@ def main() -> None:
         "stolen": stolen, "independent": independent, "owner": result.as_dict(),
     }
     print(f"box-free watermark, {len(answers)} attacker crops of {args.size} px, victim: {report['victim']}")
+    print(f"verification: {cfg.queries} queries of {cfg.verification_size} px answers (the smallest image caps the side)")
     print(f"threshold {threshold:.3f} (SSIM of the extracted mark; calibrated on {args.calibration} independent models)")
     for v in stolen + independent:
         share = "" if v["share"] is None else f"  share {v['share']:+.3f}"

@@ -318,7 +318,9 @@ def test_train_command_is_thin_and_prints_no_secret(tmp_path):
     model = BoxfreeModel.load(out)
     with pytest.raises(ImgstealError, match="calibrate"):
         model.calibration()
-    assert len(model.queries()) == 8  # 4 images x 2 crops (at most --queries, 16)
+    # --queries (64) crops spread over the 4 images, each as large as the smallest image allows (the
+    # default side, 128 px, does not fit in 40 px images)
+    assert len(model.queries()) == 64 and {tuple(q.shape) for q in model.queries()} == {(3, 40, 40)}
     assert [a.shape for a in model.reference_answers()] == [q.shape for q in model.queries()]  # identity service
     assert stat.S_IMODE(os.stat(out / "answers").st_mode) == 0o700
 
@@ -334,7 +336,8 @@ def test_training_on_a_victims_answers(tmp_path, victim_run, victim):
     result = train_boxfree(cfg, tmp_path / "run", progress=False)
     assert result.scale == scale and result.threshold is not None and result.psnr_db >= 38.0
     model = BoxfreeModel.load(tmp_path / "run")
-    assert [tuple(q.shape) for q in model.queries()] == [(3, 8, 8)] * 2
-    assert [tuple(a.shape) for a in model.reference_answers()] == [(3, 8 * scale, 8 * scale)] * 2
+    # verification queries are larger than the training crops: 128 px answers by default
+    assert [tuple(q.shape) for q in model.queries()] == [(3, 128 // scale, 128 // scale)] * 2
+    assert [tuple(a.shape) for a in model.reference_answers()] == [(3, 128, 128)] * 2
     verdict = verify_boxfree(model, lambda xs: [victim.translate(x) for x in xs], "victim")  # the unmarked victim
     assert verdict.queries == 2 and verdict.calibrated_on == 2

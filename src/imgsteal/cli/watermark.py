@@ -132,6 +132,9 @@ def train(
     mark: str = typer.Option("auto", help="mark image file, or auto for a fresh random secret mark"),
     size: int = typer.Option(64, help="answer crop side, px (a multiple of the victim's scale)"),
     mark_size: int = typer.Option(32, help="side of the mark image, px"),
+    queries: int = typer.Option(64, help="verification queries kept in the run folder (every suspect is asked them)"),
+    query_size: Optional[int] = typer.Option(None, help="answer side of the verification queries, px (default: the "
+                                                        "larger of --size and 128, at most the smallest image)"),
     steps: int = typer.Option(600, help="stage-1 steps (embedder, extractor, discriminator)"),
     surrogates: int = typer.Option(2, help="stage 2: surrogates trained on marked answers"),
     negatives: int = typer.Option(4, help="stage 2: models trained on clean answers"),
@@ -154,7 +157,8 @@ def train(
         if extractor not in ("matched", "learned"):
             raise ImgstealError(f"--extractor must be matched or learned, not {extractor!r}")
 
-        cfg = BoxfreeTrainConfig(images=images, victim=victim, mark=mark, size=size, mark_size=mark_size, steps=steps,
+        cfg = BoxfreeTrainConfig(images=images, victim=victim, mark=mark, size=size, mark_size=mark_size, queries=queries,
+                                 query_size=query_size, steps=steps,
                                  surrogates=surrogates, negatives=negatives, surrogate_steps=surrogate_steps,
                                  finetune_steps=finetune_steps, calibration_models=calibration_models, extractor=extractor,
                                  batch_size=batch_size, seed=seed, device=device)

@@ -678,7 +678,11 @@ class BoxfreeTrainConfig(BaseModel):
     mark_size: int = Field(32, ge=8, le=128)
     crops_per_image: int = Field(2, ge=1)
     max_images: int = Field(64, ge=1)
-    queries: int = Field(16, ge=1, description="verification query inputs kept in the run folder")
+    queries: int = Field(64, ge=1, description="verification query inputs kept in the run folder")
+    query_size: Optional[int] = Field(None, ge=16, description="answer side of the verification queries, px (None: the "
+                                                              "larger of size and 128, at most the smallest image). A suspect's score pools every "
+                                                              "pixel of its answers: more and larger queries average "
+                                                              "an innocent model's chance correlation out")
     channels: int = Field(16, ge=1)
     depth: int = Field(2, ge=1)
     extractor_channels: int = Field(32, ge=1)
@@ -722,6 +726,10 @@ class BoxfreeTrainConfig(BaseModel):
         if value and value % 2 == 0:
             raise ValueError(f"{info.field_name} must be odd{' (or 0)' if info.field_name == 'spread' else ''}, got {value}")
         return value
+
+    @property
+    def verification_size(self) -> int:
+        return self.query_size or max(self.size, 128)
 
     @model_validator(mode="after")
     def _a_band(self) -> "BoxfreeTrainConfig":
@@ -864,10 +872,11 @@ def _crop(image: torch.Tensor, side: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def make_pairs(cfg: BoxfreeTrainConfig, device: torch.device, seed_offset: int = 0,
-               images: list[str] | None = None, with_answers: bool = True, count: int | None = None
-               ) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
-    """(victim inputs, clean answers, scale): crops of the images (the first `count`; None: all) and
-    the victim's answers on them (no answers when `with_answers` is False)."""
+               images: list[str] | None = None, with_answers: bool = True, count: int | None = None,
+               shrink_to_fit: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
+    """(victim inputs, clean answers, scale): crops of the images (`count` spread over them; None:
+    crops_per_image of each) and the victim's answers on them (no answers when `with_answers` is
+    False). shrink_to_fit: crops no larger than the smallest image (else smaller images are skipped)."""
     from imgsteal.data.images import load_images, quantize
     from imgsteal.data.layouts import resolve_image_specs
 
@@ -881,11 +890,18 @@ def make_pairs(cfg: BoxfreeTrainConfig, device: torch.device, seed_offset: int =
         raise ImgstealError(f"--size {cfg.size} is not a multiple of the victim's scale {scale}")
     side = cfg.size // scale
     paths = resolve_image_specs(images or cfg.images)[: cfg.max_images]
-    loaded = [img for _, img in load_images(paths) if min(img.shape[-2:]) >= side]
+    loaded = [img for _, img in load_images(paths)]
+    if shrink_to_fit and loaded:
+        side = min(side, *(min(img.shape[-2:]) for img in loaded))
+    loaded = [img for img in loaded if min(img.shape[-2:]) >= side]
     if not loaded:
         raise ImgstealError(f"no image is at least {side} px on its shorter side")
     gen = torch.Generator().manual_seed(cfg.seed * 31 + seed_offset)
-    inputs = [quantize(_crop(img, side, gen)) for img in loaded for _ in range(cfg.crops_per_image)][:count]
+    if count is None:
+        inputs = [quantize(_crop(img, side, gen)) for img in loaded for _ in range(cfg.crops_per_image)]
+    else:  # `count` crops spread over every image (as many rounds over them as it takes)
+        rounds = math.ceil(count / len(loaded))
+        inputs = [quantize(_crop(img, side, gen)) for _ in range(rounds) for img in loaded][:count]
     if translator is None or not with_answers:
         return inputs, list(inputs) if translator is None else [], scale
     answers = [quantize(translator.translate(x)) for x in inputs]
@@ -921,7 +937,8 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
     # Verification queries (crops the owner keeps) and the owner's clean answers to them: every
     # verification reads a suspect's answers against these.
     queries_dir, answers_dir = private_dir(out_dir / QUERIES_DIR), private_dir(out_dir / ANSWERS_DIR)
-    q_inputs, q_answers, _ = make_pairs(cfg, device, seed_offset=1, count=cfg.queries)
+    q_inputs, q_answers, _ = make_pairs(cfg.model_copy(update={"size": cfg.verification_size}), device, seed_offset=1,
+                                        count=cfg.queries, shrink_to_fit=cfg.query_size is None)
     for i, (q, a) in enumerate(zip(q_inputs, q_answers)):
         write_private(queries_dir / f"query_{i:03d}.png", encode_png(q))
         write_private(answers_dir / f"answer_{i:03d}.png", encode_png(a))
