@@ -126,6 +126,22 @@ def test_blurry_and_weak_independent_models_are_not_accused(triggers):
         assert verdict.closer == 12, name  # the old criterion alone would accuse it
         assert verdict.matched == 0 and not verdict.stolen and verdict.p_value == 1.0, name
         assert verdict.median_closeness > 1.0 and "no evidence" in verdict.summary()
+        assert verdict.reproduced < 0, name  # the scorecard's continuous statistic: nothing reproduced
+
+
+def test_the_share_reproduced_grows_with_how_much_of_the_alteration_a_copy_learnt(triggers):
+    """The scorecard's statistic: 0 for the clean answers, 1 for the altered ones, and in between for
+    a copy that learnt part of each alteration (MSE: a blend t of the way has (1 - t)^2 of the distance)."""
+    options = WatermarkOptions(**OPTIONS)
+
+    def blend(t):
+        return lambda images: [(1 - t) * victim(x) + t * alter(victim(x), options) for x in images]  # noqa: E731
+
+    scores = [verify_watermark(triggers, "mallory", blend(t)).reproduced for t in (0.0, 0.25, 0.5, 1.0)]
+    # (the stored answers are 8-bit: a float blend is within a rounding step of them)
+    assert scores[0] == pytest.approx(0.0, abs=0.01) and scores[-1] == pytest.approx(1.0, abs=0.01)
+    assert scores[1] == pytest.approx(1 - 0.75 ** 2, abs=0.01) and scores[2] == pytest.approx(0.75, abs=0.01)
+    assert verify_watermark(triggers, "mallory", blend(0.25)).matched == 0  # a quarter of the way: no trigger matched, yet 0.44
 
 
 def test_a_noisy_surrogate_trained_on_marked_answers_is_still_caught(triggers):

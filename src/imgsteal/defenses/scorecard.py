@@ -10,8 +10,12 @@ adds cells to the evaluation's experiment - all through the experiment pipeline,
 
 and then scores, for each defence and attack:
 
-- verification: the defence's own statistic on each surrogate (watermark: share of trigger inputs
-  matched; fingerprint: bit accuracy on test images; boxfree: SSIM of the extracted mark; PGD has no
+- verification: the defence's own statistic on each surrogate (watermark: how much of the trigger
+  alterations the surrogate reproduces, `WatermarkVerdict.reproduced` = 1 - the median over triggers
+  of d_alt / D: 0 for a
+  model as far from the altered answers as the clean ones are, 1 for the altered answers exactly - a
+  continuous statistic, where the share of triggers matched at a fixed closeness jumped between 0%
+  and 44% from run to run as copies sat near the cut-off; fingerprint: bit accuracy on test images; boxfree: SSIM of the extracted mark; PGD has no
   verification), against ONE threshold per defence, fixed on the independent models only: every
   surrogate of the `none` run (clean answers: every attack, every seed) and the extra independent
   seeds and architectures. The threshold is the lowest value that at most a share `fpr` of the
@@ -43,7 +47,7 @@ if TYPE_CHECKING:
 MIN_INDEPENDENT = 10
 NO_DEFENSE = "none"
 VERIFIABLE = ("boxfree", "fingerprint", "watermark")  # the first of these a run applies is what it verifies
-STATISTIC = {"watermark": "share of triggers matched", "fingerprint": "bit accuracy", "boxfree": "mark SSIM"}
+STATISTIC = {"watermark": "alteration reproduced (1 - median d_alt/D)", "fingerprint": "bit accuracy", "boxfree": "mark SSIM"}
 
 
 class ScorecardSection(BaseModel):
@@ -194,7 +198,7 @@ def verifier(ctx: "Context", run: str, cache: dict) -> tuple[str, Scorer, float 
             return None
 
         def score(folder: Path) -> float:
-            return verify_watermark(db, ctx.cfg.client, checkpoint_suspect(folder, device), alpha=ctx.cfg.alpha).fraction
+            return verify_watermark(db, ctx.cfg.client, checkpoint_suspect(folder, device), alpha=ctx.cfg.alpha).reproduced
         floor = None
     elif defense == "fingerprint":
         from imgsteal.defenses.fingerprint import FingerprintModel, detect_fingerprint

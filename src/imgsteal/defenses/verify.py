@@ -72,8 +72,17 @@ class WatermarkVerdict:
     resized: int = 0  # answers of another size than the stored ones, resized before comparing
     distances: list[tuple[float, float, float]] = field(default_factory=list)
 
+    @property
+    def reproduced(self) -> float:
+        """How much of the alterations the suspect reproduces: 1 - median_closeness (1: the altered
+        answers exactly; 0: as far from them as the clean answers are; below 0: farther). Continuous,
+        for thresholds calibrated on independent models (the adaptive-attack scorecard): unlike the
+        count of matched triggers it does not jump where copies sit near the closeness cut-off."""
+        return 1.0 - min(self.median_closeness, 2.0)  # no altered trigger (infinite closeness): -1
+
     def as_dict(self, with_distances: bool = False) -> dict:
         out = asdict(self)
+        out["reproduced"] = self.reproduced
         if not with_distances:
             out.pop("distances")
         return out
