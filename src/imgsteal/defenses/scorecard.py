@@ -309,7 +309,8 @@ def scorecard_rows(card: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def plot_scorecard(card: dict, path: Path) -> Path:
-    """Heat map: runs x attacks, colour = verification rate, text = rate and F_A's PSNR vs F_V (PNG)."""
+    """Heat map: runs x attacks, colour = verification rate, text = rate, statistic vs threshold and
+    F_A's PSNR vs F_V (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -324,8 +325,11 @@ def plot_scorecard(card: dict, path: Path) -> Path:
         rate = r["verification_rate"]
         grid[i][j] = float("nan") if rate is None else rate
         psnr = "–" if r["fidelity_psnr_db"] is None else f"{r['fidelity_psnr_db']:.1f} dB"
-        text[i][j] = ("n/a" if rate is None else f"{rate:.0%}") + f"\n{psnr}"
-    fig, ax = plt.subplots(figsize=(1.3 * len(attacks) + 2.2, 0.75 * len(runs) + 1.8))
+        # the statistic against the threshold shows the margin a 0% / 100% cell hides
+        margin = ("" if rate is None or r["statistic"] is None or r["threshold"] is None
+                  else f"\n{r['statistic']:.3f} {'>' if r['statistic'] > r['threshold'] else '<='} {r['threshold']:.3f}")
+        text[i][j] = ("n/a" if rate is None else f"{rate:.0%}") + margin + f"\n{psnr}"
+    fig, ax = plt.subplots(figsize=(1.4 * len(attacks) + 2.2, 0.9 * len(runs) + 1.8))
     image = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
     for i in range(len(runs)):
         for j in range(len(attacks)):
@@ -335,7 +339,7 @@ def plot_scorecard(card: dict, path: Path) -> Path:
     ax.set_yticks(range(len(runs)))
     ax.set_yticklabels(runs)
     ax.set_title(f"verified surrogates (threshold: <= {card['fpr']:.0%} of independent models above it)\n"
-                 "and F_A vs F_V PSNR, per defence x attack", fontsize=9)
+                 "cell: rate, the defence's statistic (mean) vs its threshold, F_A vs F_V PSNR", fontsize=9)
     fig.colorbar(image, ax=ax, label="verification rate")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
