@@ -13,7 +13,7 @@ Without --victim the service answers each image with itself (an identity "victim
 only ever sees answers, so this measures the same thing at the lowest cost; pass a victim run folder
 to watermark a real model's answers.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_boxfree.py            # about 19 minutes on 1 busy core
+    OMP_NUM_THREADS=1 python benchmarks/bench_boxfree.py            # about 30 minutes beside another job
     OMP_NUM_THREADS=1 python benchmarks/bench_boxfree.py --surrogate-steps 300   # 4-5 minutes, weak copies
     python benchmarks/bench_boxfree.py --surrogates 20 --independent 20 --json out.json
 
