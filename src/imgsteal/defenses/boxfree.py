@@ -680,9 +680,10 @@ class BoxfreeTrainConfig(BaseModel):
     max_images: int = Field(64, ge=1)
     queries: int = Field(64, ge=1, description="verification query inputs kept in the run folder")
     query_size: Optional[int] = Field(None, ge=16, description="answer side of the verification queries, px (None: the "
-                                                              "larger of size and 128, at most the smallest image). A suspect's score pools every "
-                                                              "pixel of its answers: more and larger queries average "
-                                                              "an innocent model's chance correlation out")
+                                                              "larger of size and 128, at most the smallest image). The "
+                                                              "score pools every pixel of the answers: larger queries read "
+                                                              "a copy's share more clearly (an innocent model's chance "
+                                                              "correlation did not shrink with them: docs/defenses.md)")
     channels: int = Field(16, ge=1)
     depth: int = Field(2, ge=1)
     extractor_channels: int = Field(32, ge=1)
