@@ -107,24 +107,14 @@ def chance_floor(trials: int, alpha: float = 0.01) -> float:
     return (first - 0.5) / trials
 
 
-def _binom_cdf(k: int, n: int, p: float) -> float:
-    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
-
-
 def fpr_upper_bound(false_positives: int, n: int, confidence: float = 0.95) -> float:
-    """One-sided Clopper-Pearson upper bound on the false-positive rate after `false_positives` of `n`."""
-    if n <= 0:
+    """One-sided Clopper-Pearson upper bound on the false-positive rate after `false_positives` of `n`
+    (the `confidence` quantile of Beta(k + 1, n - k))."""
+    if n <= 0 or false_positives >= n:
         return 1.0
-    if false_positives >= n:
-        return 1.0
-    lo, hi = false_positives / n, 1.0
-    for _ in range(60):  # bisection: the p at which P(X <= k) = 1 - confidence
-        mid = (lo + hi) / 2
-        if _binom_cdf(false_positives, n, mid) > 1 - confidence:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    from scipy import stats
+
+    return float(stats.beta.ppf(confidence, false_positives + 1, n - false_positives))
 
 
 # -- the cells -------------------------------------------------------------------------------------
