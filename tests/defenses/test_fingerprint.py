@@ -13,7 +13,7 @@ from imgsteal.cli import app
 from imgsteal.data.images import decode_image, encode_png, list_images, load_image, save_image
 from imgsteal.defenses.fingerprint import (
     SECRET_FILE, FingerprintDefense, FingerprintModel, FingerprintTrainConfig, bits_to_text, detect_fingerprint,
-    text_to_bits, train_fingerprint,
+    new_fingerprint, text_to_bits, train_fingerprint,
 )
 from imgsteal.errors import ImgstealError
 from imgsteal.models import build_model
@@ -66,6 +66,22 @@ def test_training_reports_bit_accuracy_on_stamped_and_clean_images(trained):
     assert result.fingerprinted.p_value < 1e-6
     assert abs(result.clean.accuracy - 0.5) <= 0.3
     assert (run / "metrics.json").exists()
+
+
+def test_the_secret_is_drawn_against_what_unstamped_images_read():
+    # 10 unstamped images: bit 0 read as 1 by 9 of them, bit 1 as 0 by 9, bit 2 split 5/5
+    reads = torch.tensor([[1.0, 0.0, float(i % 2)] for i in range(9)] + [[0.0, 1.0, 1.0]])
+    draws = torch.stack([new_fingerprint(3, reads) for _ in range(64)])
+    assert (draws[:, 0] == 0).all() and (draws[:, 1] == 1).all()  # against the consistent readings
+    assert 0 < draws[:, 2].mean() < 1  # an undecided bit stays random
+    assert 0 < torch.stack([new_fingerprint(8) for _ in range(64)]).mean() < 1
+
+
+def test_unstamped_training_images_read_at_most_half_of_the_secret(trained):
+    root, run, _ = trained
+    model = FingerprintModel.load(run, "cpu")
+    clean = [load_image(p) for p in list_images(root)]
+    assert sum(model.bit_accuracy(img) for img in clean) / len(clean) <= 0.5
 
 
 def test_the_fingerprint_is_a_secret_file(trained):

@@ -185,10 +185,23 @@ def text_to_bits(text: str) -> torch.Tensor:
     return torch.tensor([float(c) for c in text])
 
 
-def new_fingerprint(bits: int) -> torch.Tensor:
-    """A fresh secret fingerprint of `bits` bits (from the OS's CSPRNG), as a float tensor of 0/1."""
+def new_fingerprint(bits: int, unstamped_reads: torch.Tensor | None = None, lean: float = 0.1) -> torch.Tensor:
+    """A fresh secret fingerprint of `bits` bits (from the OS's CSPRNG), as a float tensor of 0/1.
+
+    unstamped_reads: images x bits, what the decoder reads from images that carry no fingerprint. A
+    decoder reads unstamped images partly as a fixed pattern of its own (the same for every image
+    and every model's outputs), and a random secret agrees with that pattern on about half its bits:
+    those bits look "found" in every innocent image and can gain nothing in a copy. So each bit that
+    the unstamped images read one way in more than 0.5 + `lean` of them is set against that reading;
+    the other bits stay random. Innocent images then read below 50% of the secret and a copy's gain
+    is measured on every such bit (docs/defenses.md, "Fingerprint").
+    """
     value = secrets.randbits(bits)
-    return torch.tensor([float((value >> i) & 1) for i in range(bits)])
+    secret = torch.tensor([float((value >> i) & 1) for i in range(bits)])
+    if unstamped_reads is not None:
+        ones = unstamped_reads.float().mean(0)
+        secret = torch.where(ones > 0.5 + lean, 0.0, torch.where(ones < 0.5 - lean, 1.0, secret))
+    return secret
 
 
 def train_fingerprint(cfg: FingerprintTrainConfig, out_dir: str | Path, *, resume: bool = False,
@@ -233,7 +246,11 @@ def train_fingerprint(cfg: FingerprintTrainConfig, out_dir: str | Path, *, resum
     save_checkpoint(out_dir / MODEL_FILE, meta, {"encoder": encoder, "decoder": decoder})
     secret_path = out_dir / SECRET_FILE
     if not secret_path.exists():  # keep the owner's fingerprint if an earlier run drew one
-        write_private(secret_path, bits_to_text(new_fingerprint(cfg.bits)).encode())
+        decoder.eval()
+        with torch.no_grad():  # the decoder's reading of unstamped training images (uint8 -> [0, 1])
+            sample = [img[None].to(device).float() / 255 for img in images[: cfg.max_eval_images]]
+            reads = torch.cat([(decoder(x) > 0).float().cpu() for x in sample])
+        write_private(secret_path, bits_to_text(new_fingerprint(cfg.bits, reads)).encode())
     model = FingerprintModel.load(out_dir, device)
     eval_paths = [p for p in resolve_image_specs(cfg.eval_images or cfg.images)
                   if str(p) not in skipped.unreadable][: cfg.max_eval_images]
