@@ -19,9 +19,10 @@ and then scores, for each defence and attack:
   ONE threshold per defence, fixed on the independent models only: every surrogate of the `none`
   run (clean answers: every attack, every seed) and the extra independent seeds and architectures.
   The threshold is the lowest value that at most a share `fpr` of the independent models exceed
-  (with fewer than 100 models: their maximum, i.e. 0 false positives), never below what chance
-  reaches (the fingerprint's bit accuracy: a coin's 1% level); a suspect is verified when its
-  statistic is above it. A defended surrogate is never in the pool.
+  (with fewer than 100 models: their maximum, i.e. 0 false positives), and for the fingerprint never
+  less than the independent models' mean bit accuracy plus what a coin adds to one half on 1% of
+  tries over the bits read (a copy must read significantly more bits than innocent models do); a
+  suspect is verified when its statistic is above it. A defended surrogate is never in the pool.
 - fidelity: (B), PSNR and SSIM of F_A vs F_V on the first test set (the cells' own scores);
 - cost to honest clients: PSNR and SSIM of the defended answers against the undefended ones.
 
@@ -172,8 +173,9 @@ Scorer = Callable[[Path], float]
 
 
 def verifier(ctx: "Context", run: str, cache: dict) -> tuple[str, Scorer, float | None] | None:
-    """(defence, statistic of a surrogate run folder: higher = more of the mark, the lowest threshold
-    the statistic allows or None) for `run`, or None when its defences have nothing to verify (PGD)."""
+    """(defence, statistic of a surrogate run folder: higher = more of the mark, the least a suspect's
+    statistic must exceed the independent models' mean by, or None) for `run`, or None when its
+    defences have nothing to verify (PGD)."""
     from imgsteal.defenses.verify import checkpoint_suspect
 
     names = ctx.defenses(run)
@@ -189,7 +191,7 @@ def verifier(ctx: "Context", run: str, cache: dict) -> tuple[str, Scorer, float 
 
         def score(folder: Path) -> float:
             return verify_watermark(db, ctx.cfg.client, checkpoint_suspect(folder, device), alpha=ctx.cfg.alpha).reproduced
-        floor = None
+        margin = None
     elif defense == "fingerprint":
         from imgsteal.defenses.fingerprint import FingerprintModel, detect_fingerprint
         from imgsteal.victim.inference import load_translator
@@ -202,10 +204,12 @@ def verifier(ctx: "Context", run: str, cache: dict) -> tuple[str, Scorer, float 
         def score(folder: Path) -> float:
             model = load_translator(folder, device)
             return detect_fingerprint(fp, [model.translate(q) for q in queries]).accuracy
-        # Bit accuracy at chance is not a fingerprint, even when every independent model happens to
-        # score below one half (measured: 0.477-0.492, and chance-level copies were "verified"):
-        # never below what a coin reaches on 1% of tries over these bits.
-        floor = chance_floor(fp.bits * len(queries))
+        # A copy must read significantly more bits than innocent models do, not merely more than the
+        # highest of a few: with the secret drawn against the decoder's reading of unstamped images
+        # innocent models sit well below one half (0.35-0.37 on the demo), and before that one run's
+        # all sat at 0.477-0.492 and chance-level copies were "verified". The margin is what a coin
+        # adds to one half on 1% of tries over these bits.
+        margin = chance_floor(fp.bits * len(queries)) - 0.5
     elif defense == "boxfree":
         from imgsteal.defenses.boxfree import BoxfreeModel
 
@@ -215,10 +219,10 @@ def verifier(ctx: "Context", run: str, cache: dict) -> tuple[str, Scorer, float 
 
         def score(folder: Path) -> float:
             return model.score_suspect(checkpoint_suspect(folder, device)).ssim
-        floor = None
+        margin = None
     else:
         return None
-    return defense, score, floor
+    return defense, score, margin
 
 
 # -- the scorecard ---------------------------------------------------------------------------------
@@ -242,10 +246,12 @@ def build_scorecard(ctx: "Context", section: ScorecardSection, costs: dict[str, 
         check = None if run == NO_DEFENSE else verifier(ctx, run, cache)
         calibration = None
         if check is not None:
-            defense, score, floor = check
+            defense, score, margin = check
             log(f"scorecard: {run}: scoring {len(pool)} independent models ({STATISTIC[defense]})")
             independent = {c.key: score(c.folder(experiment) / "surrogate") for c in pool}
-            threshold = max(fpr_threshold(list(independent.values()), section.fpr), floor or -math.inf)
+            values = list(independent.values())
+            floor = None if margin is None else sum(values) / len(values) + margin
+            threshold = max(fpr_threshold(values, section.fpr), -math.inf if floor is None else floor)
             fp = sum(1 for v in independent.values() if v > threshold)
             calibration = {"defense": defense, "statistic": STATISTIC[defense], "threshold": threshold, "floor": floor,
                            "independent_models": len(independent), "false_positives": fp,
