@@ -122,7 +122,7 @@ def main() -> None:
         "verification_rate": rate, "false_positive_rate": fpr,
         "fpr_upper_95": fpr_upper_bound(sum(v["verified"] for v in independent), len(independent)),
         "max_independent_similarity": top, "verification_rate_at_max_independent": rate_at_top,
-        "stolen": stolen, "independent": independent, "owner": result.as_dict(),
+        "stolen": stolen, "independent": independent, "owner": result.as_dict(), "calibration": model.calibration(),
     }
     print(f"box-free watermark, {len(answers)} attacker crops of {args.size} px, victim: {report['victim']}")
     print(f"verification: {cfg.queries} queries of {cfg.verification_size} px answers (the smallest image caps the side)")

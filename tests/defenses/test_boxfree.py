@@ -146,6 +146,32 @@ def test_threshold_is_a_tolerance_bound_above_every_independent_model():
             calibrate_threshold(too_few)
 
 
+def test_the_matched_filter_s_threshold_is_fitted_to_the_shares_not_the_skewed_similarities():
+    from imgsteal.defenses.boxfree import BoxfreeModel, MarkScore, threshold_from, tolerance_factor
+
+    mark = (torch.arange(16)[None, :, None] // 4 + torch.arange(16)[None, None, :] // 4).remainder(2).float()
+    ext = build_model("boxfree_matched_extractor", mark_size=16)
+    ext.mark.copy_(mark[None])
+    with torch.no_grad():
+        ext.gain.fill_(7.7), ext.center.fill_(0.31)  # a trained run's filter
+    model = BoxfreeModel(build_model("boxfree_embedder", mark_size=16, channels=4), ext, mark)
+    shares = [0.186, -0.162, 0.039, -0.02, 0.084, -0.206, 0.061, -0.086, 0.08, -0.006]  # a run's 10 innocent models
+    scores = [MarkScore(images=64, ssim=model.similarity_at(v), ncc=1.0, per_image_ssim=0.0, share=v) for v in shares]
+    threshold, share_threshold = threshold_from(model, scores, floor=0.0)
+    n = len(shares)
+    mean = sum(shares) / n
+    std = (sum((v - mean) ** 2 for v in shares) / (n - 1)) ** 0.5
+    assert share_threshold == pytest.approx(mean + tolerance_factor(n) * std)
+    assert threshold == pytest.approx(model.similarity_at(share_threshold))
+    # The similarities are skewed (negative shares all read about 0): a bound fitted to them is lower,
+    # and a copy carrying 40% of the residual would pass it though innocent shares spread this wide.
+    naive = calibrate_threshold([s.ssim for s in scores], floor=0.0)
+    assert naive < model.similarity_at(0.4) < threshold
+    # the learned extractor has no share: its similarities are bounded directly
+    learned = [MarkScore(images=64, ssim=s.ssim, ncc=1.0, per_image_ssim=0.0) for s in scores]
+    assert threshold_from(model, learned, floor=0.0) == (pytest.approx(naive), None)
+
+
 def test_registry_and_clear_errors(tmp_path):
     from imgsteal.defenses.registry import DEFENSES, DefenseSetup, build_defenses
 

@@ -100,7 +100,7 @@ def _other_method(method: str, suspect: str, model: Optional[Path], reference: O
     if model is None:
         raise ImgstealError("--method boxfree needs --model (the run folder of `imgsteal watermark train --method boxfree`)")
     from imgsteal.defenses.boxfree import (
-        CALIBRATION_FILE, BoxfreeModel, calibrate_threshold, verify_boxfree,
+        CALIBRATION_FILE, BoxfreeModel, threshold_from, verify_boxfree,
     )
     from imgsteal.defenses.verify import open_suspect
 
@@ -110,8 +110,8 @@ def _other_method(method: str, suspect: str, model: Optional[Path], reference: O
         if suspect in reference:
             raise ImgstealError("the suspect cannot be one of the --reference models the threshold is calibrated on")
         cal = owner.calibration() if (model / CALIBRATION_FILE).exists() else {}
-        scores = [owner.score_suspect(open_suspect(spec, None, device)).ssim for spec in reference]
-        threshold = calibrate_threshold(scores, **{k: cal[k] for k in ("fpr", "confidence", "floor") if k in cal})
+        scores = [owner.score_suspect(open_suspect(spec, None, device)) for spec in reference]
+        threshold, _ = threshold_from(owner, scores, **{k: cal[k] for k in ("fpr", "confidence", "floor") if k in cal})
     verdict = verify_boxfree(owner, open_suspect(suspect, api_key, device), suspect_name=suspect, threshold=threshold)
     if reference:
         verdict.calibrated_on = len(reference)
