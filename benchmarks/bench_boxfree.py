@@ -126,7 +126,10 @@ def main() -> None:
     }
     print(f"box-free watermark, {len(answers)} attacker crops of {args.size} px, victim: {report['victim']}")
     print(f"verification: {cfg.queries} queries of {cfg.verification_size} px answers (the smallest image caps the side)")
-    print(f"threshold {threshold:.3f} (SSIM of the extracted mark; calibrated on {args.calibration} independent models)")
+    share_threshold = report["calibration"].get("share_threshold")
+    print(f"threshold {threshold:.3f} (SSIM of the extracted mark"
+          + ("" if share_threshold is None else f"; share {share_threshold:.3f}, a tolerance bound on the shares")
+          + f" of {args.calibration} independent models the owner trained)")
     for v in stolen + independent:
         share = "" if v["share"] is None else f"  share {v['share']:+.3f}"
         print(f"  {v['name']:<36} similarity {v['similarity']:+.3f}{share}  NCC {v['ncc']:+.3f}  "
