@@ -78,6 +78,7 @@ def main() -> None:
         result = train_boxfree(cfg, root / "owner", progress=False)
         owner_s = time.perf_counter() - started
         model = BoxfreeModel.load(root / "owner", args.device)
+        calibration = model.calibration()  # read now: without --out the run folder is gone after this block
         device = torch.device(args.device)
 
         attacker = cfg.model_copy(update={"images": ["demo:attacker"], "seed": args.seed + 1000})
@@ -122,7 +123,7 @@ def main() -> None:
         "verification_rate": rate, "false_positive_rate": fpr,
         "fpr_upper_95": fpr_upper_bound(sum(v["verified"] for v in independent), len(independent)),
         "max_independent_similarity": top, "verification_rate_at_max_independent": rate_at_top,
-        "stolen": stolen, "independent": independent, "owner": result.as_dict(), "calibration": model.calibration(),
+        "stolen": stolen, "independent": independent, "owner": result.as_dict(), "calibration": calibration,
     }
     print(f"box-free watermark, {len(answers)} attacker crops of {args.size} px, victim: {report['victim']}")
     print(f"verification: {cfg.queries} queries of {cfg.verification_size} px answers (the smallest image caps the side)")
