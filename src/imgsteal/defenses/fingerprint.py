@@ -4,7 +4,8 @@ An encoder hides an n-bit fingerprint in an image as a small residual; a decoder
 back. Both are trained jointly on random fingerprints with an L2 image loss plus a binary
 cross-entropy bit loss (StegaStamp-like). The owner then draws one secret fingerprint, stamps every
 answer of the service with it, and later checks whether a suspect's images carry it: bitwise
-accuracy against the owner's fingerprint, and a one-sided binomial p-value against 50 % (chance).
+accuracy against the owner's fingerprint, and a one-sided binomial p-value against 50 % (chance;
+conservative, since the secret is drawn so that unstamped images read fewer of its bits).
 
 The fingerprint is spread evenly over the image (the code is broadcast to every position and the
 decoder averages over positions), so one trained pair stamps and reads images of any size.
@@ -320,7 +321,8 @@ class FingerprintModel:
         return (self.decoder(image.detach().clone().to(self.device)[None])[0] > 0).float().cpu()
 
     def bit_accuracy(self, image: torch.Tensor) -> float:
-        """Share of the owner's bits read correctly from `image` (0.5 expected for a clean image)."""
+        """Share of the owner's bits read correctly from `image` (at most about 0.5 for a clean image:
+        the secret is drawn against the decoder's reading of unstamped images, see new_fingerprint)."""
         return float((self.decode(image) == self.fingerprint).float().mean())
 
 
