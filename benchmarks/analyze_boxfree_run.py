@@ -42,6 +42,8 @@ def main() -> None:
     ex = model.extractor
     if not hasattr(ex, "correlation_terms"):
         parser.error("the run uses the learned extractor: these statistics need the matched filter's share")
+    if not ex.in_band:  # the shares below are read in the residual's band, as the filter reads them since then
+        parser.error("the run was trained before 2026-12-02 (its filter reads 1..band px detail): run the benchmark again")
     queries, refs = model.queries(), torch.stack(model.reference_answers())
 
     groups = {"innocent (owner's calibration)": args.run / "owner" / "calibration",

@@ -127,7 +127,7 @@ def main() -> None:
     }
     print(f"box-free watermark, {len(answers)} attacker crops of {args.size} px, victim: {report['victim']}")
     print(f"verification: {cfg.queries} queries of {cfg.verification_size} px answers (the smallest image caps the side)")
-    share_threshold = report["calibration"].get("share_threshold")
+    share_threshold = calibration.get("share_threshold")
     print(f"threshold {threshold:.3f} (SSIM of the extracted mark"
           + ("" if share_threshold is None else f"; share {share_threshold:.3f}, a tolerance bound on the shares")
           + f" of {args.calibration} independent models the owner trained)")
