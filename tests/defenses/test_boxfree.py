@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from imgsteal.cli import app
 from imgsteal.data.images import decode_image, encode_png, quantize
 from imgsteal.defenses.boxfree import (
-    CALIBRATION_FILE, MARK_FILE, MODEL_FILE, BoxfreeDefense, BoxfreeModel, BoxfreeTrainConfig, calibrate_threshold, detail,
-    load_mark, make_pairs, mark_ncc, mark_ssim, module_suspect, new_mark, psnr, train_boxfree, train_surrogate,
+    CALIBRATION_FILE, KEY_FILE, MARK_FILE, MODEL_FILE, BoxfreeDefense, BoxfreeModel, BoxfreeTrainConfig, detail, grid_marks,
+    load_mark, make_pairs, mark_ncc, mark_ssim, module_suspect, new_mark, psnr, random_keys, train_boxfree, train_surrogate,
     verify_boxfree,
 )
 from imgsteal.errors import ImgstealError
@@ -126,50 +126,65 @@ def test_mark_files(tmp_path):
         load_mark(tmp_path / "none.png", 16)
 
 
-def test_threshold_is_a_tolerance_bound_above_every_independent_model():
-    from imgsteal.defenses.boxfree import tolerance_factor
-
-    # the tabulated one-sided normal tolerance factors (p = 0.99, 95% confidence)
-    assert tolerance_factor(10) == pytest.approx(3.981, abs=2e-3)
-    assert tolerance_factor(30) == pytest.approx(3.064, abs=2e-3)
-    scores = [0.0511, 0.044, 0.0157, 0.0013, 0.02, 0.0173, 0.0251, 0.0072, 0.026, 0.0158]
-    mean, std = 0.02235, 0.01530  # of the scores above
-    assert calibrate_threshold(scores, floor=0.0) == pytest.approx(mean + 3.981 * std, abs=1e-3)
-    assert calibrate_threshold(scores) == pytest.approx(0.1)  # the floor
-    # never below the highest innocent model, however tight the others
-    assert calibrate_threshold([0.2, 0.2, 0.2, 0.9], floor=0.0) >= 0.9
-    # a looser rate or lower confidence gives a lower threshold
-    assert calibrate_threshold(scores, fpr=0.05, floor=0.0) < calibrate_threshold(scores, floor=0.0)
-    assert calibrate_threshold(scores, confidence=0.5, floor=0.0) < calibrate_threshold(scores, floor=0.0)
-    for too_few in ([], [0.1]):
-        with pytest.raises(ImgstealError, match="at least 2 independent models"):
-            calibrate_threshold(too_few)
-
-
-def test_the_matched_filter_s_threshold_is_fitted_to_the_shares_not_the_skewed_similarities():
-    from imgsteal.defenses.boxfree import BoxfreeModel, MarkScore, threshold_from, tolerance_factor
-
-    mark = (torch.arange(16)[None, :, None] // 4 + torch.arange(16)[None, None, :] // 4).remainder(2).float()
-    ext = build_model("boxfree_matched_extractor", mark_size=16)
-    ext.mark.copy_(mark[None])
+def test_hints_of_many_keys_are_the_forward_pass_s_residuals():
+    torch.manual_seed(0)
+    emb = build_model("boxfree_embedder", mark_size=16, channels=4, smooth=5, band=15, padding_mode="replicate",
+                      decorrelated=True, saturate=False).eval()
+    answers = torch.rand(3, 3, 40, 40)
+    keys = random_keys(4, 16, torch.Generator().manual_seed(1))
     with torch.no_grad():
-        ext.gain.fill_(7.7), ext.center.fill_(0.31)  # a trained run's filter
-    model = BoxfreeModel(build_model("boxfree_embedder", mark_size=16, channels=4), ext, mark)
-    shares = [0.186, -0.162, 0.039, -0.02, 0.084, -0.206, 0.061, -0.086, 0.08, -0.006]  # a run's 10 innocent models
-    scores = [MarkScore(images=64, ssim=model.similarity_at(v), ncc=1.0, per_image_ssim=0.0, share=v) for v in shares]
-    threshold, share_threshold = threshold_from(model, scores, floor=0.0)
-    n = len(shares)
-    mean = sum(shares) / n
-    std = (sum((v - mean) ** 2 for v in shares) / (n - 1)) ** 0.5
-    assert share_threshold == pytest.approx(mean + tolerance_factor(n) * std)
-    assert threshold == pytest.approx(model.similarity_at(share_threshold))
-    # The similarities are skewed (negative shares all read about 0): a bound fitted to them is lower,
-    # and a copy carrying 40% of the residual would pass it though innocent shares spread this wide.
-    naive = calibrate_threshold([s.ssim for s in scores], floor=0.0)
-    assert naive < model.similarity_at(0.4) < threshold
-    # the learned extractor has no share: its similarities are bounded directly
-    learned = [MarkScore(images=64, ssim=s.ssim, ncc=1.0, per_image_ssim=0.0) for s in scores]
-    assert threshold_from(model, learned, floor=0.0) == (pytest.approx(naive), None)
+        for key, hint in zip(keys, emb.hints(answers, list(keys))):
+            assert torch.allclose(hint, emb(answers, key[None]) - answers, atol=1e-5)
+    # decoys are drawn like the owner's key: 8 x 8 black/white grids, nearly uniform ones framed
+    assert set(keys.unique().tolist()) <= {0.0, 1.0} and keys.shape == (4, 1, 16, 16)
+    framed = grid_marks(torch.zeros(1, 64), 8)[0, 0]
+    assert framed[0].eq(1).all() and framed[-1].eq(0).all()
+
+
+def _rank_model(tmp_path, answers):
+    """A BoxfreeModel with a random (untrained) embedder whose stored verification answers are `answers`."""
+    run = tmp_path / "run"
+    for folder, prefix in ((run / "queries", "query"), (run / "answers", "answer")):
+        folder.mkdir(parents=True)
+        for i, a in enumerate(answers):
+            (folder / f"{prefix}_{i:03d}.png").write_bytes(encode_png(a))
+    torch.manual_seed(0)
+    emb = build_model("boxfree_embedder", mark_size=16, channels=8, smooth=5, band=15, padding_mode="replicate",
+                      decorrelated=True, saturate=False)
+    ext = build_model("boxfree_matched_extractor", mark_size=16, smooth=5, band=15, in_band=True)
+    key = random_keys(1, 16, torch.Generator().manual_seed(99))[0]
+    return BoxfreeModel(emb, ext, key, run_dir=run, key=key, decoy_seed=7)
+
+
+def test_the_rank_test_accuses_innocent_models_at_most_alpha_of_the_time_and_finds_a_copy(tmp_path):
+    """Innocent suspects (their own errors, nothing of the key) get p-values spread like a uniform
+    draw; a suspect that carries half of the owner's residual beats every decoy. The p-value, the
+    share threshold and the decoys are what the verdict reports."""
+    gen = torch.Generator().manual_seed(3)
+    smooth = torch.nn.functional.interpolate(torch.rand(6, 3, 6, 6, generator=gen), size=(48, 48), mode="bicubic")
+    answers = [quantize(a) for a in smooth.clamp(0, 1)]
+    model = _rank_model(tmp_path, answers)
+    refs = torch.stack(model.reference_answers())
+    innocent = []
+    for i in range(20):  # each its own blur / noise: errors of every band, none of them the key's
+        g = torch.Generator().manual_seed(100 + i)
+        noise = torch.nn.functional.avg_pool2d(torch.randn(refs.shape, generator=g), 5, 1, 2) * 0.03
+        innocent.append([quantize(r) for r in (refs + noise).clamp(0, 1)])
+    with torch.no_grad():
+        hint = next(model.embedder.hints(refs, [model.key]))
+    copy = [quantize(r) for r in (refs + 0.5 * hint + 0.3 * (innocent[0][0] - refs[0])).clamp(0, 1)]
+    tests = model.rank_tests([*innocent, copy], decoys=99, alpha=0.05)
+    p_innocent = [t.p_value for t in tests[:20]]
+    assert sum(p <= 0.05 for p in p_innocent) <= 4, p_innocent  # Binomial(20, 0.05): P(>= 5) = 0.3%
+    assert max(p_innocent) > 0.5 and min(p_innocent) < 0.5  # spread, not all pushed one way
+    best = tests[-1]
+    assert best.p_value == pytest.approx(0.01) and best.verified and best.share > best.share_threshold
+    assert 0.3 < best.share < 0.7 and best.z > 3
+    # the decision needs enough decoys for its level, and the answers must fit the stored queries
+    with pytest.raises(ImgstealError, match="cannot give p <= 0.01"):
+        model.rank_tests([copy], decoys=50, alpha=0.01)
+    with pytest.raises(ImgstealError, match="answers for"):
+        model.rank_tests([copy[:3]], decoys=99, alpha=0.05)
 
 
 def test_registry_and_clear_errors(tmp_path):
@@ -188,10 +203,16 @@ def test_registry_and_clear_errors(tmp_path):
     assert no_model.exit_code == 2 and "--model" in no_model.output
     wrong = runner.invoke(app, ["watermark", "calibrate", "--method", "dawn", "--model", str(tmp_path), "--reference", "x"])
     assert wrong.exit_code == 2 and "only boxfree" in wrong.output
-    one = runner.invoke(app, ["watermark", "calibrate", "--model", str(tmp_path), "--reference", "x", "--reference", "x"])
-    assert one.exit_code == 2 and "at least 2 independent models" in one.output
-    with pytest.raises(ValueError, match="at least 2 independent models"):
-        BoxfreeTrainConfig(images=["x"], calibration_models=1)
+    refs = runner.invoke(app, ["watermark", "verify", "--method", "boxfree", "--model", str(tmp_path), "--suspect", "x",
+                               "--reference", "y"])
+    assert refs.exit_code == 2 and "takes no --reference" in refs.output
+    with pytest.raises(ValueError, match="cannot give p <= 0.01"):
+        BoxfreeTrainConfig(images=["x"], decoys=50)
+    # a run folder of an older imgsteal (no key: its embedder knew only its mark) is refused, not misread
+    (tmp_path / MODEL_FILE).write_bytes(b"x")
+    (tmp_path / MARK_FILE).write_bytes(b"x")
+    with pytest.raises(ImgstealError, match="train it again"):
+        BoxfreeModel.load(tmp_path)
 
 
 # -- a tiny full run ---------------------------------------------------------------------------------
@@ -220,8 +241,10 @@ def trained(tmp_path_factory):
     torch.set_num_threads(1)
     cfg = BoxfreeTrainConfig(images=[str(images)], mark=str(mark), size=32, mark_size=16, crops_per_image=4, queries=8, channels=8,
                              extractor_channels=16, steps=300, batch_size=8, surrogates=2, negatives=2,
-                             surrogate_steps=300, finetune_steps=300, calibration_models=3, device="cpu")
-    result = train_boxfree(cfg, root / "run", progress=False)
+                             surrogate_steps=300, finetune_steps=300, calibration_models=3, decoys=199, device="cpu")
+    with pytest.MonkeyPatch.context() as patch:  # the secret key and decoy seed too, for the same reason
+        patch.setattr("imgsteal.defenses.boxfree.secrets.randbits", lambda bits: 0x5A3C_96E1_0F72_B4D8 % (1 << bits))
+        result = train_boxfree(cfg, root / "run", progress=False)
     return root, root / "run", cfg, result
 
 
@@ -251,7 +274,7 @@ def test_marked_answers_keep_fidelity_and_carry_the_mark(trained):
 def test_secrets_are_owner_only_and_never_printed(trained):
     _, run, _, result = trained
     assert stat.S_IMODE(os.stat(run).st_mode) == 0o700
-    for name in (MODEL_FILE, MARK_FILE, CALIBRATION_FILE, "metrics.json"):
+    for name in (MODEL_FILE, MARK_FILE, KEY_FILE, CALIBRATION_FILE, "metrics.json"):
         assert stat.S_IMODE(os.stat(run / name).st_mode) == 0o600, name
     assert not (run / "model.safetensors").exists()  # the embedder lives only in the private model file
     assert "mark" not in json.dumps(result.as_dict()).replace("marked", "")
@@ -272,18 +295,19 @@ def test_surrogate_on_marked_answers_is_verified_and_independent_one_is_not(trai
                                tmp_path / "innocent", steps=300, seed=12)
     yes = verify_boxfree(model, module_suspect(stolen), "stolen")
     no = verify_boxfree(model, module_suspect(innocent), "innocent")
-    assert yes.threshold == result.threshold and yes.calibrated_on == 3
-    assert yes.verified and yes.similarity > yes.threshold, (yes, no)
-    assert not no.verified and no.similarity < no.threshold, (yes, no)
+    assert yes.decoys == 199 and yes.alpha == 0.01  # as trained
+    assert yes.verified and yes.p_value <= 0.01 and yes.share > yes.share_threshold, (yes, no)
+    assert not no.verified and no.share < no.share_threshold, (yes, no)
+    assert yes.similarity > no.similarity  # the mark the extractor draws agrees
 
     # The same through the CLI, with the surrogates as checkpoints (run folders).
     runner = CliRunner()
     base = ["watermark", "verify", "--method", "boxfree", "--model", str(run), "--device", "cpu"]
     out = runner.invoke(app, base + ["--suspect", str(tmp_path / "stolen"), "--json", str(tmp_path / "v.json")])
     assert out.exit_code == 0, out.output
-    assert "CARRIES the box-free watermark" in out.output and "threshold" in out.output
+    assert "CARRIES the box-free watermark" in out.output and "threshold" in out.output and "p = " in out.output
     verdict = json.loads((tmp_path / "v.json").read_text())
-    assert verdict["verified"] and verdict["similarity"] > verdict["threshold"]
+    assert verdict["verified"] and verdict["p_value"] <= verdict["alpha"] and verdict["share"] > verdict["share_threshold"]
     out = runner.invoke(app, base + ["--suspect", str(tmp_path / "innocent")])
     assert out.exit_code == 0 and "no evidence" in out.output, out.output
     mark_png = (run / MARK_FILE).read_bytes()
@@ -299,17 +323,12 @@ def test_calibrate_command_uses_reference_models_only(trained, tmp_path):
                                    *sum((["--reference", str(r)] for r in refs), [])])
     assert out.exit_code == 0, out.output
     after = json.loads((run / CALIBRATION_FILE).read_text())
-    assert after["models"] == len(refs) and after["threshold"] == pytest.approx(before["threshold"], abs=1e-3)
+    assert after["models"] == len(refs) and after["decoys"] == 199 and after["rule"].startswith("decoy-key rank test")
+    # the same models read the same at training and now: the rank test is deterministic given the decoy seed
+    assert list(after["p_values"].values()) == pytest.approx(list(before["p_values"].values()))
+    assert after["false_positives"] == sum(p <= 0.01 for p in after["p_values"].values())
+    assert f"independent models accused at alpha 0.01" in out.output
     assert stat.S_IMODE(os.stat(run / CALIBRATION_FILE).st_mode) == 0o600
-
-    # verify --reference: a threshold from these models for this check only; never the suspect itself
-    base = ["watermark", "verify", "--method", "boxfree", "--model", str(run), "--device", "cpu",
-            *sum((["--reference", str(r)] for r in refs), [])]
-    out = CliRunner().invoke(app, base + ["--suspect", str(run / "stage2" / "marked-0")])
-    assert out.exit_code == 0 and f"calibrated on {len(refs)} independent models" in out.output, out.output
-    assert "CARRIES" in out.output
-    out = CliRunner().invoke(app, base + ["--suspect", str(refs[0])])
-    assert out.exit_code == 2 and "cannot be one of the --reference" in out.output
 
 
 @pytest.mark.slow
@@ -339,8 +358,9 @@ def test_train_command_is_thin_and_prints_no_secret(tmp_path):
                                       "--negatives", "0", "--calibration-models", "0", "--batch-size", "4",
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "PSNR" in result.output and "not calibrated yet" in result.output
+    assert "PSNR" in result.output and "not checked on independent models yet" in result.output
     assert stat.S_IMODE(os.stat(out / MARK_FILE).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(out / KEY_FILE).st_mode) == 0o600
     model = BoxfreeModel.load(out)
     with pytest.raises(ImgstealError, match="calibrate"):
         model.calibration()
@@ -358,12 +378,13 @@ def test_training_on_a_victims_answers(tmp_path, victim_run, victim):
     scale = int(victim.scale)
     cfg = BoxfreeTrainConfig(images=[str(images)], victim=str(victim_run), size=8 * scale, mark_size=8, crops_per_image=1,
                              queries=2, channels=4, extractor_channels=4, steps=3, batch_size=2, surrogates=1, negatives=1,
-                             surrogate_steps=2, finetune_steps=2, calibration_models=2, device="cpu")
+                             surrogate_steps=2, finetune_steps=2, calibration_models=2, decoys=99, device="cpu")
     result = train_boxfree(cfg, tmp_path / "run", progress=False)
-    assert result.scale == scale and result.threshold is not None and result.psnr_db >= 38.0
+    assert result.scale == scale and result.checked == 2 and result.false_positives is not None
+    assert result.psnr_db >= 38.0
     model = BoxfreeModel.load(tmp_path / "run")
     # verification queries are larger than the training crops: 128 px answers by default
     assert [tuple(q.shape) for q in model.queries()] == [(3, 128 // scale, 128 // scale)] * 2
     assert [tuple(a.shape) for a in model.reference_answers()] == [(3, 128, 128)] * 2
     verdict = verify_boxfree(model, lambda xs: [victim.translate(x) for x in xs], "victim")  # the unmarked victim
-    assert verdict.queries == 2 and verdict.calibrated_on == 2
+    assert verdict.queries == 2 and verdict.decoys == 99

@@ -140,15 +140,15 @@ def test_scorecard_thresholds_from_independent_models_only_and_a_row_per_defence
         (cell.folder(tmp_path) / "surrogate" / "stat.txt").write_text(str(independent_scores[cell.key]))
     scored = []
 
-    def fake_verifier(ctx, run, cache):
+    def fake_verifier(ctx, run, cache, fpr):
         if run == "pgd":
             return None
 
-        def score(folder):
-            scored.append((run, folder))
-            return float((folder / "stat.txt").read_text())
+        def score(folders):
+            scored.append((run, list(folders)))
+            return [float((folder / "stat.txt").read_text()) for folder in folders]
         # the fingerprint run: a margin over the independent models' mean that puts the floor above them all
-        return "watermark", score, (0.8 if run == "fingerprint" else None)
+        return "watermark", score, ((lambda values: sum(values) / len(values) + 0.8) if run == "fingerprint" else None)
 
     monkeypatch.setattr(scorecard, "verifier", fake_verifier)
     costs = {run: {"psnr_db": 40.0, "ssim": 0.99} for run in cfg.runs}
@@ -171,6 +171,8 @@ def test_scorecard_thresholds_from_independent_models_only_and_a_row_per_defence
     assert rows[("fingerprint", "paper")]["verification_rate"] == 0.0  # above every independent model, not above their mean by the margin
     assert rows[("pgd", "paper")]["verification_rate"] is None
     assert rows[("boxfree", "paper")]["cost_psnr_db"] == 40.0
+    # every run's models are scored in one call (the box-free rank test makes its decoys once for all)
+    assert [run for run, _ in scored] == ["watermark", "fingerprint", "boxfree"]
     header, table = scorecard.scorecard_rows(card)
     assert len(table) == len(card["rows"]) and "verified" in header
     png = scorecard.plot_scorecard(card, tmp_path / "fig" / "scorecard.png")

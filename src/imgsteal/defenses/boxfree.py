@@ -20,30 +20,34 @@ reads it through global pooling.
 
 Training (`train_boxfree`), as in Zhang et al.:
 - stage 1: H, R, D on clean answers: fidelity (L2 + adversarial), mark recovery from marked
-  answers (through 8-bit rounding), blank from clean answers;
-- stage 2 ("adversarial stage"): small surrogates are trained on (input, marked answer) pairs and
-  others on (input, clean answer) pairs; R is fine-tuned to return the mark from the former's
-  outputs (and from marked answers) and the blank from the latter's (and from clean answers);
-- calibration: more models trained on clean answers, with other seeds and architectures than any
-  used in stage 2, give the shares an innocent model reaches; the decision threshold is set above
-  them (`threshold_from`) and stored. It is never fitted on a suspect.
+  answers (through 8-bit rounding), blank from clean answers; H is trained on random keys, never on
+  the owner's, with a loss that keeps two keys' residuals apart (see the decision below);
+- stage 2 ("adversarial stage"): small surrogates are trained on (input, answer marked with the
+  owner's key) pairs and others on (input, clean answer) pairs; R is fine-tuned to return the mark
+  from the former's outputs (and from marked answers) and the blank from the latter's;
+- check: more models trained on clean answers, with other seeds and architectures than any used in
+  stage 2, are verified like suspects; how many the decision accuses is stored (it should be about
+  alpha of them). Nothing is fitted on them, nor ever on a suspect.
 
-Verification: the suspect answers the stored query inputs; R reads each answer against the owner's
+Verification: the suspect answers the stored query inputs; each answer is read against the owner's
 own clean answer to that query (stored with the queries): what the suspect adds to the clean answer,
-against the residual H adds to it. The content both share cancels, so only the learnt mark counts,
-not a model's own sharpness, blur or texture (read alone, clean U-Nets' answers scored up to half of
-a marked answer's). R's extractions are averaged and compared with the secret mark by a global SSIM
-(one window over the whole mark: it needs the mark's shape and its contrast, so a faint or blank
-extraction scores near 0); NCC is reported alongside. The verifier needs only the suspect's answers
-to chosen queries and its own private files, never the suspect's weights.
+against the residual H adds to it. The content both share cancels, so only the learnt residual
+counts, not a model's own sharpness, blur or texture. The decision is a rank test (`BoxfreeModel.
+rank_tests`): the share of the owner's key's residual the answers carry, pooled over every query,
+against the shares of `decoys` random keys drawn like it; p = (1 + decoys at or above) / (1 +
+decoys), verified when p <= alpha. An innocent model cannot tell the owner's key from a decoy (H
+never saw the owner's key in training), so it is accused with probability at most alpha, exactly.
+R's extraction (the mark it draws, SSIM and NCC with the secret mark) is reported beside it. The
+verifier needs only the suspect's answers to chosen queries and its own private files, never the
+suspect's weights.
 
 Run folder (0700; everything in it owner-only):
     config.json, metrics.jsonl, checkpoints/   stage-1 training (resumable)
-    boxfree_model.safetensors                  H, R, D (0600)
-    mark.png                                   the secret mark (0600)
+    boxfree_model.safetensors                  H, R, D and the decoy seed (0600)
+    key.png, mark.png                          the secret key of the residual, the mark R draws (0600)
     queries/, answers/                         verification query inputs and the clean answers to them (PNG)
     stage2/, calibration/                      the surrogates and independent models trained here
-    calibration.json                           threshold, independent models' similarities
+    calibration.json                           independent models' p-values and shares, how many accused
     metrics.json                               PSNR, similarities of marked/clean/surrogate outputs
 """
 
@@ -69,7 +73,8 @@ from imgsteal.files import private_dir, read_private, write_private
 from imgsteal.models.registry import register_model
 
 MODEL_FILE = "boxfree_model.safetensors"
-MARK_FILE = "mark.png"
+MARK_FILE = "mark.png"  # the image the extractor draws
+KEY_FILE = "key.png"  # the secret key the embedder's residual is made from (an 8 x 8 grid, like new_mark)
 QUERIES_DIR = "queries"
 ANSWERS_DIR = "answers"  # the owner's clean answers to the verification queries: the reference of every score
 CALIBRATION_FILE = "calibration.json"
@@ -83,8 +88,21 @@ Suspect = Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
 # -- networks ----------------------------------------------------------------------------------
 def local_mean(image: torch.Tensor, side: int) -> torch.Tensor:
     """N x C x H x W averaged over every side x side window (odd side; replicate padding; 1: the image)."""
-    r = side // 2
-    return image if side == 1 else F.avg_pool2d(F.pad(image, (r, r, r, r), mode="replicate"), side, stride=1)
+    if side == 1:
+        return image
+    # separable running sums: a few reads per pixel whatever the side (avg_pool2d reads side^2; decoy keys
+    # call this thousands of times)
+    return _box_mean(_box_mean(image, side, -1), side, -2)
+
+
+def _box_mean(x: torch.Tensor, side: int, dim: int) -> torch.Tensor:
+    """Mean over `side` (odd) neighbours along `dim`, the edge values repeated beyond the border."""
+    r, n = side // 2, x.shape[dim]
+    first, last = x.narrow(dim, 0, 1), x.narrow(dim, n - 1, 1)
+    # one extra leading copy: the running sum's difference then needs no index shift
+    padded = torch.cat([first.repeat_interleave(r + 1, dim), x, last.repeat_interleave(r, dim)], dim)
+    sums = padded.cumsum(dim)
+    return (sums.narrow(dim, side, n) - sums.narrow(dim, 0, n)) / side
 
 
 def band_pass(image: torch.Tensor, smooth: int, band: int) -> torch.Tensor:
@@ -97,19 +115,29 @@ def band_pass(image: torch.Tensor, smooth: int, band: int) -> torch.Tensor:
 CONTENT_BANDS = ((1, 3), (3, 7), (7, 15), (15, 31))
 
 
-def decorrelate(residual: torch.Tensor, image: torch.Tensor, within: tuple[int, int] = (1, 3),
-                bands: Sequence[tuple[int, int]] = CONTENT_BANDS) -> torch.Tensor:
-    """The residual (N x 3 x H x W, band-passed to `within` = (smooth, band)) minus its least-squares
-    fit, per image, on the image's own detail in each of `bands` (every channel's), passed through the
-    same band: what is left correlates with no blur or sharpening of the image, so a copy that merely
-    renders the victim's detail more or less strongly carries none of it, and it stays in its band."""
-    regressors = torch.cat([band_pass(band_pass(image, s, b), *within) for s, b in bands], 1).flatten(2)  # N x K x P
-    flat = residual.flatten(2)  # N x 3 x P
+def content_regressors(image: torch.Tensor, within: tuple[int, int] = (1, 3),
+                       bands: Sequence[tuple[int, int]] = CONTENT_BANDS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(regressors N x K x P, their ridge-regularised Gram matrix N x K x K): the image's own detail in
+    each of `bands` (every channel's), passed through the residual's band `within` = (smooth, band).
+    They depend on the image only, so many residuals of one image (decoy keys) share them."""
+    regressors = torch.cat([band_pass(band_pass(image, s, b), *within) for s, b in bands], 1).flatten(2)
     gram = regressors @ regressors.transpose(1, 2)
     eye = torch.eye(gram.shape[-1], device=gram.device)
     ridge = 1e-6 * gram.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-12)[:, None, None] * eye
-    coef = torch.linalg.solve(gram + ridge, regressors @ flat.transpose(1, 2))  # N x K x 3
-    return residual - (coef.transpose(1, 2) @ regressors).view_as(residual)
+    return regressors, gram + ridge
+
+
+def decorrelate(residual: torch.Tensor, image: torch.Tensor, within: tuple[int, int] = (1, 3),
+                bands: Sequence[tuple[int, int]] = CONTENT_BANDS,
+                regressors: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The residual (N x 3 x H x W, band-passed to `within` = (smooth, band)) minus its least-squares
+    fit, per image, on the image's own detail in each of `bands` (`content_regressors`; pass them when
+    already computed): what is left correlates with no blur or sharpening of the image, so a copy that
+    merely renders the victim's detail more or less strongly carries none of it, and it stays in its band."""
+    x, gram = content_regressors(image, within, bands) if regressors is None else regressors
+    flat = residual.flatten(2)  # N x 3 x P
+    coef = torch.linalg.solve(gram, x @ flat.transpose(1, 2))  # N x K x 3
+    return residual - (coef.transpose(1, 2) @ x).view_as(residual)
 
 
 def detail(image: torch.Tensor, band: int = 3) -> torch.Tensor:
@@ -135,6 +163,7 @@ class BoxfreeEmbedder(nn.Module):
         self.smooth = smooth  # 1: detail down to single pixels (runs trained before 2026-12-02 have no smooth)
         self.spread = spread  # 0: RMS-normalised over the whole image; k: over every k x k window (odd)
         self.decorrelated = decorrelated  # runs trained before 2026-12-02: False
+        self.padding_mode = padding_mode
         # tanh(gain x) before the band-pass (runs before 2026-12-02): where it saturates the texture is flat and
         # the band-pass leaves nothing, so stage 1 learnt residuals on a few pixels (58 dB answers)
         self.saturate = saturate
@@ -153,7 +182,33 @@ class BoxfreeEmbedder(nn.Module):
         code = self.code(mark.reshape(mark.shape[0], -1) * 2 - 1)
         code = code.expand(image.shape[0], -1)[:, :, None, None].expand(-1, -1, *image.shape[-2:])
         h = self.body(torch.cat([self.stem(image * 2 - 1), code], 1))
-        texture = self.residual(h)
+        return self._marked(image, self.residual(h))
+
+    @torch.no_grad()
+    def hints(self, image: torch.Tensor, keys: Sequence[torch.Tensor]):
+        """For each key (1 x M x M): forward(image, key) - image, the residual it adds (N x 3 x H x W).
+
+        The work that does not depend on the key - the stem, its part of the first conv, the content
+        regressors - is done once, so reading hundreds of decoy keys costs a fraction of as many
+        forward passes. Same values as forward (the key's code is a constant map: with replicate
+        padding its part of the first conv is a per-channel bias)."""
+        if self.padding_mode != "replicate":  # zero padding: the code's part is not constant at the borders
+            for key in keys:
+                yield self(image, key[None]) - image
+            return
+        first, rest = self.body[0], self.body[1:]
+        stem = self.stem(image * 2 - 1)
+        base = first(torch.cat([stem, stem.new_zeros(stem.shape[0], self.code_dim, *stem.shape[-2:])], 1))
+        code_weight = first.weight[:, stem.shape[1]:].sum((2, 3))  # channels x code
+        regressors = content_regressors(image, (self.smooth, self.band)) if self.decorrelated else None
+        for key in keys:
+            code = self.code(key.reshape(1, -1) * 2 - 1)  # 1 x code
+            h = rest(base + (code @ code_weight.T)[:, :, None, None])
+            yield self._marked(image, self.residual(h), regressors) - image
+
+    def _marked(self, image: torch.Tensor, texture: torch.Tensor,
+                regressors: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The answer plus the residual made of the net's raw texture (see the class docstring)."""
         if self.saturate:
             texture = torch.tanh(self.gain * texture)
         # Detail between smooth and band px: a real SR copy at 39 dB from its victim treats 1-2 px detail
@@ -164,7 +219,7 @@ class BoxfreeEmbedder(nn.Module):
         if self.spread:  # every k x k window carries the residual (per image, a few detailed pixels carry it all)
             texture = texture / local_mean(texture.pow(2).mean(1, keepdim=True), self.spread).add(1e-6).sqrt()
         if self.decorrelated:  # a blurrier or sharper copy of the victim does not carry it by chance
-            texture = decorrelate(texture, image, (self.smooth, self.band))
+            texture = decorrelate(texture, image, (self.smooth, self.band), regressors=regressors)
         if not self.spread:
             texture = texture / texture.pow(2).mean((1, 2, 3), keepdim=True).add(1e-8).sqrt()
         return (image + self.strength * texture.clamp(-1, 1)).clamp(0, 1)
@@ -259,13 +314,25 @@ class BoxfreeDiscriminator(nn.Module):
 
 
 # -- marks and similarity ------------------------------------------------------------------------
+def grid_marks(bits: torch.Tensor, size: int) -> torch.Tensor:
+    """N x 64 bits (0/1) -> N x 1 x size x size marks: 8 x 8 grids of black/white cells, row by row
+    (a nearly uniform grid gets a fixed frame: it makes a poor mark)."""
+    grid = bits.float().view(-1, 1, 8, 8).clone()
+    flat = grid.flatten(1).std(1) < 0.3
+    grid[flat, :, 0, :], grid[flat, :, -1, :] = 1.0, 0.0
+    return F.interpolate(grid, size=(size, size), mode="nearest")
+
+
 def new_mark(size: int) -> torch.Tensor:
-    """A fresh secret mark: an 8 x 8 grid of black/white cells from the OS's CSPRNG, size x size (1 x M x M)."""
+    """A fresh secret mark or key: an 8 x 8 grid of black/white cells from the OS's CSPRNG (1 x size x size)."""
     cells = secrets.randbits(64)
-    grid = torch.tensor([float((cells >> i) & 1) for i in range(64)]).view(1, 1, 8, 8)
-    if grid.std() < 0.3:  # (nearly) uniform grids make poor marks: add a fixed frame
-        grid[..., 0, :], grid[..., -1, :] = 1.0, 0.0
-    return F.interpolate(grid, size=(size, size), mode="nearest")[0]
+    return grid_marks(torch.tensor([(cells >> i) & 1 for i in range(64)]), size)[0]
+
+
+def random_keys(count: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """count x 1 x size x size keys drawn like `new_mark` (the same distribution) from a seeded generator:
+    stage 1's training keys and the decoys of the rank test."""
+    return grid_marks(torch.randint(0, 2, (count, 64), generator=generator), size)
 
 
 def load_mark(path: str | Path, size: int) -> torch.Tensor:
@@ -345,13 +412,18 @@ def _safetensors_meta(data: bytes) -> dict:
 
 
 class BoxfreeModel:
-    """The owner's trained networks, secret mark, verification queries and calibrated threshold."""
+    """The owner's trained networks, secret key and mark, verification queries and decoy seed."""
 
     def __init__(self, embedder: nn.Module, extractor: nn.Module, mark: torch.Tensor,
-                 device: torch.device = torch.device("cpu"), run_dir: Path | None = None) -> None:
+                 device: torch.device = torch.device("cpu"), run_dir: Path | None = None,
+                 key: torch.Tensor | None = None, decoy_seed: int = 0, decoys: int | None = None,
+                 alpha: float | None = None) -> None:
         self.device = device
         self.embedder, self.extractor = embedder.to(device).eval(), extractor.to(device).eval()
         self.mark = mark.float().to(device)
+        self.key = self.mark if key is None else key.float().to(device)  # what the residual is made from
+        # the rank test's defaults, as trained (`BoxfreeTrainConfig.decoys`, `.alpha`)
+        self.decoy_seed, self.decoys, self.alpha = decoy_seed, decoys or DEFAULT_DECOYS, alpha or DEFAULT_ALPHA
         self.run_dir = run_dir
         self._stored: dict[str, list[torch.Tensor]] = {}
 
@@ -362,19 +434,25 @@ class BoxfreeModel:
         from imgsteal.device import pick_device
 
         run_dir = Path(run_dir)
-        model_path, mark_path = run_dir / MODEL_FILE, run_dir / MARK_FILE
+        model_path, mark_path, key_path = run_dir / MODEL_FILE, run_dir / MARK_FILE, run_dir / KEY_FILE
         if not model_path.exists() or not mark_path.exists():
             raise ImgstealError(f"{run_dir} is not a trained box-free watermark (needs {MODEL_FILE} and {MARK_FILE}); "
                                 "run `imgsteal watermark train --method boxfree` first")
-        _, modules = _load_private_modules(model_path)
+        if not key_path.exists():
+            raise ImgstealError(f"{run_dir} was trained by an older imgsteal (no {KEY_FILE}: its embedder was trained "
+                                "for one mark, so the decoy-key test cannot decide): train it again with "
+                                "`imgsteal watermark train --method boxfree`")
+        meta, modules = _load_private_modules(model_path)
         mark = decode_image(read_private(mark_path), "mark")[:1]
+        key = decode_image(read_private(key_path), "key")[:1]
         device = device if isinstance(device, torch.device) else pick_device(device)
-        return cls(modules["embedder"], modules["extractor"], mark, device, run_dir)
+        return cls(modules["embedder"], modules["extractor"], mark, device, run_dir, key=key,
+                   decoy_seed=int(meta.get("decoy_seed", 0)), decoys=meta.get("decoys"), alpha=meta.get("alpha"))
 
     @torch.no_grad()
     def embed(self, image: torch.Tensor) -> torch.Tensor:
         """3 x H x W answer in [0, 1] -> the same answer carrying the owner's mark (residual <= strength)."""
-        return self.embedder(image.to(self.device, torch.float32)[None], self.mark[None])[0].cpu()
+        return self.embedder(image.to(self.device, torch.float32)[None], self.key[None])[0].cpu()
 
     @torch.no_grad()
     def extract(self, image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -393,7 +471,7 @@ class BoxfreeModel:
         if x.shape != ref.shape:
             raise ImgstealError(f"an answer of {tuple(x.shape[-2:])} px cannot be compared with the owner's "
                                 f"{tuple(ref.shape[-2:])} px answer to the same query")
-        return x - ref, self.embedder(ref, self.mark[None]) - ref
+        return x - ref, self.embedder(ref, self.key[None]) - ref
 
     def score(self, images: Sequence[torch.Tensor], references: Sequence[torch.Tensor]) -> "MarkScore":
         """Similarity to the secret mark of the mean extraction over `images`, each scored against the
@@ -423,9 +501,56 @@ class BoxfreeModel:
         """The matched filter's mean extraction for a pooled share: the mark times its confidence."""
         return self.extractor.confidence(torch.tensor(float(share), device=self.device)).cpu() * self.mark.cpu()
 
-    def similarity_at(self, share: float) -> float:
-        """The mark similarity (SSIM) a matched-filter reading of `share` gives (increasing in the share)."""
-        return mark_ssim(self._mark_at(share), self.mark.cpu())
+    @torch.no_grad()
+    def rank_tests(self, answer_sets: Sequence[Sequence[torch.Tensor]], decoys: int | None = None,
+                   alpha: float | None = None, progress: bool = False) -> list["RankTest"]:
+        """The decoy-key rank test of each suspect (its answers to the stored verification queries, in order).
+
+        The statistic is the share of a key's residual the answers carry, pooled over every query (what
+        they add to the owner's clean answers, in the residual's band, against the residual the key
+        adds). It is read for the owner's key and for `decoys` keys drawn the same way (`random_keys`,
+        from the model's decoy seed): p = (1 + decoys at or above the owner's) / (1 + decoys). A model
+        that never saw the owner's marked answers has no reason to prefer the owner's key over any
+        decoy - the embedder was trained on random keys, not on the owner's - so its p is uniform and
+        p <= alpha happens with probability at most alpha, with no independent models and no normal
+        fit. A copy carries the owner's key's residual and not the decoys'. decoys, alpha: None = as
+        trained."""
+        from tqdm import tqdm
+
+        decoys, alpha = decoys or self.decoys, alpha or self.alpha
+        rank = math.floor(alpha * (decoys + 1) + 1e-9)  # above the rank-th highest decoy: p <= alpha
+        if rank < 1:
+            raise ImgstealError(f"{decoys} decoys cannot give p <= {alpha}: take at least {math.ceil(1 / alpha) - 1}")
+        refs = torch.stack(self.reference_answers()).to(self.device)
+        smooth, band = self.embedder.smooth, self.embedder.band
+        errors = []
+        for answers in answer_sets:
+            if len(answers) != len(refs):
+                raise ImgstealError(f"{len(answers)} answers for {len(refs)} verification queries")
+            x = torch.stack([a.to(self.device, torch.float32) for a in answers])
+            if x.shape != refs.shape:
+                raise ImgstealError(f"answers of {tuple(x.shape[-2:])} px cannot be compared with the owner's "
+                                    f"{tuple(refs.shape[-2:])} px answers to the same queries")
+            errors.append(band_pass(x - refs, smooth, band))
+        errors = torch.stack(errors)  # suspects x queries x 3 x H x W
+
+        def shares(hint: torch.Tensor) -> torch.Tensor:
+            energy = (band_pass(hint, smooth, band) * hint).sum().clamp_min(1e-12)
+            return (errors * hint[None]).sum((1, 2, 3, 4)) / energy
+
+        keys = random_keys(decoys, self.key.shape[-1], torch.Generator().manual_seed(self.decoy_seed))
+        owner = shares(next(self.embedder.hints(refs, [self.key]))).cpu()
+        decoy_hints = self.embedder.hints(refs, list(keys.to(self.device)))
+        bar = tqdm(decoy_hints, total=decoys, desc="decoy keys", disable=not progress, leave=False)
+        table = torch.stack([shares(h) for h in bar]).cpu()  # decoys x suspects
+        results = []
+        for j in range(len(answer_sets)):
+            column = table[:, j].sort(descending=True).values
+            results.append(RankTest(
+                share=float(owner[j]), p_value=float(1 + (column >= owner[j]).sum()) / (decoys + 1), alpha=alpha,
+                decoys=decoys, share_threshold=float(column[rank - 1]), decoy_mean=float(column.mean()),
+                decoy_sd=float(column.std())))
+        return results
 
     def score_suspect(self, suspect: Suspect) -> "MarkScore":
         """Ask the suspect the stored verification queries and score its answers against the owner's."""
@@ -462,7 +587,7 @@ class BoxfreeModel:
     def calibration(self) -> dict:
         path = None if self.run_dir is None else self.run_dir / CALIBRATION_FILE
         if path is None or not path.exists():
-            raise ImgstealError("the box-free watermark has no calibrated threshold yet: run "
+            raise ImgstealError("the box-free watermark has not been checked on independent models yet: run "
                                 "`imgsteal watermark calibrate --method boxfree --model RUN --reference MODEL ...`")
         return json.loads(read_private(path))
 
@@ -503,18 +628,45 @@ class BoxfreeDefense:
 
 
 # -- verification and calibration ------------------------------------------------------------------
+DEFAULT_ALPHA, DEFAULT_DECOYS = 0.01, 999
+
+
+@dataclass
+class RankTest:
+    """The decoy-key rank test of one suspect (`BoxfreeModel.rank_tests`)."""
+
+    share: float  # the share of the owner's key's residual the answers carry (1: marked answers, ~0: clean)
+    p_value: float  # (1 + decoy keys whose share is at or above it) / (1 + decoys)
+    alpha: float
+    decoys: int
+    share_threshold: float  # a share strictly above this gives p <= alpha (from the decoys, for this suspect)
+    decoy_mean: float
+    decoy_sd: float
+
+    @property
+    def verified(self) -> bool:
+        return self.p_value <= self.alpha
+
+    @property
+    def z(self) -> float:
+        """How many decoy standard deviations the owner's key stands above the decoys' mean."""
+        return (self.share - self.decoy_mean) / max(self.decoy_sd, 1e-12)
+
+
 @dataclass
 class BoxfreeVerdict:
-    """Outcome of checking one suspect: similarity of its extracted mark against the calibrated threshold."""
+    """Outcome of checking one suspect: the decoy-key rank test, and the mark the extractor draws."""
 
     suspect: str
     queries: int
-    similarity: float  # global SSIM of the mean extracted mark vs the secret mark
+    share: float  # the share of the owner's residual the answers carry
+    p_value: float
+    alpha: float  # the threshold on p: the false-positive rate, by construction
+    decoys: int
+    share_threshold: float  # the share this suspect needed (above the decoys' alpha-quantile)
+    similarity: float  # global SSIM of the extracted mark vs the secret mark (what the extractor draws)
     ncc: float
-    threshold: float
-    calibrated_on: int  # independent models behind the threshold
     verified: bool
-    share: float | None = None  # matched filter: the share of the owner's residual the answers carry
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -522,9 +674,10 @@ class BoxfreeVerdict:
     def summary(self) -> str:
         decision = ("the suspect CARRIES the box-free watermark" if self.verified
                     else "no evidence the suspect carries the box-free watermark")
-        carried = "" if self.share is None else f" (the answers carry {self.share:.0%} of the mark's residual)"
-        return (f"{self.suspect}: mark similarity (SSIM) {self.similarity:.3f}{carried}, NCC {self.ncc:.3f}, on {self.queries} "
-                f"queries; threshold {self.threshold:.3f} (calibrated on {self.calibrated_on} independent models): {decision}")
+        return (f"{self.suspect}: the answers to {self.queries} queries carry {self.share:.1%} of the owner's residual "
+                f"(threshold {self.share_threshold:.1%}: above all but {math.floor(self.alpha * (self.decoys + 1) + 1e-9) - 1} "
+                f"of {self.decoys} decoy keys); p = {self.p_value:.4f}, alpha {self.alpha}; extracted mark SSIM "
+                f"{self.similarity:.3f}, NCC {self.ncc:.3f}: {decision}")
 
 
 def suspect_outputs(suspect: Suspect, queries: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -538,85 +691,43 @@ def suspect_outputs(suspect: Suspect, queries: Sequence[torch.Tensor]) -> list[t
     return [quantize(a) for a in answers]
 
 
-def verify_boxfree(model: BoxfreeModel, suspect: Suspect, suspect_name: str = "suspect",
-                   threshold: float | None = None) -> BoxfreeVerdict:
-    """Query the suspect with the stored inputs, extract, compare with the mark and decide.
-
-    threshold: None = the calibrated one stored in the run folder (an error if there is none).
-    """
-    calibrated_on = 0
-    if threshold is None:
-        cal = model.calibration()
-        threshold, calibrated_on = float(cal["threshold"]), int(cal["models"])
-    score = model.score_suspect(suspect)
-    return BoxfreeVerdict(suspect=suspect_name, queries=score.images, similarity=score.ssim, ncc=score.ncc,
-                          threshold=threshold, calibrated_on=calibrated_on, verified=score.ssim > threshold,
-                          share=score.share)
-
-
-DEFAULT_FPR, DEFAULT_CONFIDENCE, DEFAULT_FLOOR = 0.01, 0.95, 0.1
+def verify_many(model: BoxfreeModel, suspects: dict[str, Suspect], alpha: float | None = None,
+                decoys: int | None = None, progress: bool = False) -> dict[str, BoxfreeVerdict]:
+    """Ask every suspect the stored verification queries and decide each by the decoy-key rank test
+    (the decoys' residuals are made once for all of them). alpha, decoys: None = the model's, as trained."""
+    alpha, decoys = alpha or model.alpha, decoys or model.decoys
+    queries, references = model.queries(), model.reference_answers()
+    answers = {name: suspect_outputs(s, queries) for name, s in suspects.items()}
+    tests = model.rank_tests(list(answers.values()), decoys, alpha, progress)
+    verdicts = {}
+    for (name, outs), test in zip(answers.items(), tests):
+        drawn = model.score(outs, references)
+        verdicts[name] = BoxfreeVerdict(suspect=name, queries=len(outs), share=test.share, p_value=test.p_value,
+                                        alpha=alpha, decoys=decoys, share_threshold=test.share_threshold,
+                                        similarity=drawn.ssim, ncc=drawn.ncc, verified=test.verified)
+    return verdicts
 
 
-def tolerance_factor(n: int, fpr: float = DEFAULT_FPR, confidence: float = DEFAULT_CONFIDENCE) -> float:
-    """k of the one-sided normal tolerance bound mean + k * std of n samples: with probability
-    `confidence`, at most `fpr` of the population lies above it (k = t'_confidence(n - 1,
-    z_(1 - fpr) sqrt(n)) / sqrt(n), the noncentral t; e.g. 3.98 for n = 10, 1%, 95%)."""
-    from scipy import stats
-
-    if n < 2:
-        raise ImgstealError("a tolerance bound needs at least 2 independent models (a spread)")
-    return float(stats.nct.ppf(confidence, n - 1, stats.norm.ppf(1 - fpr) * math.sqrt(n)) / math.sqrt(n))
+def verify_boxfree(model: BoxfreeModel, suspect: Suspect, suspect_name: str = "suspect", alpha: float | None = None,
+                   decoys: int | None = None, progress: bool = False) -> BoxfreeVerdict:
+    """Query the suspect with the stored inputs and decide by the decoy-key rank test (`verify_many`)."""
+    return verify_many(model, {suspect_name: suspect}, alpha, decoys, progress)[suspect_name]
 
 
-def calibrate_threshold(scores: Sequence[float], fpr: float = DEFAULT_FPR, confidence: float = DEFAULT_CONFIDENCE,
-                        floor: float = DEFAULT_FLOOR) -> float:
-    """The decision threshold from independent models' similarities: the upper tolerance bound of a
-    normal fitted to them (at most `fpr` of innocent models above it, with `confidence`), never below
-    the highest of them nor `floor` (an absolute minimum of mark similarity). A handful of models can
-    only show a 1% rate through such a model of their spread: counted directly, n models with none
-    above a threshold bound the rate to about 3/n (95%)."""
-    values = [float(s) for s in scores]
-    if len(values) < 2:
-        raise ImgstealError(f"calibration needs at least 2 independent models, got {len(values)}")
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return max(floor, max(values), mean + tolerance_factor(len(values), fpr, confidence) * std)
-
-
-def threshold_from(model: BoxfreeModel, scores: Sequence[MarkScore], fpr: float = DEFAULT_FPR,
-                   confidence: float = DEFAULT_CONFIDENCE, floor: float = DEFAULT_FLOOR) -> tuple[float, float | None]:
-    """(threshold on the mark similarity, the same threshold as a share or None) from independent models.
-
-    With the matched filter the tolerance bound is fitted to the models' shares - a correlation,
-    roughly normal around 0 for innocent models - and mapped to the similarity (the similarity
-    increases with the share, so the decisions are the same). Fitted to the similarities themselves
-    it would be too low: the sigmoid squeezes the negative shares to about 0 and stretches the
-    positive ones, so the similarities are skewed to the right and a normal fit misses their upper
-    tail (simulated with innocent shares of sd 0.12 and the filter of a trained run: more than 1% of
-    innocent models above the bound in 71% of calibrations from 10 models, where at most 5% may be).
-    The learned extractor has no share: the bound is fitted to its similarities.
-    """
-    ssims = [s.ssim for s in scores]
-    if not scores or any(s.share is None for s in scores):
-        return calibrate_threshold(ssims, fpr, confidence, floor), None
-    share_threshold = calibrate_threshold([s.share for s in scores], fpr, confidence, floor=-math.inf)
-    return max(floor, max(ssims), model.similarity_at(share_threshold)), share_threshold
-
-
-def calibrate_boxfree(model: BoxfreeModel, references: dict[str, Suspect], fpr: float = DEFAULT_FPR,
-                      confidence: float = DEFAULT_CONFIDENCE, floor: float = DEFAULT_FLOOR) -> dict:
-    """Score each independent reference model (trained on clean answers, never the suspect) and store
-    the threshold (`threshold_from`) in the run folder; returns the calibration record."""
+def calibrate_boxfree(model: BoxfreeModel, references: dict[str, Suspect], alpha: float | None = None,
+                      decoys: int | None = None, progress: bool = False) -> dict:
+    """Check the decision on independent models (trained on clean answers, never the suspect): the
+    rank test holds its false-positive rate at alpha by construction; this counts how many of them it
+    would accuse, as a check. Stored in the run folder; returns the record."""
     if model.run_dir is None:
         raise ImgstealError("calibration needs the model's run folder")
-    scores = {name: model.score_suspect(s) for name, s in references.items()}
-    threshold, share_threshold = threshold_from(model, list(scores.values()), fpr, confidence, floor)
-    ssims = [s.ssim for s in scores.values()]
-    record = {"threshold": threshold, "share_threshold": share_threshold, "models": len(scores),
-              "rule": "normal tolerance bound" + (" on the shares" if share_threshold is not None else ""),
-              "fpr": fpr, "confidence": confidence, "floor": floor, "max": max(ssims), "mean": sum(ssims) / len(ssims),
-              "scores": {name: s.ssim for name, s in scores.items()},
-              "shares": {name: s.share for name, s in scores.items()}}
+    verdicts = verify_many(model, references, alpha, decoys, progress)
+    some = next(iter(verdicts.values()))
+    record = {"rule": "decoy-key rank test: p <= alpha", "alpha": some.alpha, "decoys": some.decoys, "models": len(verdicts),
+              "false_positives": sum(v.verified for v in verdicts.values()),
+              "p_values": {name: v.p_value for name, v in verdicts.items()},
+              "shares": {name: v.share for name, v in verdicts.items()},
+              "share_thresholds": {name: v.share_threshold for name, v in verdicts.items()}}
     write_private(model.run_dir / CALIBRATION_FILE, json.dumps(record, indent=2).encode())
     return record
 
@@ -735,12 +846,13 @@ class BoxfreeTrainConfig(BaseModel):
     surrogate_steps: int = Field(300, ge=1)
     surrogate_lr: float = 2e-3
     finetune_steps: int = Field(300, ge=0, description="stage 2: extractor fine-tuning steps")
-    calibration_models: int = Field(10, ge=0, description="independent clean-answer models for the threshold "
-                                                           "(0: calibrate later; otherwise at least 2; the tolerance "
-                                                           "bound's k is 7.0 for 4 models, 4.0 for 10)")
-    calibration_fpr: float = Field(DEFAULT_FPR, gt=0, lt=1, description="innocent models allowed above the threshold")
-    calibration_confidence: float = Field(DEFAULT_CONFIDENCE, gt=0, lt=1)
-    calibration_floor: float = Field(DEFAULT_FLOOR, ge=0, le=1, description="the threshold is never below this similarity")
+    distinct_weight: float = Field(1.0, ge=0, description="stage 1: weight of the loss that keeps the residuals of "
+                                                          "two keys on one answer apart (uncorrelated)")
+    calibration_models: int = Field(10, ge=0, description="independent clean-answer models the decision is checked on "
+                                                           "(0: check later with `watermark calibrate`)")
+    alpha: float = Field(DEFAULT_ALPHA, gt=0, lt=1, description="the rank test's level: innocent models accused at most "
+                                                                "this often")
+    decoys: int = Field(DEFAULT_DECOYS, ge=19, description="decoy keys of the rank test (at least 1 / alpha - 1)")
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 500
@@ -763,27 +875,34 @@ class BoxfreeTrainConfig(BaseModel):
             raise ValueError(f"smooth ({self.smooth}) must be smaller than band ({self.band}): the residual is the detail between them")
         return self
 
-    @field_validator("calibration_models")
-    @classmethod
-    def _a_spread(cls, value: int) -> int:
-        if value == 1:
-            raise ValueError("a threshold needs the spread of at least 2 independent models (0: calibrate later)")
-        return value
+    @model_validator(mode="after")
+    def _enough_decoys(self) -> "BoxfreeTrainConfig":
+        if math.floor(self.alpha * (self.decoys + 1) + 1e-9) < 1:
+            raise ValueError(f"{self.decoys} decoys cannot give p <= {self.alpha}: take at least "
+                             f"{math.ceil(1 / self.alpha) - 1}")
+        return self
 
 
 class BoxfreeStage1Recipe:
-    """Stage 1: H, R (and D) on clean answers (a `train.loop` recipe)."""
+    """Stage 1: H, R (and D) on clean answers (a `train.loop` recipe).
+
+    H is trained on a fresh random key per answer (`random_keys`), never on the owner's: the owner's
+    key is then one draw among the decoys of the rank test, which is what makes its false-positive rate
+    exact. A second key per answer and a loss on the squared cosine between the two residuals keep the
+    residuals of different keys apart (trained on one mark, H gave every key nearly the owner's residual:
+    cosine 0.53-0.57, and copies carried the decoys' residuals too). R learns to draw the mark from
+    any key's residual, read against that key's hint."""
 
     export_module = "embedder"
 
     def __init__(self, embedder: nn.Module, extractor: nn.Module, discriminator: nn.Module, mark: torch.Tensor,
                  device: torch.device, lr: float, image_weight: float, adv_weight: float, seed: int,
-                 ramp_steps: int = 0) -> None:
+                 ramp_steps: int = 0, distinct_weight: float = 1.0) -> None:
         self.embedder, self.extractor = embedder.to(device), extractor.to(device)
         self.discriminator = discriminator.to(device)
         self.mark = mark.to(device)[None]
         self.device, self.image_weight, self.adv_weight, self.seed = device, image_weight, adv_weight, seed
-        self.ramp_steps = ramp_steps
+        self.ramp_steps, self.distinct_weight = ramp_steps, distinct_weight
         self.modules = {"embedder": self.embedder, "extractor": self.extractor, "discriminator": self.discriminator}
         params = list(self.embedder.parameters()) + list(self.extractor.parameters())
         self.optimizers = {"hr": torch.optim.Adam(params, lr=lr),
@@ -798,14 +917,20 @@ class BoxfreeStage1Recipe:
         clean = batch[1].to(self.device)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.step)
         noise = ((torch.rand(clean.shape, generator=gen) - 0.5) / 255).to(self.device)
-        marked = self.embedder(clean, self.mark)
+        keys = random_keys(2 * len(clean), self.mark.shape[-1], gen).to(self.device)
+        keys, others = keys[: len(clean)], keys[len(clean) :]
+        marked = self.embedder(clean, keys)
         target = self.mark.expand(len(clean), -1, -1, -1)
         seen = marked + noise  # answers are 8-bit PNGs
-        mark_loss = F.mse_loss(self.extractor(seen, self.embedder(seen, self.mark) - seen), target)
+        mark_loss = F.mse_loss(self.extractor(seen, self.embedder(seen, keys) - seen), target)
         blank_loss = F.mse_loss(self.extractor(clean, marked - clean), torch.zeros_like(target))
         image_loss = F.mse_loss(marked, clean)
+        distinct = torch.zeros((), device=self.device)
+        if self.distinct_weight > 0:
+            other = self.embedder(clean, others)
+            distinct = F.cosine_similarity((marked - clean).flatten(1), (other - clean).flatten(1), dim=1).pow(2).mean()
         weight = self.image_weight * min(1.0, self.step / self.ramp_steps) if self.ramp_steps else self.image_weight
-        loss = mark_loss + blank_loss + weight * image_loss
+        loss = mark_loss + blank_loss + weight * image_loss + self.distinct_weight * distinct
         adv = torch.zeros(())
         if self.adv_weight > 0:
             adv = F.binary_cross_entropy_with_logits(self.discriminator(marked), torch.ones(len(clean), device=self.device))
@@ -823,7 +948,8 @@ class BoxfreeStage1Recipe:
             d_loss.backward()
             d.step()
         self.step += 1
-        return {"mark": mark_loss.item(), "blank": blank_loss.item(), "l2": image_loss.item(), "adv": adv.item()}
+        return {"mark": mark_loss.item(), "blank": blank_loss.item(), "l2": image_loss.item(), "adv": adv.item(),
+                "distinct": distinct.item()}
 
     def state(self) -> dict[str, Any]:
         return {"step": self.step}
@@ -861,10 +987,10 @@ class ExtractorFinetuneRecipe:
 
     export_module = "extractor"
 
-    def __init__(self, extractor: nn.Module, embedder: nn.Module, mark: torch.Tensor, device: torch.device,
-                 lr: float) -> None:
+    def __init__(self, extractor: nn.Module, embedder: nn.Module, mark: torch.Tensor, key: torch.Tensor,
+                 device: torch.device, lr: float) -> None:
         self.extractor, self.embedder, self.device = extractor.to(device), embedder.to(device).eval(), device
-        self.mark = mark.to(device)[None]
+        self.mark, self.key = mark.to(device)[None], key.to(device)[None]
         self.modules = {"extractor": self.extractor}
         self.optimizers = {"r": torch.optim.Adam(self.extractor.parameters(), lr=lr)}
 
@@ -875,7 +1001,7 @@ class ExtractorFinetuneRecipe:
         images, references, flags = (t.to(self.device) for t in batch)
         target = flags[:, None, None, None] * self.mark
         with torch.no_grad():
-            hint = self.embedder(references, self.mark) - references
+            hint = self.embedder(references, self.key) - references
         loss = F.mse_loss(self.extractor(images - references, hint), target)
         opt = self.optimizers["r"]
         opt.zero_grad(set_to_none=True)
@@ -949,15 +1075,19 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
     private_dir(out_dir / "checkpoints")
     (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
 
-    mark_path = out_dir / MARK_FILE
-    if mark_path.exists():  # keep the owner's mark if an earlier run drew one
+    mark_path, key_path = out_dir / MARK_FILE, out_dir / KEY_FILE
+    if mark_path.exists() and key_path.exists():  # keep the owner's secrets if an earlier run drew them
         from imgsteal.data.images import decode_image
 
         mark = decode_image(read_private(mark_path), "mark")[:1]
+        key = decode_image(read_private(key_path), "key")[:1]
     else:
-        mark = new_mark(cfg.mark_size) if cfg.mark == "auto" else load_mark(cfg.mark, cfg.mark_size)
-        mark = quantize(mark)
+        # The key must be a draw like the decoys (`random_keys`): a drawn mark is one; a mark image is not,
+        # so it gets a key of its own and is only what the extractor draws.
+        mark = new_mark(cfg.mark_size) if cfg.mark == "auto" else quantize(load_mark(cfg.mark, cfg.mark_size))
+        key = mark if cfg.mark == "auto" else new_mark(cfg.mark_size)
         write_private(mark_path, encode_png(mark.expand(3, -1, -1)))
+        write_private(key_path, encode_png(key.expand(3, -1, -1)))
 
     inputs, answers, scale = make_pairs(cfg, device)
     # Verification queries (crops the owner keeps) and the owner's clean answers to them: every
@@ -983,7 +1113,8 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
                                 strength=cfg.strength, band=cfg.band)
     discriminator = build_model("boxfree_discriminator", channels=cfg.channels)
     recipe = BoxfreeStage1Recipe(embedder, extractor, discriminator, mark, device, cfg.lr, cfg.image_weight,
-                                 cfg.adv_weight, cfg.seed, ramp_steps=round(cfg.ramp * cfg.steps))
+                                 cfg.adv_weight, cfg.seed, ramp_steps=round(cfg.ramp * cfg.steps),
+                                 distinct_weight=cfg.distinct_weight)
     u8 = [to_uint8_tensor(a) for a in answers]
     source = PairedPatchSource(u8, u8, scale=1, patch=None, batch_size=cfg.batch_size, seed=cfg.seed,
                                repeat=max(1, math.ceil(min(cfg.steps, 100) * cfg.batch_size / len(u8))))
@@ -991,7 +1122,9 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
                             meta={"role": "boxfree", "seed": cfg.seed}, checkpoint_every=cfg.checkpoint_every,
                             description="boxfree stage 1")
     (out_dir / "model.safetensors").unlink(missing_ok=True)  # the networks live in the private MODEL_FILE
-    model = BoxfreeModel(embedder, extractor, mark, device, out_dir)
+    decoy_seed = secrets.randbits(31)  # any seed will do: the decoys need only be drawn independently of the key
+    model = BoxfreeModel(embedder, extractor, mark, device, out_dir, key=key, decoy_seed=decoy_seed, decoys=cfg.decoys,
+                         alpha=cfg.alpha)
     marked = [quantize(model.embed(a)) for a in answers]
 
     # -- stage 2: surrogates on marked answers (-> mark) and on clean answers (-> blank), then fine-tune R
@@ -1016,15 +1149,16 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
         labelled = LabelledImages(torch.stack([to_uint8_tensor(i) for i, _, _ in pool]),
                                   torch.stack([to_uint8_tensor(r) for _, r, _ in pool]),
                                   torch.tensor([f for _, _, f in pool]), cfg.batch_size, cfg.seed, cfg.finetune_steps)
-        ft = ExtractorFinetuneRecipe(extractor, embedder, mark, device, cfg.lr)
+        ft = ExtractorFinetuneRecipe(extractor, embedder, mark, key, device, cfg.lr)
         run_training(ft, labelled, run_dir=out_dir / "stage2" / "extractor", epochs=1, steps=cfg.finetune_steps,
                      progress=progress, checkpoint_every=0, meta={"role": "boxfree-extractor"},
                      description="boxfree stage 2")
         (out_dir / "stage2" / "extractor" / "model.safetensors").unlink(missing_ok=True)
-        model = BoxfreeModel(embedder, extractor, mark, device, out_dir)
+        model = BoxfreeModel(embedder, extractor, mark, device, out_dir, key=key, decoy_seed=decoy_seed, decoys=cfg.decoys,
+                         alpha=cfg.alpha)
 
     meta = {"role": "boxfree", "scale": scale, "size": cfg.size, "mark_size": cfg.mark_size, "steps": training.steps,
-            "archs": {"embedder": embedder.build_spec, "extractor": extractor.build_spec,
+            "decoy_seed": decoy_seed, "decoys": cfg.decoys, "alpha": cfg.alpha, "archs": {"embedder": embedder.build_spec, "extractor": extractor.build_spec,
                       "discriminator": discriminator.build_spec}}
     _save_private_modules(out_dir / MODEL_FILE, meta, {"embedder": embedder, "extractor": extractor,
                                                         "discriminator": discriminator})
@@ -1039,8 +1173,7 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
                                 steps=cfg.surrogate_steps, seed=cfg.seed * 101 + 500 + k, lr=cfg.surrogate_lr,
                                 device=device)
             references[f"independent-{k}"] = module_suspect(g, device)
-        calibration = calibrate_boxfree(model, references, cfg.calibration_fpr, cfg.calibration_confidence,
-                                        cfg.calibration_floor)
+        calibration = calibrate_boxfree(model, references, cfg.alpha, cfg.decoys, progress)
 
     result = BoxfreeTrainResult(
         images=len(answers), scale=scale,
@@ -1048,7 +1181,8 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
         marked=model.score(marked, answers), clean=model.score(answers, answers),
         surrogates=model.score(pos_out, answers * cfg.surrogates) if pos_out else None,
         negatives=model.score(neg_out, answers * cfg.negatives) if neg_out else None,
-        threshold=None if calibration is None else calibration["threshold"],
+        alpha=cfg.alpha, checked=0 if calibration is None else calibration["models"],
+        false_positives=None if calibration is None else calibration["false_positives"],
         steps=training.steps, seconds=time.perf_counter() - started)
     write_private(out_dir / METRICS_FILE, json.dumps(result.as_dict(), indent=2).encode())
     return result
@@ -1065,7 +1199,9 @@ class BoxfreeTrainResult:
     clean: MarkScore
     surrogates: MarkScore | None = None  # stage-2 surrogates trained on marked answers
     negatives: MarkScore | None = None  # stage-2 models trained on clean answers
-    threshold: float | None = None
+    alpha: float = DEFAULT_ALPHA
+    checked: int = 0  # independent models the decision was checked on
+    false_positives: int | None = None  # of them, accused (expected: about alpha x checked)
     steps: int = 0
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -1081,6 +1217,7 @@ class BoxfreeTrainResult:
         if self.surrogates is not None:
             lines.append(f"stage-2 surrogates on marked answers {self.surrogates.ssim:.3f}"
                          + (f", on clean answers {self.negatives.ssim:.3f}" if self.negatives is not None else ""))
-        lines.append("threshold " + (f"{self.threshold:.3f} (calibrated on independent models)" if self.threshold is not None
-                                     else "not calibrated yet: run `imgsteal watermark calibrate --method boxfree`"))
+        lines.append(f"decision: the decoy-key rank test, p <= {self.alpha} (innocent models accused at most that often); "
+                     + (f"{self.false_positives} of {self.checked} independent models accused" if self.checked
+                        else "not checked on independent models yet: `imgsteal watermark calibrate --method boxfree`"))
         return "\n".join(lines)

@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 MIN_INDEPENDENT = 10
 NO_DEFENSE = "none"
 VERIFIABLE = ("boxfree", "fingerprint", "watermark")  # the first of these a run applies is what it verifies
-STATISTIC = {"watermark": "alteration reproduced (1 - median d_alt/D)", "fingerprint": "bit accuracy", "boxfree": "mark SSIM"}
+STATISTIC = {"watermark": "alteration reproduced (1 - median d_alt/D)", "fingerprint": "bit accuracy",
+             "boxfree": "-log10 p of the decoy-key rank test"}
 
 
 class ScorecardSection(BaseModel):
@@ -169,13 +170,14 @@ def independent_cells(ctx: "Context", section: ScorecardSection) -> list:
 
 
 # -- verification statistics -----------------------------------------------------------------------
-Scorer = Callable[[Path], float]
+Scorer = Callable[[Sequence[Path]], list[float]]  # surrogate run folders -> their statistics, in order
+Floor = Callable[[Sequence[float]], float]  # the independent models' statistics -> the least a threshold may be
 
 
-def verifier(ctx: "Context", run: str, cache: dict) -> tuple[str, Scorer, float | None] | None:
-    """(defence, statistic of a surrogate run folder: higher = more of the mark, the least a suspect's
-    statistic must exceed the independent models' mean by, or None) for `run`, or None when its
-    defences have nothing to verify (PGD)."""
+def verifier(ctx: "Context", run: str, cache: dict, fpr: float) -> tuple[str, Scorer, Floor | None] | None:
+    """(defence, statistic of surrogate run folders: higher = more of the mark, the least the threshold
+    may be given the independent models' statistics, or None) for `run`, or None when its defences have
+    nothing to verify (PGD). Scored all at once: the box-free rank test makes its decoys' residuals once."""
     from imgsteal.defenses.verify import checkpoint_suspect
 
     names = ctx.defenses(run)
@@ -189,9 +191,10 @@ def verifier(ctx: "Context", run: str, cache: dict) -> tuple[str, Scorer, float 
         if not db.exists():
             return None
 
-        def score(folder: Path) -> float:
-            return verify_watermark(db, ctx.cfg.client, checkpoint_suspect(folder, device), alpha=ctx.cfg.alpha).reproduced
-        margin = None
+        def score(folders: Sequence[Path]) -> list[float]:
+            return [verify_watermark(db, ctx.cfg.client, checkpoint_suspect(f, device), alpha=ctx.cfg.alpha).reproduced
+                    for f in folders]
+        floor = None
     elif defense == "fingerprint":
         from imgsteal.defenses.fingerprint import FingerprintModel, detect_fingerprint
         from imgsteal.victim.inference import load_translator
@@ -201,28 +204,38 @@ def verifier(ctx: "Context", run: str, cache: dict) -> tuple[str, Scorer, float 
             cache["detect"] = [q for _, q in ctx.test_queries(ctx.cfg.detect_images)]
         fp, queries = cache["fingerprint"], cache["detect"]
 
-        def score(folder: Path) -> float:
-            model = load_translator(folder, device)
-            return detect_fingerprint(fp, [model.translate(q) for q in queries]).accuracy
+        def score(folders: Sequence[Path]) -> list[float]:
+            out = []
+            for folder in folders:
+                model = load_translator(folder, device)
+                out.append(detect_fingerprint(fp, [model.translate(q) for q in queries]).accuracy)
+            return out
         # A copy must read significantly more bits than innocent models do, not merely more than the
         # highest of a few: with the secret drawn against the decoder's reading of unstamped images
         # innocent models sit well below one half (0.35-0.37 on the demo), and before that one run's
         # all sat at 0.477-0.492 and chance-level copies were "verified". The margin is what a coin
         # adds to one half on 1% of tries over these bits.
         margin = chance_floor(fp.bits * len(queries)) - 0.5
+
+        def floor(values: Sequence[float]) -> float:
+            return sum(values) / len(values) + margin
     elif defense == "boxfree":
-        from imgsteal.defenses.boxfree import BoxfreeModel
+        from imgsteal.defenses.boxfree import BoxfreeModel, verify_many
 
         if "boxfree" not in cache:
             cache["boxfree"] = BoxfreeModel.load(ctx.boxfree_dir(run), "cpu")
         model = cache["boxfree"]
 
-        def score(folder: Path) -> float:
-            return model.score_suspect(checkpoint_suspect(folder, device)).ssim
-        margin = None
+        def score(folders: Sequence[Path]) -> list[float]:
+            verdicts = verify_many(model, {str(f): checkpoint_suspect(f, device) for f in folders}, alpha=fpr)
+            return [-math.log10(verdicts[str(f)].p_value) for f in folders]
+
+        def floor(values: Sequence[float]) -> float:
+            # the rank test's own level: p <= fpr holds an innocent model's rate at fpr whatever the pool shows
+            return -math.log10(fpr) - 1e-9
     else:
         return None
-    return defense, score, margin
+    return defense, score, floor
 
 
 # -- the scorecard ---------------------------------------------------------------------------------
@@ -243,14 +256,18 @@ def build_scorecard(ctx: "Context", section: ScorecardSection, costs: dict[str, 
     cache: dict = {}
     rows, thresholds = [], {}
     for run in [NO_DEFENSE, *ctx.cfg.runs]:
-        check = None if run == NO_DEFENSE else verifier(ctx, run, cache)
-        calibration = None
+        check = None if run == NO_DEFENSE else verifier(ctx, run, cache, section.fpr)
+        cells = {col: [_cell(ctx, run, col, seed) for seed in section.seeds] for col in cols}
+        calibration, statistics = None, {}
         if check is not None:
-            defense, score, margin = check
-            log(f"scorecard: {run}: scoring {len(pool)} independent models ({STATISTIC[defense]})")
-            independent = {c.key: score(c.folder(experiment) / "surrogate") for c in pool}
+            defense, score, floor_of = check
+            log(f"scorecard: {run}: scoring {len(pool)} independent models and the surrogates ({STATISTIC[defense]})")
+            folders = [c.folder(experiment) / "surrogate" for c in pool]
+            folders += [c.folder(experiment) / "surrogate" for group in cells.values() for c in group]
+            statistics = dict(zip(folders, score(folders)))
+            independent = {c.key: statistics[c.folder(experiment) / "surrogate"] for c in pool}
             values = list(independent.values())
-            floor = None if margin is None else sum(values) / len(values) + margin
+            floor = None if floor_of is None else floor_of(values)
             threshold = max(fpr_threshold(values, section.fpr), -math.inf if floor is None else floor)
             fp = sum(1 for v in independent.values() if v > threshold)
             calibration = {"defense": defense, "statistic": STATISTIC[defense], "threshold": threshold, "floor": floor,
@@ -260,12 +277,11 @@ def build_scorecard(ctx: "Context", section: ScorecardSection, costs: dict[str, 
             thresholds[run] = calibration
         for col in cols:
             suspects = []
-            for seed in section.seeds:
-                cell = _cell(ctx, run, col, seed)
+            for seed, cell in zip(section.seeds, cells[col]):
                 folder = cell.folder(experiment)
                 entry: dict[str, Any] = {"seed": seed, "cell": cell.key, **_fidelity(folder)}
                 if calibration is not None:
-                    entry["statistic"] = score(folder / "surrogate")
+                    entry["statistic"] = statistics[folder / "surrogate"]
                     entry["verified"] = entry["statistic"] > calibration["threshold"]
                 suspects.append(entry)
             verified = [s["verified"] for s in suspects if "verified" in s]
