@@ -15,13 +15,14 @@ and then scores, for each defence and attack:
   of d_alt / D: 0 for a model as far from the altered answers as the clean ones are, 1 for the
   altered answers exactly - continuous, where the share of triggers matched at a fixed closeness
   jumped between 0% and 44% from run to run as copies sat near the cut-off; fingerprint: bit
-  accuracy on test images; boxfree: SSIM of the extracted mark; PGD has no verification), against
-  ONE threshold per defence, fixed on the independent models only: every surrogate of the `none`
-  run (clean answers: every attack, every seed) and the extra independent seeds and architectures.
-  The threshold is the lowest value that at most a share `fpr` of the independent models exceed
-  (with fewer than 100 models: their maximum, i.e. 0 false positives), and for the fingerprint never
-  less than the independent models' mean bit accuracy plus what a coin adds to one half on 1% of
-  tries over the bits read (a copy must read significantly more bits than innocent models do); a
+  accuracy on test images; boxfree: -log10 p of its decoy-key rank test; PGD has no verification),
+  against ONE threshold per defence, fixed on the independent models only: every surrogate of the
+  `none` run (clean answers: every attack, every seed) and the extra independent seeds and
+  architectures. The threshold is the lowest value that at most a share `fpr` of the independent
+  models exceed (with fewer than 100 models: their maximum, i.e. 0 false positives), and never less
+  than a floor: for the fingerprint the independent models' mean bit accuracy plus what a coin adds
+  to one half on 1% of tries over the bits read (a copy must read significantly more bits than
+  innocent models do); for the box-free mark -log10 fpr (p <= fpr, the rank test's own level). A
   suspect is verified when its statistic is above it. A defended surrogate is never in the pool.
 - fidelity: (B), PSNR and SSIM of F_A vs F_V on the first test set (the cells' own scores);
 - cost to honest clients: PSNR and SSIM of the defended answers against the undefended ones.
