@@ -141,6 +141,37 @@ def test_hints_of_many_keys_are_the_forward_pass_s_residuals():
     assert framed[0].eq(1).all() and framed[-1].eq(0).all()
 
 
+def test_stage_one_keeps_the_residuals_of_different_keys_apart():
+    """Trained on random keys with the distinctness loss, H gives two keys nearly uncorrelated residuals
+    on the same answer; without it they stay alike (and a copy would carry the decoys' residuals too)."""
+    from imgsteal.defenses.boxfree import BoxfreeStage1Recipe
+
+    torch.set_num_threads(1)
+    images = torch.nn.functional.interpolate(torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0)),
+                                             size=(32, 32), mode="bicubic").clamp(0, 1)
+    cosine = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        emb = build_model("boxfree_embedder", mark_size=16, channels=8, smooth=3, band=9, padding_mode="replicate",
+                          decorrelated=True, saturate=False)
+        ext = build_model("boxfree_matched_extractor", mark_size=16, smooth=3, band=9, in_band=True)
+        mark = new_mark(16)
+        ext.mark.copy_(mark[None])
+        recipe = BoxfreeStage1Recipe(emb, ext, build_model("boxfree_discriminator", channels=8), mark, torch.device("cpu"),
+                                     1e-3, 0.0, 0.01, 0, distinct_weight=weight)
+        recipe.begin_epoch(0)
+        picks = torch.Generator().manual_seed(1)
+        for _ in range(60):
+            recipe.train_step((None, images[torch.randint(0, 16, (8,), generator=picks)]))
+        keys = random_keys(8, 16, torch.Generator().manual_seed(5))
+        with torch.no_grad():
+            residuals = [(emb.eval()(images, k[None]) - images).flatten(1) for k in keys]
+        pairs = [torch.nn.functional.cosine_similarity(residuals[i], residuals[j], dim=1).abs().mean().item()
+                 for i in range(8) for j in range(i + 1, 8)]
+        cosine[weight] = sum(pairs) / len(pairs)
+    assert cosine[1.0] < 0.25 and cosine[1.0] < 0.5 * cosine[0.0], cosine
+
+
 def _rank_model(tmp_path, answers):
     """A BoxfreeModel with a random (untrained) embedder whose stored verification answers are `answers`."""
     run = tmp_path / "run"
