@@ -126,15 +126,24 @@ def test_mark_files(tmp_path):
         load_mark(tmp_path / "none.png", 16)
 
 
-def test_hints_of_many_keys_are_the_forward_pass_s_residuals():
+@pytest.mark.parametrize("keyed", ["filters", "code"])
+def test_hints_of_many_keys_are_the_forward_pass_s_residuals(keyed):
     torch.manual_seed(0)
     emb = build_model("boxfree_embedder", mark_size=16, channels=4, smooth=5, band=15, padding_mode="replicate",
-                      decorrelated=True, saturate=False).eval()
+                      decorrelated=True, saturate=False, keyed=keyed).eval()
     answers = torch.rand(3, 3, 40, 40)
     keys = random_keys(4, 16, torch.Generator().manual_seed(1))
     with torch.no_grad():
         for key, hint in zip(keys, emb.hints(answers, list(keys))):
             assert torch.allclose(hint, emb(answers, key[None]) - answers, atol=1e-5)
+        # a key per answer (stage 1) is each answer with its own key
+        each = emb(answers, keys[:3]) - answers
+        for i in range(3):
+            assert torch.allclose(each[i], (emb(answers[i : i + 1], keys[i : i + 1]) - answers[i : i + 1])[0], atol=1e-5)
+    if keyed == "filters":  # a key's filter bank: the same for the same key, independent draws for two keys
+        assert torch.equal(emb.key_filters(keys[0]), emb.key_filters(keys[0].clone()))
+        a, b = emb.key_filters(keys[0]).flatten(), emb.key_filters(keys[1]).flatten()
+        assert abs(torch.nn.functional.cosine_similarity(a, b, dim=0).item()) < 0.5
     # decoys are drawn like the owner's key: 8 x 8 black/white grids, nearly uniform ones framed
     assert set(keys.unique().tolist()) <= {0.0, 1.0} and keys.shape == (4, 1, 16, 16)
     framed = grid_marks(torch.zeros(1, 64), 8)[0, 0]

@@ -147,19 +147,31 @@ def detail(image: torch.Tensor, band: int = 3) -> torch.Tensor:
 
 @register_model("boxfree_embedder")
 class BoxfreeEmbedder(nn.Module):
-    """(N x 3 x H x W answers in [0, 1], 1 x 1 x M x M mark in [0, 1]) -> marked answers in [0, 1].
+    """(N x 3 x H x W answers in [0, 1], 1 or N x 1 x M x M key in [0, 1]) -> marked answers in [0, 1].
 
-    The residual: a conv net of the answer, conditioned on a code of the mark broadcast to every
-    position (through tanh when `saturate`, as in runs before 2026-12-02), band-passed (its smooth x smooth local mean minus its band x band one),
-    decorrelated from the answer's own detail (`decorrelate`), scaled to an RMS of 1, clamped to +-1
-    and times `strength`: at most `strength` per pixel, any H x W.
+    The residual: a conv net of the answer, made key-specific one of two ways (`keyed`):
+    - "filters" (the default since 2026-12-02, evening): a key-independent trunk of the answer, then a
+      3 x 3 conv to 3 channels whose weights are a Gaussian draw seeded by the key's 64 cells. Every key
+      gets its own filter bank, channels x 27 independent weights, so two keys' residuals are nearly
+      orthogonal and an innocent model's errors cannot correlate with all of them alike;
+    - "code" (runs before): a learnt code of the key broadcast to every position and fed to the first
+      layer (a low-dimensional family: a model's error correlated with a key's residual much as with
+      its neighbours'),
+    then (through tanh when `saturate`, as in runs before 2026-12-02) band-passed (its smooth x smooth
+    local mean minus its band x band one), decorrelated from the answer's own detail (`decorrelate`),
+    scaled to an RMS of 1, clamped to +-1 and times `strength`: at most `strength` per pixel, any H x W.
     """
 
     def __init__(self, mark_size: int = 32, channels: int = 16, depth: int = 2, code: int = 8,
                  strength: float = 0.012, gain: float = 5.0, band: int = 3, spread: int = 0, smooth: int = 1,
-                 padding_mode: str = "zeros", decorrelated: bool = False, saturate: bool = True) -> None:
+                 padding_mode: str = "zeros", decorrelated: bool = False, saturate: bool = True,
+                 keyed: str = "code") -> None:
         super().__init__()
-        self.mark_size, self.strength, self.code_dim, self.gain, self.band = mark_size, strength, code, gain, band
+        if keyed not in ("code", "filters"):
+            raise ValueError(f"keyed must be code or filters, not {keyed!r}")
+        self.mark_size, self.strength, self.gain, self.band = mark_size, strength, gain, band
+        self.keyed, self.channels = keyed, channels
+        self.code_dim = code if keyed == "code" else 0
         self.smooth = smooth  # 1: detail down to single pixels (runs trained before 2026-12-02 have no smooth)
         self.spread = spread  # 0: RMS-normalised over the whole image; k: over every k x k window (odd)
         self.decorrelated = decorrelated  # runs trained before 2026-12-02: False
@@ -170,15 +182,36 @@ class BoxfreeEmbedder(nn.Module):
         # replicate: zero padding gives every image a structured border that a band-passed residual keeps
         # and the per-image RMS then concentrates on (runs trained before 2026-12-02: zeros)
         conv = functools.partial(nn.Conv2d, kernel_size=3, padding=1, padding_mode=padding_mode)
-        self.code = nn.Linear(mark_size * mark_size, code)
+        if keyed == "code":
+            self.code = nn.Linear(mark_size * mark_size, code)
         self.stem = nn.Sequential(conv(3, channels), nn.ReLU(inplace=True))
         layers: list[nn.Module] = []
         for i in range(depth):
-            layers += [conv(channels + (code if i == 0 else 0), channels), nn.ReLU(inplace=True)]
+            layers += [conv(channels + (self.code_dim if i == 0 else 0), channels), nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*layers)
-        self.residual = conv(channels, 3)
+        if keyed == "code":
+            self.residual = conv(channels, 3)
+
+    def key_filters(self, key: torch.Tensor) -> torch.Tensor:
+        """The 3 x channels x 3 x 3 filter bank of a key (1 x M x M, an 8 x 8 grid of cells): a standard
+        normal draw seeded by its 64 cells (so equal keys give equal banks and any two keys' banks are
+        independent draws), scaled to unit gain."""
+        cells = F.adaptive_avg_pool2d(key.reshape(1, 1, *key.shape[-2:]).float().cpu(), 8).flatten() > 0.5
+        seed = sum(1 << i for i, on in enumerate(cells.tolist()) if on)
+        bank = torch.randn(3, self.channels, 3, 3, generator=torch.Generator().manual_seed(seed))
+        return (bank / math.sqrt(self.channels * 9)).to(key.device)
+
+    def _keyed_texture(self, h: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(h, (1, 1, 1, 1), mode=self.padding_mode if self.padding_mode != "zeros" else "constant"),
+                        self.key_filters(key))
 
     def forward(self, image: torch.Tensor, mark: torch.Tensor) -> torch.Tensor:
+        if self.keyed == "filters":
+            h = self.body(self.stem(image * 2 - 1))
+            if mark.shape[0] == 1:
+                return self._marked(image, self._keyed_texture(h, mark[0]))
+            texture = torch.cat([self._keyed_texture(h[i : i + 1], mark[i]) for i in range(len(mark))])
+            return self._marked(image, texture)
         code = self.code(mark.reshape(mark.shape[0], -1) * 2 - 1)
         code = code.expand(image.shape[0], -1)[:, :, None, None].expand(-1, -1, *image.shape[-2:])
         h = self.body(torch.cat([self.stem(image * 2 - 1), code], 1))
@@ -188,10 +221,16 @@ class BoxfreeEmbedder(nn.Module):
     def hints(self, image: torch.Tensor, keys: Sequence[torch.Tensor]):
         """For each key (1 x M x M): forward(image, key) - image, the residual it adds (N x 3 x H x W).
 
-        The work that does not depend on the key - the stem, its part of the first conv, the content
-        regressors - is done once, so reading hundreds of decoy keys costs a fraction of as many
-        forward passes. Same values as forward (the key's code is a constant map: with replicate
-        padding its part of the first conv is a per-channel bias)."""
+        The work that does not depend on the key - the trunk (with a code: the stem and its part of the
+        first conv), the content regressors - is done once, so reading hundreds of decoy keys costs a
+        fraction of as many forward passes. Same values as forward (a code is a constant map: with
+        replicate padding its part of the first conv is a per-channel bias)."""
+        regressors = content_regressors(image, (self.smooth, self.band)) if self.decorrelated else None
+        if self.keyed == "filters":
+            h = self.body(self.stem(image * 2 - 1))
+            for key in keys:
+                yield self._marked(image, self._keyed_texture(h, key), regressors) - image
+            return
         if self.padding_mode != "replicate":  # zero padding: the code's part is not constant at the borders
             for key in keys:
                 yield self(image, key[None]) - image
@@ -200,7 +239,6 @@ class BoxfreeEmbedder(nn.Module):
         stem = self.stem(image * 2 - 1)
         base = first(torch.cat([stem, stem.new_zeros(stem.shape[0], self.code_dim, *stem.shape[-2:])], 1))
         code_weight = first.weight[:, stem.shape[1]:].sum((2, 3))  # channels x code
-        regressors = content_regressors(image, (self.smooth, self.band)) if self.decorrelated else None
         for key in keys:
             code = self.code(key.reshape(1, -1) * 2 - 1)  # 1 x code
             h = rest(base + (code @ code_weight.T)[:, :, None, None])
@@ -848,6 +886,9 @@ class BoxfreeTrainConfig(BaseModel):
     finetune_steps: int = Field(300, ge=0, description="stage 2: extractor fine-tuning steps")
     distinct_weight: float = Field(1.0, ge=0, description="stage 1: weight of the loss that keeps the residuals of "
                                                           "two keys on one answer apart (uncorrelated)")
+    keyed: str = Field("filters", pattern="^(filters|code)$",
+                       description="how the key shapes the residual: filters (the key seeds the last layer's weights: "
+                                   "many independent directions) or code (a learnt code fed to the first layer)")
     calibration_models: int = Field(10, ge=0, description="independent clean-answer models the decision is checked on "
                                                            "(0: check later with `watermark calibrate`)")
     alpha: float = Field(DEFAULT_ALPHA, gt=0, lt=1, description="the rank test's level: innocent models accused at most "
@@ -1103,7 +1144,7 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
     torch.manual_seed(cfg.seed)
     embedder = build_model("boxfree_embedder", mark_size=cfg.mark_size, channels=cfg.channels, depth=cfg.depth,
                            strength=cfg.strength, band=cfg.band, spread=cfg.spread, smooth=cfg.smooth,
-                           padding_mode="replicate", decorrelated=True, saturate=False)
+                           padding_mode="replicate", decorrelated=True, saturate=False, keyed=cfg.keyed)
     if cfg.extractor == "matched":
         extractor = build_model("boxfree_matched_extractor", mark_size=cfg.mark_size, strength=cfg.strength, band=cfg.band,
                                 smooth=cfg.smooth, in_band=True)
