@@ -1,18 +1,17 @@
 """Re-read a saved box-free benchmark run with other statistics (what docs/defenses.md reports as
-"ideas measured and dropped"): for every model the run trained - the owner's calibration models,
-the attacker-side independent models and the copies on marked answers - on the owner's stored
-verification queries:
+"ideas measured and dropped") beside the decision itself: for every model the run trained - the
+owner's check models, the attacker-side independent models and the copies on marked answers - on
+the owner's stored verification queries:
 
-- pooled: the share of the residual the answers carry, pooled over every query (the statistic in use);
+- pooled: the share of the owner's residual the answers carry, pooled over every query (the rank
+  test's statistic);
 - median: the median of the per-query shares;
 - whitened: each pixel weighted by 1 / the suspect's local in-band error energy (plus the residual's
   mean energy), a matched filter for noise that is not stationary;
-- decoys: the share for the owner's mark against the shares for `--decoys` fresh random marks through
-  the same embedder; p = (1 + decoys at or above it) / (1 + decoys), exact under H0 only if the owner's
-  mark were exchangeable with the decoys.
+- p: the decoy-key rank test (`BoxfreeModel.rank_tests`, the decision) with `--decoys` decoys.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_boxfree.py --out runs/bf --json runs/bf.json   # about 25 min
-    OMP_NUM_THREADS=1 python benchmarks/analyze_boxfree_run.py runs/bf --decoys 49            # about 10 min
+    OMP_NUM_THREADS=1 python benchmarks/bench_boxfree.py --out runs/bf --json runs/bf.json   # about 30 min
+    OMP_NUM_THREADS=1 python benchmarks/analyze_boxfree_run.py runs/bf --decoys 999
 
 Prints one line per model and, per statistic, how many copies lie above every innocent model.
 """
@@ -29,61 +28,48 @@ import torch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="the --out folder of benchmarks/bench_boxfree.py")
-    parser.add_argument("--decoys", type=int, default=49, help="random decoy marks (0: skip the rank test)")
+    parser.add_argument("--decoys", type=int, default=999, help="decoy keys of the rank test")
+    parser.add_argument("--alpha", type=float, default=0.01, help="level of the rank test")
     parser.add_argument("--window", type=int, default=15, help="side of the local error-energy window (odd), px")
     parser.add_argument("--json", type=Path, default=None, help="also write every statistic as JSON")
     args = parser.parse_args()
 
-    from imgsteal.defenses.boxfree import BoxfreeModel, band_pass, local_mean, new_mark, suspect_outputs
+    from imgsteal.defenses.boxfree import BoxfreeModel, band_pass, local_mean, suspect_outputs
     from imgsteal.victim.inference import load_translator
 
     torch.set_num_threads(1)
     model = BoxfreeModel.load(args.run / "owner", "cpu")
-    ex = model.extractor
-    if not hasattr(ex, "correlation_terms"):
-        parser.error("the run uses the learned extractor: these statistics need the matched filter's share")
-    if not ex.in_band:  # the shares below are read in the residual's band, as the filter reads them since then
-        parser.error("the run was trained before 2026-12-02 (its filter reads 1..band px detail): run the benchmark again")
     queries, refs = model.queries(), torch.stack(model.reference_answers())
-
-    groups = {"innocent (owner's calibration)": args.run / "owner" / "calibration",
+    groups = {"innocent (owner's check)": args.run / "owner" / "calibration",
               "innocent (independent)": args.run / "independent", "copy": args.run / "stolen"}
     models = [(group, d) for group, folder in groups.items() for d in sorted(folder.glob("*"))
               if (d / "model.safetensors").exists()]
     if not models:
         parser.error(f"no trained models under {args.run}: pass the --out folder of bench_boxfree.py")
 
-    def in_band(x: torch.Tensor) -> torch.Tensor:
-        return band_pass(x, ex.smooth, ex.band)
-
-    def hints(mark: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([model.embedder(refs[i : i + 16], mark[None].expand(len(refs[i : i + 16]), -1, -1, -1))
-                              - refs[i : i + 16] for i in range(0, len(refs), 16)])
-
-    h = hints(model.mark.cpu())
-    bh = in_band(h)
-    decoy_hints = [hints(new_mark(model.mark.shape[-1])) for _ in range(args.decoys)]
-    decoy_dens = [float((in_band(d) * d).sum()) for d in decoy_hints]
-    rows = []
-    for group, folder in models:
+    answers = []
+    for _, folder in models:
         translator = load_translator(folder, "cpu")
-        outs = torch.stack(suspect_outputs(lambda xs: [translator.translate(x) for x in xs], queries))
-        be = in_band(outs - refs)
+        answers.append(suspect_outputs(lambda xs: [translator.translate(x) for x in xs], queries))
+    tests = model.rank_tests(answers, args.decoys, args.alpha, progress=True)
+
+    def in_band(x: torch.Tensor) -> torch.Tensor:
+        return band_pass(x, model.embedder.smooth, model.embedder.band)
+
+    h = next(model.embedder.hints(refs, [model.key]))
+    bh = in_band(h)
+    rows = []
+    for (group, folder), outs, test in zip(models, answers, tests):
+        be = in_band(torch.stack(outs) - refs)
         per_query = (be * h).sum((1, 2, 3)) / (bh * h).sum((1, 2, 3))
         weight = 1.0 / (local_mean(be.pow(2).mean(1, keepdim=True), args.window) + bh.pow(2).mean())
-        row = {"group": group, "model": folder.name,
-               "pooled": float((be * h).sum() / (bh * h).sum()), "median": float(per_query.median()),
-               "whitened": float((weight * be * h).sum() / (weight * bh * h).sum())}
-        if args.decoys:
-            decoys = torch.tensor([float((be * d).sum()) / den for d, den in zip(decoy_hints, decoy_dens)])
-            row.update(decoy_mean=float(decoys.mean()), decoy_sd=float(decoys.std()),
-                       p=float((1 + (decoys >= row["pooled"]).sum()) / (1 + args.decoys)))
+        row = {"group": group, "model": folder.name, "pooled": test.share, "median": float(per_query.median()),
+               "whitened": float((weight * be * h).sum() / (weight * bh * h).sum()), "p": test.p_value,
+               "z": test.z, "decoy_mean": test.decoy_mean, "decoy_sd": test.decoy_sd}
         rows.append(row)
-        extra = "" if not args.decoys else (f"  decoys {row['decoy_mean']:+.3f} (sd {row['decoy_sd']:.3f})  "
-                                            f"p {row['p']:.3f}")
-        print(f"{group:31} {folder.name:14} pooled {row['pooled']:+.3f}  median {row['median']:+.3f}  "
-              f"whitened {row['whitened']:+.3f}{extra}", flush=True)
+        print(f"{group:25} {folder.name:14} pooled {row['pooled']:+.3f}  median {row['median']:+.3f}  "
+              f"whitened {row['whitened']:+.3f}  decoys {row['decoy_mean']:+.3f} (sd {row['decoy_sd']:.3f})  "
+              f"z {row['z']:+.2f}  p {row['p']:.4f}", flush=True)
 
     copies = [r for r in rows if r["group"] == "copy"]
     innocent = [r for r in rows if r["group"] != "copy"]
@@ -95,9 +81,8 @@ def main() -> None:
         print(f"{stat:9} innocent {min(values):+.3f}..{max(values):+.3f} (sd {sd:.3f}); copies "
               f"{min(r[stat] for r in copies):+.3f}..{max(r[stat] for r in copies):+.3f}; "
               f"copies above every innocent model: {above} of {len(copies)}")
-    if args.decoys:
-        print(f"decoy rank test: p <= 0.05 for {sum(r['p'] <= 0.05 for r in copies)} of {len(copies)} copies "
-              f"and {sum(r['p'] <= 0.05 for r in innocent)} of {len(innocent)} innocent models")
+    print(f"rank test, p <= {args.alpha}: {sum(r['p'] <= args.alpha for r in copies)} of {len(copies)} copies, "
+          f"{sum(r['p'] <= args.alpha for r in innocent)} of {len(innocent)} innocent models")
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -2,9 +2,9 @@
 hidden in every answer, which an extractor recovers from the outputs of any model trained on them.
 
 Networks (all fully convolutional up to the extractor's global pooling, so any answer size works):
-- embedder H: (answer, mark) -> answer + residual; the residual is 5-15 px structure (a real copy
-  learns that; it treats 1-2 px detail as noise), a local function of the answer's content
-  conditioned on a code of the mark, decorrelated from the answer's own detail (so a blurrier or
+- embedder H: (answer, key) -> answer + residual; the residual is 5-15 px structure (a real copy
+  learns that; it treats 1-2 px detail as noise), a local function of the answer's content whose
+  last layer's weights the secret key seeds, decorrelated from the answer's own detail (so a blurrier or
   sharper copy does not carry it by chance), scaled to the full budget and clamped to +-`strength`
   per pixel (0.012 by default: every marked answer is >= 38.4 dB PSNR by construction).
 - extractor R: image -> mark_size x mark_size mark image in [0, 1]; the secret mark for marked
