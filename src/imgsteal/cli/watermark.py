@@ -32,7 +32,7 @@ def verify(
     alpha: float = typer.Option(0.01, help="significance level: of the one-sided binomial test (dawn), of the decoy-key "
                                            "rank test (boxfree): innocent models are accused at most this often"),
     decoys: Optional[int] = typer.Option(None, help="boxfree: decoy keys of the rank test (default: as trained, 999; at "
-                                                    "least 1 / alpha - 1; on one CPU core about 1 s each for 64 queries "
+                                                    "least 1 / alpha - 1; on one CPU core about 0.35 s each for 64 queries "
                                                     "of 128 px)"),
     reference: Optional[List[str]] = typer.Option(
         None, help="an independent model (checkpoint, run folder or URL) the suspect must beat on each trigger (URLs are queried without a key); repeatable. "
