@@ -712,9 +712,11 @@ class BoxfreeVerdict:
     def summary(self) -> str:
         decision = ("the suspect CARRIES the box-free watermark" if self.verified
                     else "no evidence the suspect carries the box-free watermark")
+        spare = math.floor(self.alpha * (self.decoys + 1) + 1e-9) - 1  # decoys a verified suspect may lie below
+        above = f"all {self.decoys}" if spare == 0 else f"all but {spare} of {self.decoys}"
         return (f"{self.suspect}: the answers to {self.queries} queries carry {self.share:.1%} of the owner's residual "
-                f"(threshold {self.share_threshold:.1%}: above all but {math.floor(self.alpha * (self.decoys + 1) + 1e-9) - 1} "
-                f"of {self.decoys} decoy keys); p = {self.p_value:.4f}, alpha {self.alpha}; extracted mark SSIM "
+                f"(threshold {self.share_threshold:.1%}: above {above} decoy keys' shares); p = {self.p_value:.4f}, "
+                f"alpha {self.alpha}; extracted mark SSIM "
                 f"{self.similarity:.3f}, NCC {self.ncc:.3f}: {decision}")
 
 
