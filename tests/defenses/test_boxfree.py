@@ -36,6 +36,24 @@ def test_networks_take_any_size_and_the_residual_is_bounded():
         assert out.shape == (shape[0], 1, 16, 16) and 0 <= out.min() and out.max() <= 1
 
 
+def test_a_larger_peak_never_costs_an_answer_more_than_min_psnr():
+    """strength is the residual's peak; min_psnr scales down any answer's residual that would cost more,
+    so the served (8-bit) answer stays >= min_psnr dB from the unmarked one whatever the peak."""
+    torch.manual_seed(0)
+    answers = quantize(torch.rand(4, 3, 48, 48))
+    key = new_mark(16)[None]
+    for strength in (0.016, 0.05):
+        capped = build_model("boxfree_embedder", mark_size=16, channels=4, strength=strength, smooth=5, band=15,
+                             padding_mode="replicate", keyed="filters", min_psnr=38.0)
+        with torch.no_grad():
+            marked = quantize(capped(answers, key))
+        assert min(psnr(m, a) for m, a in zip(marked, answers)) >= 38.0
+    uncapped = build_model("boxfree_embedder", mark_size=16, channels=4, strength=0.05, smooth=5, band=15,
+                           padding_mode="replicate", keyed="filters")
+    with torch.no_grad():
+        assert psnr(quantize(uncapped(answers, key)), answers) < 38.0  # the cap is what holds it
+
+
 def test_a_spread_residual_reaches_every_region_of_a_large_answer():
     """spread=0 normalises the residual over the whole image, so a large answer with one detailed
     corner carries it there only; spread=k normalises per k x k window: the flat regions carry it too.

@@ -5,8 +5,9 @@ Networks (all fully convolutional up to the extractor's global pooling, so any a
 - embedder H: (answer, key) -> answer + residual; the residual is 5-15 px structure (a real copy
   learns that; it treats 1-2 px detail as noise), a local function of the answer's content whose
   last layer's weights the secret key seeds, decorrelated from the answer's own detail (so a blurrier or
-  sharper copy does not carry it by chance), scaled to the full budget and clamped to +-`strength`
-  per pixel (0.012 by default: every marked answer is >= 38.4 dB PSNR by construction).
+  sharper copy does not carry it by chance), scaled to the full budget, clamped to +-`strength` per
+  pixel (0.016 by default) and scaled down where an answer would fall below `min_psnr` (38 dB): every
+  marked answer is >= 38 dB PSNR by construction.
 - extractor R: image -> mark_size x mark_size mark image in [0, 1]; the secret mark for marked
   images and for outputs of models trained on marked answers, a blank (all-zero) image otherwise.
   It reads how the image's detail in the residual's band correlates with the residual H would add.
@@ -165,8 +166,11 @@ class BoxfreeEmbedder(nn.Module):
     def __init__(self, mark_size: int = 32, channels: int = 16, depth: int = 2, code: int = 8,
                  strength: float = 0.012, gain: float = 5.0, band: int = 3, spread: int = 0, smooth: int = 1,
                  padding_mode: str = "zeros", decorrelated: bool = False, saturate: bool = True,
-                 keyed: str = "code") -> None:
+                 keyed: str = "code", min_psnr: float = 0.0) -> None:
         super().__init__()
+        # 0: the residual's cost is bounded only by `strength` (PSNR >= 20 log10(1 / strength)); > 0: each
+        # answer's residual is also scaled down to keep it at least min_psnr dB (runs before 2026-12-02: 0)
+        self.min_psnr = min_psnr
         if keyed not in ("code", "filters"):
             raise ValueError(f"keyed must be code or filters, not {keyed!r}")
         self.mark_size, self.strength, self.gain, self.band = mark_size, strength, gain, band
@@ -260,7 +264,15 @@ class BoxfreeEmbedder(nn.Module):
             texture = decorrelate(texture, image, (self.smooth, self.band), regressors=regressors)
         if not self.spread:
             texture = texture / texture.pow(2).mean((1, 2, 3), keepdim=True).add(1e-8).sqrt()
-        return (image + self.strength * texture.clamp(-1, 1)).clamp(0, 1)
+        residual = self.strength * texture.clamp(-1, 1)
+        if self.min_psnr:  # scale down any answer whose residual would cost more than min_psnr allows
+            # RMS of the served answer's error <= the residual's RMS + half an 8-bit step (the rounding, which
+            # lines up with a smooth residual rather than averaging out): so the residual's RMS is held to
+            # 10^(-min_psnr / 20) - 0.5 / 255
+            max_rms = 10 ** (-self.min_psnr / 20) - 0.5 / 255
+            rms = residual.pow(2).mean((1, 2, 3), keepdim=True).sqrt()
+            residual = residual * (max_rms / rms.clamp_min(1e-12)).clamp(max=1.0)
+        return (image + residual).clamp(0, 1)
 
 
 @register_model("boxfree_extractor")
@@ -866,7 +878,10 @@ class BoxfreeTrainConfig(BaseModel):
     extractor: str = Field("matched", pattern="^(learned|matched)$",
                            description="matched: a 2-parameter matched filter scales the mark (stable, few false "
                                        "positives); learned: a small CNN draws it (can key on other image features)")
-    strength: float = Field(0.012, gt=0, le=0.2, description="max residual per pixel (0.012 keeps PSNR >= 38.4 dB)")
+    strength: float = Field(0.016, gt=0, le=0.2, description="max residual per pixel (the peak; 0.012 alone keeps "
+                                                            "PSNR >= 38.4 dB, larger peaks rely on min_psnr)")
+    min_psnr: float = Field(38.0, ge=0, le=80, description="every marked answer stays at least this many dB from the "
+                                                           "unmarked one (its residual is scaled down when needed; 0: off)")
     band: int = Field(15, ge=3, le=31, description="the residual is detail finer than band x band px (odd)")
     smooth: int = Field(5, ge=1, le=29, description="... and coarser than smooth x smooth px (odd, < band): a real "
                                                      "copy learns 5-15 px structure, not 1-2 px detail (1: the "
@@ -1146,7 +1161,8 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
     torch.manual_seed(cfg.seed)
     embedder = build_model("boxfree_embedder", mark_size=cfg.mark_size, channels=cfg.channels, depth=cfg.depth,
                            strength=cfg.strength, band=cfg.band, spread=cfg.spread, smooth=cfg.smooth,
-                           padding_mode="replicate", decorrelated=True, saturate=False, keyed=cfg.keyed)
+                           padding_mode="replicate", decorrelated=True, saturate=False, keyed=cfg.keyed,
+                           min_psnr=cfg.min_psnr)
     if cfg.extractor == "matched":
         extractor = build_model("boxfree_matched_extractor", mark_size=cfg.mark_size, strength=cfg.strength, band=cfg.band,
                                 smooth=cfg.smooth, in_band=True)
