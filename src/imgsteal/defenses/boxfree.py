@@ -568,9 +568,10 @@ class BoxfreeModel:
         from tqdm import tqdm
 
         decoys, alpha = decoys or self.decoys, alpha or self.alpha
-        rank = math.floor(alpha * (decoys + 1) + 1e-9)  # above the rank-th highest decoy: p <= alpha
-        if rank < 1:
-            raise ImgstealError(f"{decoys} decoys cannot give p <= {alpha}: take at least {math.ceil(1 / alpha) - 1}")
+        try:
+            rank = decoy_rank(decoys, alpha)  # above the rank-th highest decoy: p <= alpha
+        except ValueError as error:
+            raise ImgstealError(str(error)) from None
         refs = torch.stack(self.reference_answers()).to(self.device)
         smooth, band = self.embedder.smooth, self.embedder.band
         errors = []
@@ -681,6 +682,15 @@ class BoxfreeDefense:
 DEFAULT_ALPHA, DEFAULT_DECOYS = 0.01, 999
 
 
+def decoy_rank(decoys: int, alpha: float) -> int:
+    """How many decoys may score at or above the owner's key with p still <= alpha (floor(alpha (decoys + 1)),
+    counting the owner's key's own place); ValueError when even beating every decoy cannot give p <= alpha."""
+    rank = math.floor(alpha * (decoys + 1) + 1e-9)
+    if rank < 1:
+        raise ValueError(f"{decoys} decoys cannot give p <= {alpha}: take at least {math.ceil(1 / alpha) - 1}")
+    return rank
+
+
 @dataclass
 class RankTest:
     """The decoy-key rank test of one suspect (`BoxfreeModel.rank_tests`)."""
@@ -724,7 +734,7 @@ class BoxfreeVerdict:
     def summary(self) -> str:
         decision = ("the suspect CARRIES the box-free watermark" if self.verified
                     else "no evidence the suspect carries the box-free watermark")
-        spare = math.floor(self.alpha * (self.decoys + 1) + 1e-9) - 1  # decoys a verified suspect may lie below
+        spare = decoy_rank(self.decoys, self.alpha) - 1  # decoys a verified suspect may lie below
         above = f"all {self.decoys}" if spare == 0 else f"all but {spare} of {self.decoys}"
         return (f"{self.suspect}: the answers to {self.queries} queries carry {self.share:.1%} of the owner's residual "
                 f"(threshold {self.share_threshold:.1%}: above {above} decoy keys' shares); p = {self.p_value:.4f}, "
@@ -935,9 +945,7 @@ class BoxfreeTrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _enough_decoys(self) -> "BoxfreeTrainConfig":
-        if math.floor(self.alpha * (self.decoys + 1) + 1e-9) < 1:
-            raise ValueError(f"{self.decoys} decoys cannot give p <= {self.alpha}: take at least "
-                             f"{math.ceil(1 / self.alpha) - 1}")
+        decoy_rank(self.decoys, self.alpha)  # ValueError when too few
         return self
 
 
