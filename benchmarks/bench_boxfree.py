@@ -63,12 +63,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None, help="keep the run here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=None, help="also write the measurements as JSON")
+    parser.add_argument("--save-answers", type=Path, default=None,
+                        help="also save every model's answers to the verification queries ({name: uint8 tensor}, "
+                             "torch.save), to study the decision offline")
     args = parser.parse_args()
 
     from imgsteal.data.images import quantize
     from imgsteal.defenses.boxfree import (
-        BoxfreeModel, BoxfreeTrainConfig, make_pairs, module_suspect, psnr, run_generator, surrogate_specs, train_boxfree,
-        train_surrogate, verify_many,
+        BoxfreeModel, BoxfreeTrainConfig, make_pairs, module_suspect, psnr, run_generator, surrogate_specs, suspect_outputs,
+        train_boxfree, train_surrogate, verify_many,
     )
 
     torch.set_num_threads(1)
@@ -110,9 +113,14 @@ def main() -> None:
             return models
 
         trained = {**train(marked, args.surrogates, 0, "stolen"), **train(answers, args.independent, 3, "independent")}
-        verdicts = verify_many(model, {name: module_suspect(g, device) for name, (g, _) in trained.items()})
+        suspects = {name: module_suspect(g, device) for name, (g, _) in trained.items()}
+        verdicts = verify_many(model, suspects)
+        if args.save_answers is not None:
+            args.save_answers.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({name: torch.stack([(a * 255).round().to(torch.uint8) for a in suspect_outputs(s, model.queries())])
+                        for name, s in suspects.items()}, args.save_answers)
         rows = [{"name": name, "share": round(v.share, 4), "p_value": v.p_value,
-                 "share_threshold": round(v.share_threshold, 4), "similarity": round(v.similarity, 4),
+                 "share_threshold": round(v.share_threshold, 4), "z": round(v.z, 2), "similarity": round(v.similarity, 4),
                  "ncc": round(v.ncc, 4), "verified": v.verified, "psnr_to_targets_db": round(trained[name][1], 2)}
                 for name, v in verdicts.items()]
         stolen = [r for r in rows if r["name"].startswith("stolen")]
@@ -138,7 +146,8 @@ def main() -> None:
     print(f"verification: {cfg.queries} queries of {cfg.verification_size} px answers (the smallest image caps the side)")
     print(f"decision: the decoy-key rank test, p <= {args.alpha} against {args.decoys} decoy keys")
     for v in stolen + independent:
-        print(f"  {v['name']:<36} share {v['share']:+.3f} (threshold {v['share_threshold']:+.3f})  p {v['p_value']:.4f}  "
+        print(f"  {v['name']:<36} share {v['share']:+.3f} (threshold {v['share_threshold']:+.3f}, z {v['z']:+.1f})  "
+              f"p {v['p_value']:.4f}  "
               f"mark SSIM {v['similarity']:+.3f}  copy of its targets {v['psnr_to_targets_db']:5.2f} dB  "
               f"{'VERIFIED' if v['verified'] else '-'}")
     owners = ", ".join(f"{p:.3f}" for p in calibration["p_values"].values())

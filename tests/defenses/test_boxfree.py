@@ -42,12 +42,16 @@ def test_a_larger_peak_never_costs_an_answer_more_than_min_psnr():
     torch.manual_seed(0)
     answers = quantize(torch.rand(4, 3, 48, 48))
     key = new_mark(16)[None]
-    for strength in (0.016, 0.05):
+    for strength, clip in ((0.016, 1.0), (0.05, 1.0), (0.05, 3.0), (0.2, 3.0)):
         capped = build_model("boxfree_embedder", mark_size=16, channels=4, strength=strength, smooth=5, band=15,
-                             padding_mode="replicate", keyed="filters", min_psnr=38.0)
+                             padding_mode="replicate", keyed="filters", min_psnr=38.0, clip=clip)
         with torch.no_grad():
             marked = quantize(capped(answers, key))
-        assert min(psnr(m, a) for m, a in zip(marked, answers)) >= 38.0
+        costs = [psnr(m, a) for m, a in zip(marked, answers)]
+        assert min(costs) >= 38.0, (strength, clip, costs)
+        assert (marked - answers).abs().max() <= strength + 0.5 / 255 + 1e-6  # the peak holds too
+        if clip == 3.0:  # a residual that is not a plateau of clipped pixels is scaled to the budget's edge
+            assert max(costs) < 38.05, (strength, costs)
     uncapped = build_model("boxfree_embedder", mark_size=16, channels=4, strength=0.05, smooth=5, band=15,
                            padding_mode="replicate", keyed="filters")
     with torch.no_grad():

@@ -166,8 +166,14 @@ class BoxfreeEmbedder(nn.Module):
     def __init__(self, mark_size: int = 32, channels: int = 16, depth: int = 2, code: int = 8,
                  strength: float = 0.012, gain: float = 5.0, band: int = 3, spread: int = 0, smooth: int = 1,
                  padding_mode: str = "zeros", decorrelated: bool = False, saturate: bool = True,
-                 keyed: str = "code", min_psnr: float = 0.0) -> None:
+                 keyed: str = "code", min_psnr: float = 0.0, clip: float = 1.0) -> None:
         super().__init__()
+        # the texture (RMS 1) is clamped to +-clip, then scaled so that clip is `strength`: 1 (runs before
+        # 2026-12-03) clips about 30% of pixels to one level, whose rounding moves in steps of a whole
+        # 8-bit level, so min_psnr could only be met up to ~1 dB below it; 3 clips ~0.3%
+        if clip <= 0:
+            raise ValueError(f"clip must be > 0, not {clip}")
+        self.clip = clip
         # 0: the residual's cost is bounded only by `strength` (PSNR >= 20 log10(1 / strength)); > 0: each
         # answer's residual is also scaled down to keep it at least min_psnr dB (runs before 2026-12-02: 0)
         self.min_psnr = min_psnr
@@ -264,15 +270,36 @@ class BoxfreeEmbedder(nn.Module):
             texture = decorrelate(texture, image, (self.smooth, self.band), regressors=regressors)
         if not self.spread:
             texture = texture / texture.pow(2).mean((1, 2, 3), keepdim=True).add(1e-8).sqrt()
-        residual = self.strength * texture.clamp(-1, 1)
+        residual = self.strength / self.clip * texture.clamp(-self.clip, self.clip)
         if self.min_psnr:  # scale down any answer whose residual would cost more than min_psnr allows
-            # RMS of the served answer's error <= the residual's RMS + half an 8-bit step (the rounding, which
-            # lines up with a smooth residual rather than averaging out): so the residual's RMS is held to
-            # 10^(-min_psnr / 20) - 0.5 / 255
-            max_rms = 10 ** (-self.min_psnr / 20) - 0.5 / 255
-            rms = residual.pow(2).mean((1, 2, 3), keepdim=True).sqrt()
-            residual = residual * (max_rms / rms.clamp_min(1e-12)).clamp(max=1.0)
+            residual = residual * self._budget_scale(image, residual)
         return (image + residual).clamp(0, 1)
+
+    @torch.no_grad()
+    def _budget_scale(self, image: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """N x 1 x 1 x 1 factors <= 1: for each answer the largest found (by bisection) that keeps the served
+        (8-bit) marked answer at least min_psnr dB from the served unmarked one, checked after the rounding
+        itself. (A bound on the rounding instead, half an 8-bit step in line with the residual, cost 1.5-2 dB
+        of the budget; and the cost is a step function of the factor - the clamped pixels round together -
+        so no formula finds the edge.) Every factor returned was checked; 0 (unmarked) passes always."""
+        from imgsteal.data.images import quantize
+
+        target = 10 ** (-self.min_psnr / 20)  # the largest RMS error min_psnr allows
+        served = quantize(image)
+
+        def within(scale: torch.Tensor) -> torch.Tensor:
+            error = quantize(image + scale * residual) - served
+            return error.pow(2).mean((1, 2, 3), keepdim=True).sqrt() <= target
+
+        ones = residual.new_ones(residual.shape[0], 1, 1, 1)
+        if within(ones).all():
+            return ones
+        low, high = torch.zeros_like(ones), ones
+        for _ in range(14):  # to 1e-4 of the residual's peak
+            middle = (low + high) / 2
+            ok = within(middle)
+            low, high = torch.where(ok, middle, low), torch.where(ok, high, middle)
+        return torch.where(within(ones), ones, low)
 
 
 @register_model("boxfree_extractor")
@@ -724,6 +751,7 @@ class BoxfreeVerdict:
     alpha: float  # the threshold on p: the false-positive rate, by construction
     decoys: int
     share_threshold: float  # the share this suspect needed (above the decoys' alpha-quantile)
+    z: float  # how many decoy standard deviations the share stands above the decoys' mean (a margin, not the decision)
     similarity: float  # global SSIM of the extracted mark vs the secret mark (what the extractor draws)
     ncc: float
     verified: bool
@@ -737,7 +765,8 @@ class BoxfreeVerdict:
         spare = decoy_rank(self.decoys, self.alpha) - 1  # decoys a verified suspect may lie below
         above = f"all {self.decoys}" if spare == 0 else f"all but {spare} of {self.decoys}"
         return (f"{self.suspect}: the answers to {self.queries} queries carry {self.share:.1%} of the owner's residual "
-                f"(threshold {self.share_threshold:.1%}: above {above} decoy keys' shares); p = {self.p_value:.4f}, "
+                f"(threshold {self.share_threshold:.1%}: above {above} decoy keys' shares; z = {self.z:+.1f}); "
+                f"p = {self.p_value:.4f}, "
                 f"alpha {self.alpha}; extracted mark SSIM "
                 f"{self.similarity:.3f}, NCC {self.ncc:.3f}: {decision}")
 
@@ -766,7 +795,7 @@ def verify_many(model: BoxfreeModel, suspects: dict[str, Suspect], alpha: float 
         drawn = model.score(outs, references)
         verdicts[name] = BoxfreeVerdict(suspect=name, queries=len(outs), share=test.share, p_value=test.p_value,
                                         alpha=alpha, decoys=decoys, share_threshold=test.share_threshold,
-                                        similarity=drawn.ssim, ncc=drawn.ncc, verified=test.verified)
+                                        z=test.z, similarity=drawn.ssim, ncc=drawn.ncc, verified=test.verified)
     return verdicts
 
 
@@ -888,8 +917,11 @@ class BoxfreeTrainConfig(BaseModel):
     extractor: str = Field("matched", pattern="^(learned|matched)$",
                            description="matched: a 2-parameter matched filter scales the mark (stable, few false "
                                        "positives); learned: a small CNN draws it (can key on other image features)")
-    strength: float = Field(0.016, gt=0, le=0.2, description="max residual per pixel (the peak; 0.012 alone keeps "
-                                                            "PSNR >= 38.4 dB, larger peaks rely on min_psnr)")
+    strength: float = Field(0.05, gt=0, le=0.2, description="max residual per pixel (the peak; min_psnr then sets "
+                                                           "its RMS: with clip 3, about the whole budget)")
+    clip: float = Field(3.0, gt=0, le=10, description="the residual (RMS 1 before scaling) is clamped to +-clip, which is "
+                                                     "then `strength`; 1: the square-ish residual of runs before "
+                                                     "2026-12-03, whose 8-bit rounding left ~1 dB of min_psnr unused")
     min_psnr: float = Field(38.0, ge=0, le=80, description="every marked answer stays at least this many dB from the "
                                                            "unmarked one (its residual is scaled down when needed; 0: off)")
     band: int = Field(15, ge=3, le=31, description="the residual is detail finer than band x band px (odd)")
@@ -1170,7 +1202,7 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
     embedder = build_model("boxfree_embedder", mark_size=cfg.mark_size, channels=cfg.channels, depth=cfg.depth,
                            strength=cfg.strength, band=cfg.band, spread=cfg.spread, smooth=cfg.smooth,
                            padding_mode="replicate", decorrelated=True, saturate=False, keyed=cfg.keyed,
-                           min_psnr=cfg.min_psnr)
+                           min_psnr=cfg.min_psnr, clip=cfg.clip)
     if cfg.extractor == "matched":
         extractor = build_model("boxfree_matched_extractor", mark_size=cfg.mark_size, strength=cfg.strength, band=cfg.band,
                                 smooth=cfg.smooth, in_band=True)
