@@ -172,8 +172,8 @@ def test_a_packed_query_counts_as_the_images_it_carries():
 
 
 def test_server_logs_the_alert_and_applies_the_policy(tmp_path, kit, victim):
-    """Monitor on, revoke policy: the 4th distinct image flags the key; its row carries the alert,
-    `keys list` shows it, the next request gets 403. Throttle policy: the next request gets 429."""
+    """Monitor on, revoke policy: the 4th distinct image flags the key; its answer is withheld (403), its
+    row carries the alert, `keys list` shows it, the next request gets 403 too. Throttle policy: 429."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
@@ -195,10 +195,10 @@ def test_server_logs_the_alert_and_applies_the_policy(tmp_path, kit, victim):
             same = kit.png_bytes(seed=0)
             alice = {"Authorization": f"Bearer {honest}", "Content-Type": "image/png"}
             assert [client.post("/v1/translate", content=same, headers=alice).status_code for _ in range(6)] == [200] * 6
-        assert codes == [200, 200, 200, 200, refused], policy
+        assert codes == [200, 200, 200, refused, refused], policy
         with AccountsDB(db) as accounts:
             rows = accounts.queries("mallory")
-            assert [r["monitor"] for r in rows] == [None, None, None, "alert:distinct=4"]
+            assert [r["monitor"] for r in rows] == [None, None, None, "alert:distinct=4 (answer withheld)"]
             keys = {k.name: k for k in accounts.list_keys()}
         assert keys["mallory"].alert == f"distinct=4 after 4 queries ({policy})" and keys["alice"].alert is None
         assert keys["mallory"].revoked == (policy == "revoke")
@@ -208,7 +208,7 @@ def test_server_logs_the_alert_and_applies_the_policy(tmp_path, kit, victim):
 
 def test_an_account_flagged_together_loses_all_its_keys(tmp_path, kit, victim):
     """Two keys of account acme send 2 distinct images each (distinct 4): neither key is flagged, the
-    account is at the 4th; with revoke, every key of acme (a third one too, never used) gets 403 and is
+    account is at the 4th, whose answer is withheld; with revoke, every key of acme (a third one too, never used) gets 403 and is
     revoked in the database; a key of another account goes on; `keys list` shows the account's alert."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -228,9 +228,9 @@ def test_an_account_flagged_together_loses_all_its_keys(tmp_path, kit, victim):
     with TestClient(create_app(victim, db, settings)) as client:
         codes = [post(client, name, seed) for name, seed in (("a1", 0), ("a2", 1), ("a1", 2), ("a2", 3))]
         after = {name: post(client, name, 10) for name in ("a1", "a2", "a3", "b1")}
-    assert codes == [200] * 4 and after == {"a1": 403, "a2": 403, "a3": 403, "b1": 200}
+    assert codes == [200, 200, 200, 403] and after == {"a1": 403, "a2": 403, "a3": 403, "b1": 200}
     with AccountsDB(db) as accounts:
-        assert [r["monitor"] for r in accounts.queries("a2")] == [None, "alert:distinct=4 account=acme"]
+        assert [r["monitor"] for r in accounts.queries("a2")] == [None, "alert:distinct=4 account=acme (answer withheld)"]
         keys = {k.name: k for k in accounts.list_keys()}
     assert {n: k.account for n, k in keys.items()} == {"a1": "acme", "a2": "acme", "a3": "acme", "b1": "other"}
     assert all(keys[n].revoked for n in ("a1", "a2", "a3")) and not keys["b1"].revoked
@@ -279,3 +279,31 @@ def test_a_database_from_before_the_monitor_gets_the_column(tmp_path):
         accounts.create_key("new", "acme")
     with AccountsDB(db) as again:  # opening twice adds nothing twice
         assert again.list_keys()[0].alert is None and again.list_keys()[1].account == "acme"
+
+
+def test_a_packed_harvest_gets_none_of_its_answers_under_revoke(tmp_path, victim):
+    """The 59 attacker photos in two 512 x 512 mosaics, default monitor, revoke policy: the first mosaic
+    carries 20+ new photos, so the query that shows the extraction is itself refused (403) and logged as
+    withheld; the second is refused too. Under `log` both are answered, the alert at the first."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from imgsteal.attack.packing import compose, shelf_pack
+    from imgsteal.victim.accounts import AccountsDB
+    from imgsteal.victim.server import ServerSettings, create_app
+
+    photos = _downscaled("demo:attacker")
+    mosaics = [encode_png(compose(layout, photos))
+               for layout in shelf_pack([(x.shape[-1], x.shape[-2]) for x in photos], 512 * 512)]
+    for policy, codes_wanted, note in (("revoke", [403, 403], " (answer withheld)"), ("log", [200, 200], "")):
+        db = tmp_path / f"{policy}.sqlite"
+        with AccountsDB(db) as accounts:
+            token = accounts.create_key("packer")[1]
+        settings = ServerSettings(rate_per_s=0, monitor=True, monitor_policy=policy)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "image/png"}
+        with TestClient(create_app(victim, db, settings)) as client:
+            codes = [client.post("/v1/translate", content=m, headers=headers).status_code for m in mosaics]
+        assert codes == codes_wanted, policy
+        with AccountsDB(db) as accounts:
+            monitor = [r["monitor"] for r in accounts.queries("packer")]
+        assert monitor[0] is not None and monitor[0].startswith("alert:distinct=") and monitor[0].endswith(note)

@@ -19,7 +19,8 @@ client leaving within the last milliseconds, between that check and the send, is
 Extraction monitor (`monitor=True`, off by default): each answered query's input features go to a
 per-key detector (imgsteal.defenses.monitor) in the codec thread after the answer is encoded; an
 alert is written to the query log (the query's `monitor` column and the `monitor_alerts` table) and,
-by `monitor_policy`, the key is throttled to `monitor_throttle_rate` requests/s or revoked.
+by `monitor_policy`, the key is throttled to `monitor_throttle_rate` requests/s or revoked - from the
+query that raised the alert on: its answer is withheld too (logged, "answer withheld").
 
 Memory and slow clients: see `imgsteal.victim.memory` (the bound stated at start-up, from
 `max_memory_mb`) and `imgsteal.victim.slow_clients` (header and body deadlines, connection cap).
@@ -363,6 +364,19 @@ class _Service:
         future = self.log_writer.submit_alert(alert)
         future.add_done_callback(lambda f: f.exception() and log.error("could not record a monitor alert: %s", f.exception()))
 
+    def withheld(self, alerts: list[MonitorAlert]) -> ApiError | None:
+        """The refusal that replaces the answer of the query that raised a revoke or throttle alert (None:
+        send it). That query is the evidence: a packed harvest shows its extraction in its first mosaic, and
+        answering it would hand over dozens of pairs. Same words as any revoked key or rate limit."""
+        actions = {alert.action for alert in alerts}
+        if MonitorPolicy.revoke.value in actions:
+            return ApiError(403, "this API key has been revoked")
+        if MonitorPolicy.throttle.value in actions:
+            assert self.monitor is not None
+            retry = str(max(1, math.ceil(1.0 / self.monitor.config.throttle_rate)))
+            return ApiError(429, "rate limit for this key exceeded", {"Retry-After": retry})
+        return None
+
     def monitor_refuses(self, key: ApiKey) -> float:
         """Seconds a throttled key must wait (0.0: go ahead; one request per 1 / throttle_rate seconds
         for a throttled key, and for all the keys of a throttled account together)."""
@@ -433,6 +447,7 @@ class _Service:
             png, label, took_s, alerts = await loop.run_in_executor(codec, self.finish_watched, key, image, output, input_sha)
             for alert in alerts:
                 self.on_alert(alert)
+            withheld = self.withheld(alerts)
             await self.shape_latency(took_s, output.shape[-1] * output.shape[-2], label)
             if gone.done():  # computed, but nobody is left to send it to: not an answered query
                 self.abandoned += 1
@@ -441,8 +456,11 @@ class _Service:
             record = QueryRecord(key_id=key.key_id, queried_at=queried_at, input_sha256=input_sha, input_bytes=len(data),
                                  input_width=image.shape[-1], input_height=image.shape[-2], output_sha256=sha256_bytes(png),
                                  latency_ms=(time.perf_counter() - started) * 1000.0, defense=label,
-                                 monitor="; ".join(alert.label() for alert in alerts) or None)
+                                 monitor="; ".join(alert.label() for alert in alerts) + (" (answer withheld)" if withheld else "")
+                                 or None)
             query_id = await asyncio.wrap_future(self.log_writer.submit(record))
+            if withheld is not None:
+                raise withheld
         finally:
             gone.cancel()
         return Response(png, media_type="image/png", headers={"X-Query-Id": str(query_id)})
