@@ -22,10 +22,9 @@ alpha by construction, whatever the independent models show) against `--decoys` 
 models in one pass (the decoys' residuals are made once).
 
 Goals (issue 15): >= 95% of surrogates on marked answers verified, at <= 1% false positives on
-independent models, with marked answers >= 38 dB PSNR against the unmarked ones. (Counted on the 10
-attacker-side independent models - the owner's check models screened the key, so they are no check -
-0 false positives bound the rate only to about 26% at 95% confidence; the 1% comes from the test's
-construction, the count checks it.)
+independent models, with marked answers >= 38 dB PSNR against the unmarked ones. (Counted on 20
+independent models, 0 false positives bound the rate only to about 14% at 95% confidence; the 1%
+comes from the test's construction, the count checks it.)
 """
 
 from __future__ import annotations
@@ -128,8 +127,7 @@ def main() -> None:
         independent = [r for r in rows if r["name"].startswith("independent")]
 
     rate = sum(v["verified"] for v in stolen) / max(1, len(stolen))
-    # The owner's check models are not counted: the key was screened on them (none accused by selection)
-    innocent_p = [v["p_value"] for v in independent]
+    innocent_p = [*(v["p_value"] for v in independent), *calibration["p_values"].values()]
     false_positives = sum(p <= args.alpha for p in innocent_p)
     from imgsteal.defenses.scorecard import fpr_upper_bound
 
@@ -142,7 +140,6 @@ def main() -> None:
         "verification_rate": rate, "false_positives": false_positives, "innocent_models": len(innocent_p),
         "false_positive_rate": false_positives / max(1, len(innocent_p)),
         "fpr_upper_95": fpr_upper_bound(false_positives, len(innocent_p)),
-        "key_screen": calibration.get("screen"),
         "stolen": stolen, "independent": independent, "owner": result.as_dict(), "calibration": calibration,
     }
     print(f"box-free watermark, {len(answers)} attacker crops of {args.size} px, victim: {report['victim']}")
@@ -154,14 +151,10 @@ def main() -> None:
               f"mark SSIM {v['similarity']:+.3f}  copy of its targets {v['psnr_to_targets_db']:5.2f} dB  "
               f"{'VERIFIED' if v['verified'] else '-'}")
     owners = ", ".join(f"{p:.3f}" for p in calibration["p_values"].values())
-    print(f"  the owner's {len(calibration['p_values'])} check models (the key was screened on them): p {owners}")
-    if calibration.get("screen"):
-        screen = calibration["screen"]
-        print(f"  key screen: {screen['keys_drawn']} key(s) drawn; {screen['pass_rate']:.0%} of decoys would pass: "
-              f"false-positive bound {screen['fpr_bound']:.2%} for a model unlike the check models")
+    print(f"  the owner's {len(calibration['p_values'])} check models: p {owners}")
     print(f"verified: {rate:.0%} of {len(stolen)} surrogates on marked answers   (goal >= 95%)")
-    print(f"false positives: {false_positives} of {len(innocent_p)} independent models (the attacker-side ones)   "
-          f"(goal <= 1%; by construction <= {args.alpha:.0%} / the screen's pass rate)")
+    print(f"false positives: {false_positives} of {len(innocent_p)} independent models (the attacker-side ones and the "
+          f"owner's check models)   (goal <= 1%; by construction <= {args.alpha:.0%})")
     print(f"  ({false_positives}/{len(innocent_p)} bound the rate to {report['fpr_upper_95']:.0%} at 95% confidence by count alone)")
     print(f"marked vs unmarked answers: PSNR {fidelity:.2f} dB mean, {worst:.2f} dB worst   (goal >= 38 dB)")
     print(f"time: owner training {owner_s:.0f} s, total {report['total_s']:.0f} s")

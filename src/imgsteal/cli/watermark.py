@@ -139,17 +139,15 @@ def train(
     surrogate_steps: int = typer.Option(300, help="steps of each stage-2 / calibration model"),
     finetune_steps: int = typer.Option(300, help="stage 2: extractor fine-tuning steps"),
     extractor: str = typer.Option("matched", help="matched (a matched filter scales the mark) or learned (a small CNN draws it)"),
-    calibration_models: int = typer.Option(10, help="independent clean-answer models the key is screened on: "
-                                                   "the first key drawn that accuses none of them is kept (0: no "
-                                                   "screen; check later with `watermark calibrate`)"),
-    key_draws: int = typer.Option(20, help="keys drawn at most in the screen"),
+    calibration_models: int = typer.Option(10, help="independent clean-answer models the decision is checked on "
+                                                   "(0: check later with `watermark calibrate`)"),
     decoys: int = typer.Option(999, help="decoy keys of the rank test (verification's default; at least 1 / 0.01 - 1)"),
     batch_size: int = typer.Option(16),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto (cuda if present), cpu, cuda, cuda:1 ..."),
     resume: bool = typer.Option(False, help="continue a killed stage 1 from its last checkpoint"),
 ) -> None:
-    """Train the box-free watermark (stage 1, the key screened on independent models, stage 2 with surrogates)."""
+    """Train the box-free watermark (stage 1, stage 2 with surrogates) and check it on independent models."""
     with user_errors():
         _check_boxfree(method)
         from imgsteal.defenses.boxfree import BoxfreeTrainConfig, train_boxfree
@@ -162,7 +160,6 @@ def train(
                                  query_size=query_size, steps=steps,
                                  surrogates=surrogates, negatives=negatives, surrogate_steps=surrogate_steps,
                                  finetune_steps=finetune_steps, calibration_models=calibration_models, decoys=decoys,
-                                 key_draws=key_draws,
                                  extractor=extractor,
                                  batch_size=batch_size, seed=seed, device=device)
         result = train_boxfree(cfg, out, resume=resume)

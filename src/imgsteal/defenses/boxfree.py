@@ -24,13 +24,12 @@ Training (`train_boxfree`), as in Zhang et al.:
 - stage 1: H, R, D on clean answers: fidelity (L2 + adversarial), mark recovery from marked
   answers (through 8-bit rounding), blank from clean answers; H is trained on random keys, never on
   the owner's, with a loss that keeps two keys' residuals apart (see the decision below);
-- key: check models (trained on clean answers, other seeds and architectures than stage 2's; they need
-  no key) are trained, then up to `key_draws` keys are drawn and the first under which none of them
-  is accused is the owner's (`screen_key`: innocent models that err alike move together under one key);
 - stage 2 ("adversarial stage"): small surrogates are trained on (input, answer marked with the
   owner's key) pairs and others on (input, clean answer) pairs; R is fine-tuned to return the mark
   from the former's outputs (and from marked answers) and the blank from the latter's;
-- nothing is fitted on the check models, nor ever on a suspect.
+- check: more models trained on clean answers, with other seeds and architectures than any used in
+  stage 2, are verified like suspects; how many the decision accuses is stored (it should be about
+  alpha of them). Nothing is fitted on them, nor ever on a suspect.
 
 Verification: the suspect answers the stored query inputs; each answer is read against the owner's
 own clean answer to that query (stored with the queries): what the suspect adds to the clean answer,
@@ -39,8 +38,7 @@ counts, not a model's own sharpness, blur or texture. The decision is a rank tes
 rank_tests`): the share of the owner's key's residual the answers carry, pooled over every query,
 against the shares of `decoys` random keys drawn like it; p = (1 + decoys at or above) / (1 +
 decoys), verified when p <= alpha. An innocent model cannot tell the owner's key from a decoy (H
-never saw the owner's key in training), so it is accused with probability at most alpha over the draw
-of the key, exactly - at most alpha / pass_rate after the screen (see `screen_key`).
+never saw the owner's key in training), so it is accused with probability at most alpha, exactly.
 R's extraction (the mark it draws, SSIM and NCC with the secret mark) is reported beside it. The
 verifier needs only the suspect's answers to chosen queries and its own private files, never the
 suspect's weights.
@@ -51,7 +49,7 @@ Run folder (0700; everything in it owner-only):
     key.png, mark.png                          the secret key of the residual, the mark R draws (0600)
     queries/, answers/                         verification query inputs and the clean answers to them (PNG)
     stage2/, calibration/                      the surrogates and independent models trained here
-    calibration.json                           check models' p-values and shares, how many accused, the key screen
+    calibration.json                           independent models' p-values and shares, how many accused
     metrics.json                               PSNR, similarities of marked/clean/surrogate outputs
 """
 
@@ -172,7 +170,7 @@ class BoxfreeEmbedder(nn.Module):
                  keyed: str = "code", min_psnr: float = 0.0, clip: float = 1.0) -> None:
         super().__init__()
         # the texture (RMS 1) is clamped to +-clip, then scaled so that clip is `strength`: 1 (runs before
-        # 2026-12-03) clips about 30% of pixels to one level, whose rounding moves in steps of a whole
+        # the night of 2026-12-02) clips about 30% of pixels to one level, whose rounding moves in steps of a whole
         # 8-bit level, so min_psnr could only be met up to ~1 dB below it; 3 clips ~0.3%
         if clip <= 0:
             raise ValueError(f"clip must be > 0, not {clip}")
@@ -823,8 +821,7 @@ def calibrate_boxfree(model: BoxfreeModel, references: dict[str, Suspect], alpha
                       decoys: int | None = None, progress: bool = False) -> dict:
     """Check the decision on independent models (trained on clean answers, never the suspect): the
     rank test holds its false-positive rate at alpha by construction; this counts how many of them it
-    would accuse, as a check. Stored in the run folder (with the key screen of training, if any, kept);
-    returns the record."""
+    would accuse, as a check. Stored in the run folder; returns the record."""
     if model.run_dir is None:
         raise ImgstealError("calibration needs the model's run folder")
     verdicts = verify_many(model, references, alpha, decoys, progress)
@@ -834,50 +831,8 @@ def calibrate_boxfree(model: BoxfreeModel, references: dict[str, Suspect], alpha
               "p_values": {name: v.p_value for name, v in verdicts.items()},
               "shares": {name: v.share for name, v in verdicts.items()},
               "share_thresholds": {name: v.share_threshold for name, v in verdicts.items()}}
-    path = model.run_dir / CALIBRATION_FILE
-    if path.exists() and "screen" in (earlier := json.loads(read_private(path))):
-        record["screen"] = earlier["screen"]
-    write_private(path, json.dumps(record, indent=2).encode())
+    write_private(model.run_dir / CALIBRATION_FILE, json.dumps(record, indent=2).encode())
     return record
-
-
-def screen_key(model: BoxfreeModel, check_answers: dict[str, Sequence[torch.Tensor]], candidates: torch.Tensor,
-               decoys: int | None = None, alpha: float | None = None, progress: bool = False) -> tuple[torch.Tensor, dict]:
-    """The owner's key: the first of `candidates` (fresh draws, like the decoys) under which none of the
-    owner's independent check models (their answers to the verification queries) is accused; returns it
-    and the calibration record of the check under it, with the screen's own record under "screen".
-
-    Why: the rank test accuses an innocent model with probability alpha over the draw of the key, but
-    models that err alike move together - a key in the decoys' top 1% for one small U-Net's errors
-    tends to be for every U-Net (a benchmark run accused 2 of 20 innocent models under one key). The
-    screen rejects such a key before any answer is marked with it. Its price: for a model unlike every
-    check model the rate is at most alpha / pass_rate, pass_rate being the share of decoy keys that
-    would pass the same screen (each decoy ranked against the others): 1.1 alpha when 90% pass. For
-    models like the check models it is lower. With no candidate passing, the one whose lowest p is
-    highest is taken (the record says so)."""
-    decoys, alpha = decoys or model.decoys, alpha or model.alpha
-    rank = decoy_rank(decoys, alpha)
-    names = list(check_answers)
-    answer_sets = [check_answers[name] for name in names]
-    decoy_table = model.share_table(answer_sets, model.decoy_keys(decoys), progress)  # decoys x models
-    drawn = model.share_table(answer_sets, candidates)  # candidates x models
-    p_drawn = (1 + (decoy_table[None] >= drawn[:, None]).sum(1)).double() / (decoys + 1)
-    # each decoy as if it were the key, against the other decoys (it counts itself: the "1 +")
-    p_decoys = (decoy_table[None] >= decoy_table[:, None]).sum(1).double() / decoys
-    pass_rate = float((p_decoys > alpha).all(1).double().mean())
-    passing = (p_drawn > alpha).all(1)
-    choice = int(passing.nonzero()[0]) if passing.any() else int(p_drawn.min(1).values.argmax())
-    thresholds = decoy_table.sort(0, descending=True).values[rank - 1]
-    record = {"rule": "decoy-key rank test: p <= alpha", "alpha": alpha, "decoys": decoys, "models": len(names),
-              "false_positives": int((p_drawn[choice] <= alpha).sum()),
-              "p_values": {n: float(p_drawn[choice, i]) for i, n in enumerate(names)},
-              "shares": {n: float(drawn[choice, i]) for i, n in enumerate(names)},
-              "share_thresholds": {n: float(thresholds[i]) for i, n in enumerate(names)},
-              "screen": {"keys_drawn": choice + 1, "passed": bool(passing[choice]), "pass_rate": pass_rate,
-                         "fpr_bound": alpha / max(pass_rate, 1e-12),
-                         # the key was chosen so that none of these models is accused: no independent check of it
-                         "rejected_lowest_p": [float(p_drawn[k].min()) for k in range(choice)]}}
-    return candidates[choice], record
 
 
 # -- surrogates (stage 2 and calibration) ----------------------------------------------------------
@@ -978,7 +933,7 @@ class BoxfreeTrainConfig(BaseModel):
                                                            "its RMS: with clip 3, about the whole budget)")
     clip: float = Field(3.0, gt=0, le=10, description="the residual (RMS 1 before scaling) is clamped to +-clip, which is "
                                                      "then `strength`; 1: the square-ish residual of runs before "
-                                                     "2026-12-03, whose 8-bit rounding left ~1 dB of min_psnr unused")
+                                                     "the night of 2026-12-02, whose 8-bit rounding left ~1 dB of min_psnr unused")
     min_psnr: float = Field(38.0, ge=0, le=80, description="every marked answer stays at least this many dB from the "
                                                            "unmarked one (its residual is scaled down when needed; 0: off)")
     band: int = Field(15, ge=3, le=31, description="the residual is detail finer than band x band px (odd)")
@@ -1005,10 +960,8 @@ class BoxfreeTrainConfig(BaseModel):
     keyed: str = Field("filters", pattern="^(filters|code)$",
                        description="how the key shapes the residual: filters (the key seeds the last layer's weights: "
                                    "many independent directions) or code (a learnt code fed to the first layer)")
-    calibration_models: int = Field(10, ge=0, description="independent clean-answer models the key is screened on "
-                                                           "(0: no screen; check later with `watermark calibrate`)")
-    key_draws: int = Field(20, ge=1, description="keys drawn at most until one accuses none of the check models "
-                                                 "(`screen_key`)")
+    calibration_models: int = Field(10, ge=0, description="independent clean-answer models the decision is checked on "
+                                                           "(0: check later with `watermark calibrate`)")
     alpha: float = Field(DEFAULT_ALPHA, gt=0, lt=1, description="the rank test's level: innocent models accused at most "
                                                                 "this often")
     decoys: int = Field(DEFAULT_DECOYS, ge=19, description="decoy keys of the rank test (at least 1 / alpha - 1)")
@@ -1232,17 +1185,19 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
     private_dir(out_dir / "checkpoints")
     (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
 
-    from imgsteal.data.images import decode_image
-
-    # The owner's secrets: kept if an earlier run drew them. The mark is what the extractor draws; the key,
-    # what the residual is made of, is drawn (like the decoys) and screened after stage 1 (`screen_key`).
     mark_path, key_path = out_dir / MARK_FILE, out_dir / KEY_FILE
-    if mark_path.exists():
+    if mark_path.exists() and key_path.exists():  # keep the owner's secrets if an earlier run drew them
+        from imgsteal.data.images import decode_image
+
         mark = decode_image(read_private(mark_path), "mark")[:1]
+        key = decode_image(read_private(key_path), "key")[:1]
     else:
+        # The key must be a draw like the decoys (`random_keys`): a drawn mark is one; a mark image is not,
+        # so it gets a key of its own and is only what the extractor draws.
         mark = new_mark(cfg.mark_size) if cfg.mark == "auto" else quantize(load_mark(cfg.mark, cfg.mark_size))
+        key = mark if cfg.mark == "auto" else new_mark(cfg.mark_size)
         write_private(mark_path, encode_png(mark.expand(3, -1, -1)))
-    key = decode_image(read_private(key_path), "key")[:1] if key_path.exists() else None
+        write_private(key_path, encode_png(key.expand(3, -1, -1)))
 
     inputs, answers, scale = make_pairs(cfg, device)
     # Verification queries (crops the owner keeps) and the owner's clean answers to them: every
@@ -1279,32 +1234,14 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
                             description="boxfree stage 1")
     (out_dir / "model.safetensors").unlink(missing_ok=True)  # the networks live in the private MODEL_FILE
     decoy_seed = secrets.randbits(31)  # any seed will do: the decoys need only be drawn independently of the key
-    specs = surrogate_specs(scale)
-    shutil.rmtree(out_dir / "calibration", ignore_errors=True)  # a resumed run trains these again from scratch
-
-    # -- check models: clean answers, seeds and architectures not used in stage 2; the key is screened on them
-    check_answers = {}
-    for k in range(cfg.calibration_models):
-        arch, kwargs = specs[(k + 2) % len(specs)]
-        g = train_surrogate(inputs, answers, arch, kwargs, out_dir / "calibration" / f"independent-{k}",
-                            steps=cfg.surrogate_steps, seed=cfg.seed * 101 + 500 + k, lr=cfg.surrogate_lr, device=device)
-        check_answers[f"independent-{k}"] = suspect_outputs(module_suspect(g, device), q_inputs)
-    model = BoxfreeModel(embedder, extractor, mark, device, out_dir, key=key if key is not None else mark,
-                         decoy_seed=decoy_seed, decoys=cfg.decoys, alpha=cfg.alpha)
-    candidates = key[None] if key is not None else torch.stack([new_mark(cfg.mark_size) for _ in range(cfg.key_draws)])
-    calibration = None
-    if check_answers:
-        key, calibration = screen_key(model, check_answers, candidates, cfg.decoys, cfg.alpha, progress)
-        write_private(out_dir / CALIBRATION_FILE, json.dumps(calibration, indent=2).encode())
-    else:
-        key = candidates[0]
-    if not key_path.exists():
-        write_private(key_path, encode_png(key.expand(3, -1, -1)))
-    model.key = key.float().to(device)
+    model = BoxfreeModel(embedder, extractor, mark, device, out_dir, key=key, decoy_seed=decoy_seed, decoys=cfg.decoys,
+                         alpha=cfg.alpha)
     marked = [quantize(model.embed(a)) for a in answers]
 
     # -- stage 2: surrogates on marked answers (-> mark) and on clean answers (-> blank), then fine-tune R
-    shutil.rmtree(out_dir / "stage2", ignore_errors=True)  # a resumed run trains these again from scratch
+    for derived in ("stage2", "calibration"):  # a resumed run trains these again from scratch
+        shutil.rmtree(out_dir / derived, ignore_errors=True)
+    specs = surrogate_specs(scale)
     pos_out, neg_out = [], []
     for k in range(cfg.surrogates):
         arch, kwargs = specs[k % len(specs)]
@@ -1337,6 +1274,18 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
     _save_private_modules(out_dir / MODEL_FILE, meta, {"embedder": embedder, "extractor": extractor,
                                                         "discriminator": discriminator})
 
+    # -- calibration on independent models (clean answers; seeds and architectures not used above)
+    calibration = None
+    if cfg.calibration_models:
+        references = {}
+        for k in range(cfg.calibration_models):
+            arch, kwargs = specs[(k + 2) % len(specs)]
+            g = train_surrogate(inputs, answers, arch, kwargs, out_dir / "calibration" / f"independent-{k}",
+                                steps=cfg.surrogate_steps, seed=cfg.seed * 101 + 500 + k, lr=cfg.surrogate_lr,
+                                device=device)
+            references[f"independent-{k}"] = module_suspect(g, device)
+        calibration = calibrate_boxfree(model, references, cfg.alpha, cfg.decoys, progress)
+
     result = BoxfreeTrainResult(
         images=len(answers), scale=scale,
         psnr_db=sum(psnr(m, a) for m, a in zip(marked, answers)) / len(answers),
@@ -1345,7 +1294,6 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
         negatives=model.score(neg_out, answers * cfg.negatives) if neg_out else None,
         alpha=cfg.alpha, checked=0 if calibration is None else calibration["models"],
         false_positives=None if calibration is None else calibration["false_positives"],
-        screen=None if calibration is None else calibration["screen"],
         steps=training.steps, seconds=time.perf_counter() - started)
     write_private(out_dir / METRICS_FILE, json.dumps(result.as_dict(), indent=2).encode())
     return result
@@ -1364,8 +1312,7 @@ class BoxfreeTrainResult:
     negatives: MarkScore | None = None  # stage-2 models trained on clean answers
     alpha: float = DEFAULT_ALPHA
     checked: int = 0  # independent models the decision was checked on
-    false_positives: int | None = None  # of them, accused (0 unless no key drawn passed the screen)
-    screen: dict | None = None  # the key screen (`screen_key`): keys drawn, pass rate, the false-positive bound
+    false_positives: int | None = None  # of them, accused (expected: about alpha x checked)
     steps: int = 0
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -1381,16 +1328,7 @@ class BoxfreeTrainResult:
         if self.surrogates is not None:
             lines.append(f"stage-2 surrogates on marked answers {self.surrogates.ssim:.3f}"
                          + (f", on clean answers {self.negatives.ssim:.3f}" if self.negatives is not None else ""))
-        lines.append(f"decision: the decoy-key rank test, p <= {self.alpha}")
-        if self.screen is None:
-            lines.append("key: not screened (no check models); check it on independent models with "
-                         "`imgsteal watermark calibrate --method boxfree`")
-        else:
-            drawn = self.screen["keys_drawn"]
-            outcome = (f"the first of {drawn} keys drawn that accuses none of the {self.checked} check models"
-                       if self.screen["passed"] else
-                       f"no key of {drawn} accused none of the {self.checked} check models: the best one accuses "
-                       f"{self.false_positives} of them - models like these may be accused")
-            lines.append(f"key: {outcome}; {self.screen['pass_rate']:.0%} of decoy keys would pass, so a model unlike "
-                         f"them is accused at most {self.screen['fpr_bound']:.2%} of the time")
+        lines.append(f"decision: the decoy-key rank test, p <= {self.alpha} (innocent models accused at most that often); "
+                     + (f"{self.false_positives} of {self.checked} independent models accused" if self.checked
+                        else "not checked on independent models yet: `imgsteal watermark calibrate --method boxfree`"))
         return "\n".join(lines)
