@@ -117,7 +117,9 @@ def main() -> None:
         verdicts = verify_many(model, suspects)
         if args.save_answers is not None:
             args.save_answers.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({name: torch.stack([(a * 255).round().to(torch.uint8) for a in suspect_outputs(s, model.queries())])
+            from imgsteal.data.patches import to_uint8_tensor
+
+            torch.save({name: torch.stack([to_uint8_tensor(a) for a in suspect_outputs(s, model.queries())])
                         for name, s in suspects.items()}, args.save_answers)
         rows = [{"name": name, "share": round(v.share, 4), "p_value": v.p_value,
                  "share_threshold": round(v.share_threshold, 4), "z": round(v.z, 2), "similarity": round(v.similarity, 4),

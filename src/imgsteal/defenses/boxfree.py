@@ -293,14 +293,15 @@ class BoxfreeEmbedder(nn.Module):
             return error.pow(2).mean((1, 2, 3), keepdim=True).sqrt() <= target
 
         ones = residual.new_ones(residual.shape[0], 1, 1, 1)
-        if within(ones).all():
+        whole = within(ones)
+        if whole.all():
             return ones
         low, high = torch.zeros_like(ones), ones
         for _ in range(14):  # to 1e-4 of the residual's peak
             middle = (low + high) / 2
             ok = within(middle)
             low, high = torch.where(ok, middle, low), torch.where(ok, high, middle)
-        return torch.where(within(ones), ones, low)
+        return torch.where(whole, ones, low)
 
 
 @register_model("boxfree_extractor")

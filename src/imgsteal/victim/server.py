@@ -244,6 +244,15 @@ def _decode(data: bytes) -> torch.Tensor:
         raise ApiError(400, f"the image cannot be decoded (truncated or corrupt): {exc}") from None
 
 
+def _revoked() -> ApiError:
+    return ApiError(403, "this API key has been revoked")
+
+
+def _throttled(wait_s: float) -> ApiError:
+    """A flagged key's refusal: the same words as any rate limit, so the answer does not say why."""
+    return ApiError(429, "rate limit for this key exceeded", {"Retry-After": str(max(1, math.ceil(wait_s)))})
+
+
 def _key_busy() -> ApiError:
     return ApiError(429, "this key already has its share of work in flight; retry when an answer arrives",
                     {"Retry-After": "1"})
@@ -333,7 +342,7 @@ class _Service:
         if key is None:
             raise ApiError(401, "missing or unknown API key (send Authorization: Bearer KEY)", {"WWW-Authenticate": "Bearer"})
         if key.revoked or any(stream in self.monitor_revoked for stream in streams_of(key.key_id, key.account)):
-            raise ApiError(403, "this API key has been revoked")
+            raise _revoked()
         return key
 
     def finish_watched(self, key: ApiKey, image: torch.Tensor, output: torch.Tensor,
@@ -370,11 +379,10 @@ class _Service:
         answering it would hand over dozens of pairs. Same words as any revoked key or rate limit."""
         actions = {alert.action for alert in alerts}
         if MonitorPolicy.revoke.value in actions:
-            return ApiError(403, "this API key has been revoked")
+            return _revoked()
         if MonitorPolicy.throttle.value in actions:
             assert self.monitor is not None
-            retry = str(max(1, math.ceil(1.0 / self.monitor.config.throttle_rate)))
-            return ApiError(429, "rate limit for this key exceeded", {"Retry-After": retry})
+            return _throttled(1.0 / self.monitor.config.throttle_rate)
         return None
 
     def monitor_refuses(self, key: ApiKey) -> float:
@@ -428,8 +436,8 @@ class _Service:
             raise ApiError(429, f"rate limit of {self.settings.rate_per_s:g} requests/s exceeded",
                            {"Retry-After": str(max(1, math.ceil(wait_s)))})
         wait_s = self.monitor_refuses(key)
-        if wait_s > 0:  # same words as any rate limit: the answer does not tell the client it was flagged
-            raise ApiError(429, "rate limit for this key exceeded", {"Retry-After": str(max(1, math.ceil(wait_s)))})
+        if wait_s > 0:
+            raise _throttled(wait_s)
         if not self.batcher.admits(key.key_id):  # before reading the body: a refused flood costs little
             raise _key_busy()
         body = await read_body(request, self.settings.max_body_bytes)
