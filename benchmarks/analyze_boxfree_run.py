@@ -11,9 +11,19 @@ the owner's stored verification queries:
 - p: the decoy-key rank test (`BoxfreeModel.rank_tests`, the decision) with `--decoys` decoys.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_boxfree.py --out runs/bf --json runs/bf.json   # about 30 min
-    OMP_NUM_THREADS=1 python benchmarks/analyze_boxfree_run.py runs/bf --decoys 999
+    OMP_NUM_THREADS=1 python benchmarks/analyze_boxfree_run.py runs/bf --decoys 999 --null-keys 200 --retrain 2
 
 Prints one line per model and, per statistic, how many copies lie above every innocent model.
+
+Two checks of the false-positive guarantee (the owner's key must be one draw like any other to the
+innocent models):
+- --null-keys N: N fresh keys drawn exactly like the owner's (`new_mark`) each take the owner's place
+  against the same decoys; prints how often an innocent model is accused under a fresh key (alpha by
+  construction), how many of them one key accuses (they move together: models trained on the same
+  answers err alike), and where the owner's key stands among the fresh ones;
+- --retrain K: retrains the first K attacker-side independent models here, from their recorded seeds
+  and architectures, on the attacker crops alone (no watermark model loaded before), and compares
+  their weights with the run's: equal weights rule out anything of the marked answers leaking into them.
 """
 
 from __future__ import annotations
@@ -32,12 +42,16 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.01, help="level of the rank test")
     parser.add_argument("--window", type=int, default=15, help="side of the local error-energy window (odd), px")
     parser.add_argument("--json", type=Path, default=None, help="also write every statistic as JSON")
+    parser.add_argument("--null-keys", type=int, default=0, help="fresh keys that take the owner's place (0: none)")
+    parser.add_argument("--retrain", type=int, default=0, help="attacker-side independent models to retrain (0: none)")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # as the benchmark trained (the retrain check compares weights bit for bit)
+    if args.retrain:  # first, before anything of the watermark is loaded in this process
+        retrain_check(args.run, args.retrain)
 
     from imgsteal.defenses.boxfree import BoxfreeModel, band_pass, local_mean, suspect_outputs
     from imgsteal.victim.inference import load_translator
 
-    torch.set_num_threads(1)
     model = BoxfreeModel.load(args.run / "owner", "cpu")
     queries, refs = model.queries(), torch.stack(model.reference_answers())
     groups = {"innocent (owner's check)": args.run / "owner" / "calibration",
@@ -83,8 +97,56 @@ def main() -> None:
               f"copies above every innocent model: {above} of {len(copies)}")
     print(f"rank test, p <= {args.alpha}: {sum(r['p'] <= args.alpha for r in copies)} of {len(copies)} copies, "
           f"{sum(r['p'] <= args.alpha for r in innocent)} of {len(innocent)} innocent models")
+    if args.null_keys:
+        innocent_answers = [outs for (group, _), outs in zip(models, answers) if group != "copy"]
+        null_key_check(model, innocent_answers, [t.p_value for t, (g, _) in zip(tests, models) if g != "copy"],
+                       args.null_keys, args.decoys, args.alpha)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2))
+
+
+def null_key_check(model, answer_sets, owner_p: list[float], count: int, decoys: int, alpha: float) -> None:
+    """Fresh keys in the owner's place against the same decoys, on the innocent models' answers."""
+    from imgsteal.defenses.boxfree import new_mark
+
+    fresh = torch.stack([new_mark(model.key.shape[-1]) for _ in range(count)])
+    table = model.share_table(answer_sets, model.decoy_keys(decoys), progress=True)  # decoys x models
+    shares = model.share_table(answer_sets, fresh, progress=True)  # fresh keys x models
+    p = (1 + (table[None] >= shares[:, None]).sum(1)) / (decoys + 1)  # fresh keys x models
+    accused = (p <= alpha).sum(1)  # per fresh key
+    owner_accused = sum(v <= alpha for v in owner_p)
+    owner_median = float(torch.tensor(owner_p).median())  # the lower median, as for the fresh keys
+    medians = p.median(1).values
+    print(f"null keys: {count} fresh keys x {len(answer_sets)} innocent models: "
+          f"{float((p <= alpha).float().mean()):.2%} of pairs at p <= {alpha} (alpha by construction)")
+    spread = ", ".join(f"{n}: {int((accused == n).sum())}" for n in range(int(accused.max()) + 1))
+    print(f"  innocent models accused per fresh key: {spread}")
+    print(f"  the owner's key accuses {owner_accused} (fresh keys accusing as many or more: "
+          f"{float((accused >= owner_accused).float().mean()):.1%}); its median innocent p {owner_median:.3f} "
+          f"(fresh keys with a median as low or lower: {float((medians <= owner_median).float().mean()):.1%})")
+
+
+def retrain_check(run: Path, count: int) -> None:
+    """Retrain attacker-side independent models from their recorded seeds; compare weights with the run's."""
+    import tempfile
+
+    from imgsteal.defenses.boxfree import BoxfreeTrainConfig, make_pairs, train_surrogate
+    from imgsteal.train.checkpoint import load_checkpoint
+
+    cfg = BoxfreeTrainConfig.model_validate_json((run / "owner" / "config.json").read_text())
+    # the attacker's crops exactly as benchmarks/bench_boxfree.py draws them
+    attacker = cfg.model_copy(update={"images": ["demo:attacker"], "seed": cfg.seed + 1000})
+    inputs, answers, _ = make_pairs(attacker, torch.device("cpu"))
+    for folder in sorted((run / "independent").glob("*"))[:count]:
+        saved = load_checkpoint(folder)
+        spec = saved.meta["archs"]["generator"]
+        with tempfile.TemporaryDirectory() as tmp:
+            g = train_surrogate(inputs, answers, spec["arch"], spec.get("kwargs", {}), Path(tmp), seed=saved.meta["seed"],
+                                steps=saved.meta["step"], device=torch.device("cpu"))
+        weights = saved.module_state("generator")
+        diff = max(float((weights[k] - v).abs().max()) for k, v in g.state_dict().items() if k in weights)
+        print(f"retrained {folder.name} ({spec['arch']}, seed {saved.meta['seed']}): largest weight difference "
+              f"{diff:.3g}{' (identical)' if diff == 0 else ''}", flush=True)
 
 
 if __name__ == "__main__":
