@@ -65,7 +65,8 @@ def main() -> None:
     for _, folder in models:
         translator = load_translator(folder, "cpu")
         answers.append(suspect_outputs(lambda xs: [translator.translate(x) for x in xs], queries))
-    tests = model.rank_tests(answers, args.decoys, args.alpha, progress=True)
+    decoy_table = model.share_table(answers, model.decoy_keys(args.decoys), progress=True)  # decoys x models
+    tests = model.rank_tests(answers, args.decoys, args.alpha, table=decoy_table)
 
     def in_band(x: torch.Tensor) -> torch.Tensor:
         return band_pass(x, model.embedder.smooth, model.embedder.band)
@@ -98,21 +99,22 @@ def main() -> None:
     print(f"rank test, p <= {args.alpha}: {sum(r['p'] <= args.alpha for r in copies)} of {len(copies)} copies, "
           f"{sum(r['p'] <= args.alpha for r in innocent)} of {len(innocent)} innocent models")
     if args.null_keys:
-        innocent_answers = [outs for (group, _), outs in zip(models, answers) if group != "copy"]
-        null_key_check(model, innocent_answers, [t.p_value for t, (g, _) in zip(tests, models) if g != "copy"],
-                       args.null_keys, args.decoys, args.alpha)
+        innocent = [j for j, (group, _) in enumerate(models) if group != "copy"]
+        null_key_check(model, [answers[j] for j in innocent], decoy_table[:, innocent],
+                       [tests[j].p_value for j in innocent], args.null_keys, args.alpha)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2))
 
 
-def null_key_check(model, answer_sets, owner_p: list[float], count: int, decoys: int, alpha: float) -> None:
-    """Fresh keys in the owner's place against the same decoys, on the innocent models' answers."""
-    from imgsteal.defenses.boxfree import new_mark
+def null_key_check(model, answer_sets, decoy_table: torch.Tensor, owner_p: list[float], count: int,
+                   alpha: float) -> None:
+    """Fresh keys in the owner's place against the same decoys (`decoy_table`, decoys x models), on the
+    innocent models' answers."""
+    from imgsteal.defenses.boxfree import decoy_p_values, new_mark
 
     fresh = torch.stack([new_mark(model.key.shape[-1]) for _ in range(count)])
-    table = model.share_table(answer_sets, model.decoy_keys(decoys), progress=True)  # decoys x models
     shares = model.share_table(answer_sets, fresh, progress=True)  # fresh keys x models
-    p = (1 + (table[None] >= shares[:, None]).sum(1)) / (decoys + 1)  # fresh keys x models
+    p = decoy_p_values(shares, decoy_table)  # fresh keys x models
     accused = (p <= alpha).sum(1)  # per fresh key
     owner_accused = sum(v <= alpha for v in owner_p)
     owner_median = float(torch.tensor(owner_p).median())  # the lower median, as for the fresh keys
@@ -133,9 +135,10 @@ def retrain_check(run: Path, count: int) -> None:
     from imgsteal.defenses.boxfree import BoxfreeTrainConfig, make_pairs, train_surrogate
     from imgsteal.train.checkpoint import load_checkpoint
 
+    from bench_boxfree import attacker_config  # the attacker's crops exactly as the benchmark draws them
+
     cfg = BoxfreeTrainConfig.model_validate_json((run / "owner" / "config.json").read_text())
-    # the attacker's crops exactly as benchmarks/bench_boxfree.py draws them
-    attacker = cfg.model_copy(update={"images": ["demo:attacker"], "seed": cfg.seed + 1000})
+    attacker = attacker_config(cfg)
     inputs, answers, _ = make_pairs(attacker, torch.device("cpu"))
     for folder in sorted((run / "independent").glob("*"))[:count]:
         saved = load_checkpoint(folder)
@@ -144,7 +147,10 @@ def retrain_check(run: Path, count: int) -> None:
             g = train_surrogate(inputs, answers, spec["arch"], spec.get("kwargs", {}), Path(tmp), seed=saved.meta["seed"],
                                 steps=saved.meta["step"], device=torch.device("cpu"))
         weights = saved.module_state("generator")
-        diff = max(float((weights[k] - v).abs().max()) for k, v in g.state_dict().items() if k in weights)
+        state = g.state_dict()
+        if state.keys() != weights.keys():
+            raise SystemExit(f"{folder}: the retrained model's tensors differ from the saved model's by name")
+        diff = max(float((weights[k] - v).abs().max()) for k, v in state.items())
         print(f"retrained {folder.name} ({spec['arch']}, seed {saved.meta['seed']}): largest weight difference "
               f"{diff:.3g}{' (identical)' if diff == 0 else ''}", flush=True)
 

@@ -38,6 +38,11 @@ from pathlib import Path
 import torch
 
 
+def attacker_config(owner_cfg):
+    """The attacker's crops: the same recipe on `demo:attacker` (photos the owner never saw), another seed."""
+    return owner_cfg.model_copy(update={"images": ["demo:attacker"], "seed": owner_cfg.seed + 1000})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--victim", default=None, help="victim run folder (default: an identity service)")
@@ -94,7 +99,7 @@ def main() -> None:
         calibration = model.calibration() if args.calibration else {"p_values": {}}
         device = torch.device(args.device)
 
-        attacker = cfg.model_copy(update={"images": ["demo:attacker"], "seed": args.seed + 1000})
+        attacker = attacker_config(cfg)
         inputs, answers, scale = make_pairs(attacker, device)
         marked = [quantize(model.embed(a)) for a in answers]
         fidelity = sum(psnr(m, a) for m, a in zip(marked, answers)) / len(answers)

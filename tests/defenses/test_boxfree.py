@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from imgsteal.cli import app
 from imgsteal.data.images import decode_image, encode_png, quantize
 from imgsteal.defenses.boxfree import (
-    CALIBRATION_FILE, KEY_FILE, MARK_FILE, MODEL_FILE, BoxfreeDefense, BoxfreeModel, BoxfreeTrainConfig, detail, grid_marks,
+    CALIBRATION_FILE, KEY_FILE, MARK_FILE, MODEL_FILE, BoxfreeDefense, BoxfreeModel, BoxfreeTrainConfig, decoy_p_values, detail, grid_marks,
     load_mark, make_pairs, mark_ncc, mark_ssim, module_suspect, new_mark, psnr, random_keys, train_boxfree, train_surrogate,
     verify_boxfree,
 )
@@ -247,6 +247,14 @@ def test_the_rank_test_accuses_innocent_models_at_most_alpha_of_the_time_and_fin
         model.rank_tests([copy], decoys=50, alpha=0.01)
     with pytest.raises(ImgstealError, match="answers for"):
         model.rank_tests([copy[:3]], decoys=99, alpha=0.05)
+    # the decoys read once serve the owner's key and any other key alike
+    table = model.share_table([innocent[0], copy], model.decoy_keys(99))
+    again = model.rank_tests([innocent[0], copy], decoys=99, alpha=0.05, table=table)
+    assert [t.p_value for t in again] == [tests[0].p_value, best.p_value]
+    shares = model.share_table([innocent[0], copy], model.key[None])
+    assert decoy_p_values(shares, table)[0].tolist() == [tests[0].p_value, best.p_value]
+    with pytest.raises(ImgstealError, match="decoy table"):
+        model.rank_tests([copy], decoys=99, alpha=0.05, table=table)
 
 
 def test_registry_and_clear_errors(tmp_path):

@@ -582,7 +582,8 @@ class BoxfreeModel:
 
     @torch.no_grad()
     def rank_tests(self, answer_sets: Sequence[Sequence[torch.Tensor]], decoys: int | None = None,
-                   alpha: float | None = None, progress: bool = False) -> list["RankTest"]:
+                   alpha: float | None = None, progress: bool = False,
+                   table: torch.Tensor | None = None) -> list["RankTest"]:
         """The decoy-key rank test of each suspect (its answers to the stored verification queries, in order).
 
         The statistic is the share of a key's residual the answers carry, pooled over every query (what
@@ -593,19 +594,24 @@ class BoxfreeModel:
         decoy - the embedder was trained on random keys, not on the owner's - so its p is uniform and
         p <= alpha happens with probability at most alpha, with no independent models and no normal
         fit. A copy carries the owner's key's residual and not the decoys'. decoys, alpha: None = as
-        trained."""
+        trained. table: the decoys' shares of these answer sets when already read (`share_table` of
+        `decoy_keys(decoys)`, decoys x suspects), so that other keys can be read against the same decoys."""
         decoys, alpha = decoys or self.decoys, alpha or self.alpha
         try:
             rank = decoy_rank(decoys, alpha)  # above the rank-th highest decoy: p <= alpha
         except ValueError as error:
             raise ImgstealError(str(error)) from None
-        owner = self.share_table(answer_sets, self.key[None])[0]
-        table = self.share_table(answer_sets, self.decoy_keys(decoys), progress)  # decoys x suspects
+        shares = self.share_table(answer_sets, self.key[None])  # 1 x suspects: the owner's key
+        if table is None:
+            table = self.share_table(answer_sets, self.decoy_keys(decoys), progress)  # decoys x suspects
+        elif table.shape != (decoys, len(answer_sets)):
+            raise ImgstealError(f"a decoy table of {tuple(table.shape)} for {decoys} decoys x {len(answer_sets)} suspects")
+        owner, p_values = shares[0], decoy_p_values(shares, table)[0]
         results = []
         for j in range(len(answer_sets)):
             column = table[:, j].sort(descending=True).values
             results.append(RankTest(
-                share=float(owner[j]), p_value=float(1 + (column >= owner[j]).sum()) / (decoys + 1), alpha=alpha,
+                share=float(owner[j]), p_value=float(p_values[j]), alpha=alpha,
                 decoys=decoys, share_threshold=float(column[rank - 1]), decoy_mean=float(column.mean()),
                 decoy_sd=float(column.std())))
         return results
@@ -720,6 +726,13 @@ class BoxfreeDefense:
 
 # -- verification and calibration ------------------------------------------------------------------
 DEFAULT_ALPHA, DEFAULT_DECOYS = 0.01, 999
+
+
+def decoy_p_values(shares: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """keys x suspects p-values of the rank test: for each key's share of each suspect's answers
+    (`shares`, keys x suspects), (1 + decoys at or above it) / (1 + decoys), the decoys' shares in
+    `table` (decoys x suspects)."""
+    return (1 + (table[None] >= shares[:, None]).sum(1)).double() / (table.shape[0] + 1)  # as exact as float(k) / n
 
 
 def decoy_rank(decoys: int, alpha: float) -> int:
