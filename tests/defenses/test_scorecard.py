@@ -179,6 +179,14 @@ def test_scorecard_thresholds_from_independent_models_only_and_a_row_per_defence
     assert png.stat().st_size > 1000
 
 
+def test_cell_text_prints_a_p_value_against_its_level():
+    # the box-free threshold sits a hair below -log10 alpha: p = alpha is verified and must not read "2.000 > 2.000"
+    assert scorecard._comparison(2.0, 2.0 - 1e-9, "-log10 p of the decoy-key rank test") == "p 0.01 <= 0.01"
+    assert scorecard._comparison(1.456, 2.0 - 1e-9, "-log10 p of the decoy-key rank test") == "p 0.035 > 0.01"
+    assert scorecard._comparison(0.215, 0.172, "alteration reproduced") == "0.215 > 0.172"
+    assert scorecard._comparison(0.141, 0.172, "alteration reproduced") == "0.141 <= 0.172"
+
+
 @pytest.mark.parametrize("name", ["paper-scorecard.yaml", "demo-boxfree.yaml"])
 def test_presets_validate_with_enough_independent_models(name):
     from imgsteal.defenses.evaluate import load_defense_config

@@ -321,6 +321,15 @@ def scorecard_rows(card: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _comparison(statistic: float, threshold: float, name: str) -> str:
+    """'statistic > threshold' as a cell prints it; a -log10 p statistic as p against its level (the
+    box-free threshold sits a hair below -log10 alpha, so p = alpha would print as '2.000 > 2.000')."""
+    above = statistic > threshold
+    if name.startswith("-log10 p"):
+        return f"p {10 ** -statistic:.2g} {'<=' if above else '>'} {10 ** -threshold:.2g}"
+    return f"{statistic:.3f} {'>' if above else '<='} {threshold:.3f}"
+
+
 def plot_scorecard(card: dict, path: Path) -> Path:
     """Heat map: runs x attacks, colour = verification rate, text = rate, statistic vs threshold and
     F_A's PSNR vs F_V (PNG)."""
@@ -340,13 +349,14 @@ def plot_scorecard(card: dict, path: Path) -> Path:
         psnr = "–" if r["fidelity_psnr_db"] is None else f"{r['fidelity_psnr_db']:.1f} dB"
         # the statistic against the threshold shows the margin a 0% / 100% cell hides
         margin = ("" if rate is None or r["statistic"] is None or r["threshold"] is None
-                  else f"\n{r['statistic']:.3f} {'>' if r['statistic'] > r['threshold'] else '<='} {r['threshold']:.3f}")
+                  else "\n" + _comparison(r["statistic"], r["threshold"], card["calibration"][r["run"]]["statistic"]))
         text[i][j] = ("n/a" if rate is None else f"{rate:.0%}") + margin + f"\n{psnr}"
     fig, ax = plt.subplots(figsize=(1.4 * len(attacks) + 2.2, 0.9 * len(runs) + 1.8))
     image = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
     for i in range(len(runs)):
         for j in range(len(attacks)):
-            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=8)
+            dark = grid[i][j] == grid[i][j] and not 0.2 < grid[i][j] < 0.8  # the map's deep red and green ends
+            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=8, color="white" if dark else "black")
     ax.set_xticks(range(len(attacks)))
     ax.set_xticklabels(attacks, rotation=30, ha="right")
     ax.set_yticks(range(len(runs)))
