@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 
 def victim_path(victim: str) -> str | None:
@@ -118,6 +119,12 @@ def main() -> None:
         fidelity = sum(psnr(m, a) for m, a in zip(marked, answers)) / len(answers)
         worst = min(psnr(m, a) for m, a in zip(marked, answers))
         specs = surrogate_specs(scale)
+        # Doing nothing - the input upscaled bicubically (itself, for the identity service) - against the same
+        # targets: a model farther from its targets than that has copied nothing worth stealing.
+        upscaled = [quantize(F.interpolate(x[None], scale_factor=scale, mode="bicubic", align_corners=False)[0].clamp(0, 1))
+                    if scale > 1 else x for x in inputs[:16]]
+        doing_nothing = {"stolen": sum(psnr(u, t) for u, t in zip(upscaled, marked)) / len(upscaled),
+                         "independent": sum(psnr(u, t) for u, t in zip(upscaled, answers)) / len(upscaled)}
 
         def train(targets, count, offset, tag):
             models = {}
@@ -141,12 +148,14 @@ def main() -> None:
                         for name, s in suspects.items()}, args.save_answers)
         rows = [{"name": name, "share": round(v.share, 4), "p_value": v.p_value,
                  "share_threshold": round(v.share_threshold, 4), "z": round(v.z, 2), "similarity": round(v.similarity, 4),
-                 "ncc": round(v.ncc, 4), "verified": v.verified, "psnr_to_targets_db": round(trained[name][1], 2)}
+                 "ncc": round(v.ncc, 4), "verified": v.verified, "psnr_to_targets_db": round(trained[name][1], 2),
+                 "beats_doing_nothing": trained[name][1] > doing_nothing[name.split("-")[0]]}
                 for name, v in verdicts.items()]
         stolen = [r for r in rows if r["name"].startswith("stolen")]
         independent = [r for r in rows if r["name"].startswith("independent")]
 
     rate = sum(v["verified"] for v in stolen) / max(1, len(stolen))
+    real_copies = [v for v in stolen if v["beats_doing_nothing"]]
     innocent_p = [*(v["p_value"] for v in independent), *calibration["p_values"].values()]
     false_positives = sum(p <= args.alpha for p in innocent_p)
     from imgsteal.defenses.scorecard import fpr_upper_bound
@@ -157,7 +166,9 @@ def main() -> None:
         "scale": scale, "alpha": args.alpha, "decoys": args.decoys, "owner_training_s": round(owner_s, 1),
         "total_s": round(time.perf_counter() - started, 1),
         "psnr_db_mean": round(fidelity, 2), "psnr_db_min": round(worst, 2),
-        "verification_rate": rate, "false_positives": false_positives, "innocent_models": len(innocent_p),
+        "doing_nothing_psnr_db": {k: round(v, 2) for k, v in doing_nothing.items()},
+        "verification_rate": rate, "verified_real_copies": sum(v["verified"] for v in real_copies),
+        "real_copies": len(real_copies), "false_positives": false_positives, "innocent_models": len(innocent_p),
         "false_positive_rate": false_positives / max(1, len(innocent_p)),
         "fpr_upper_95": fpr_upper_bound(false_positives, len(innocent_p)),
         "stolen": stolen, "independent": independent, "owner": result.as_dict(), "calibration": calibration,
@@ -165,6 +176,8 @@ def main() -> None:
     print(f"box-free watermark, {len(answers)} attacker crops of {args.size} px, victim: {report['victim']}")
     print(f"verification: {cfg.queries} queries of {cfg.verification_size} px answers (the smallest image caps the side)")
     print(f"decision: the decoy-key rank test, p <= {args.alpha} against {args.decoys} decoy keys")
+    print(f"doing nothing (the input {'upscaled bicubically' if scale > 1 else 'itself'}) vs the targets: "
+          f"{doing_nothing['stolen']:.2f} dB (marked answers), {doing_nothing['independent']:.2f} dB (clean answers)")
     for v in stolen + independent:
         print(f"  {v['name']:<36} share {v['share']:+.3f} (threshold {v['share_threshold']:+.3f}, z {v['z']:+.1f})  "
               f"p {v['p_value']:.4f}  "
@@ -174,6 +187,7 @@ def main() -> None:
     if calibration["p_values"]:
         print(f"  the owner's {len(calibration['p_values'])} check models: p {owners}")
     print(f"verified: {rate:.0%} of {len(stolen)} surrogates on marked answers   (goal >= 95%)")
+    print(f"  {sum(v['verified'] for v in real_copies)} of the {len(real_copies)} closer to their targets than doing nothing")
     print(f"false positives: {false_positives} of {len(innocent_p)} independent models (the attacker-side ones and the "
           f"owner's check models)   (goal <= 1%; by construction <= {args.alpha:.0%})")
     print(f"  ({false_positives}/{len(innocent_p)} bound the rate to {report['fpr_upper_95']:.0%} at 95% confidence by count alone)")
