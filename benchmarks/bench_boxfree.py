@@ -16,9 +16,11 @@ that does nothing, whose CPU copies (small U-Nets and CycleGAN ResNet generators
 default until 2026-12-03, kept as a stress test: a copy 20-22 dB from its victim carries about as
 much of the mark as its own errors correlate with a random key's residual. Or a victim run folder.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_boxfree.py            # about 30 minutes beside another job
-    OMP_NUM_THREADS=1 python benchmarks/bench_boxfree.py --surrogate-steps 300   # 4-5 minutes, weak copies
-    python benchmarks/bench_boxfree.py --surrogates 20 --independent 20 --json out.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_boxfree.py --surrogates 20 --independent 20 --json out.json
+        # the goal's run: 87 min beside other jobs on 2 cores (2026-12-03, an SR victim; owner 33 min)
+    OMP_NUM_THREADS=1 python benchmarks/bench_boxfree.py --victim identity   # the stress test: 59-68 min beside another job
+    OMP_NUM_THREADS=1 python benchmarks/bench_boxfree.py --steps 5 --surrogate-steps 5 --surrogates 1 --independent 1 \
+        --calibration 0 --decoys 99 --queries 8                                # a smoke run: about a minute
 
 Every model is decided by the decoy-key rank test at `--alpha` (p <= alpha: its false-positive rate is
 alpha by construction, whatever the independent models show) against `--decoys` decoy keys, all
