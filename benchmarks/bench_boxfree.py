@@ -41,7 +41,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 
 def victim_path(victim: str) -> str | None:
@@ -89,7 +88,7 @@ def main() -> None:
                              "torch.save), to study the decision offline")
     args = parser.parse_args()
 
-    from imgsteal.data.images import quantize
+    from imgsteal.data.images import bicubic_upscale, quantize
     from imgsteal.defenses.boxfree import (
         BoxfreeModel, BoxfreeTrainConfig, make_pairs, module_suspect, psnr, run_generator, surrogate_specs, suspect_outputs,
         train_boxfree, train_surrogate, verify_many,
@@ -123,8 +122,7 @@ def main() -> None:
         specs = surrogate_specs(scale)
         # Doing nothing - the input upscaled bicubically (itself, for the identity service) - against the same
         # targets: a model farther from its targets than that has copied nothing worth stealing.
-        upscaled = [quantize(F.interpolate(x[None], scale_factor=scale, mode="bicubic", align_corners=False)[0].clamp(0, 1))
-                    if scale > 1 else x for x in inputs[:16]]
+        upscaled = [quantize(bicubic_upscale(x, scale)) for x in inputs[:16]]
         doing_nothing = {"stolen": sum(psnr(u, t) for u, t in zip(upscaled, marked)) / len(upscaled),
                          "independent": sum(psnr(u, t) for u, t in zip(upscaled, answers)) / len(upscaled)}
 

@@ -355,7 +355,7 @@ def plot_scorecard(card: dict, path: Path) -> Path:
     image = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
     for i in range(len(runs)):
         for j in range(len(attacks)):
-            dark = grid[i][j] == grid[i][j] and not 0.2 < grid[i][j] < 0.8  # the map's deep red and green ends
+            dark = not math.isnan(grid[i][j]) and not 0.2 < grid[i][j] < 0.8  # the map's deep red and green ends
             ax.text(j, i, text[i][j], ha="center", va="center", fontsize=8, color="white" if dark else "black")
     ax.set_xticks(range(len(attacks)))
     ax.set_xticklabels(attacks, rotation=30, ha="right")
