@@ -50,37 +50,51 @@ def _source(seed=0):
     return PairedPatchSource(xs, ys, scale=2, patch=8, batch_size=2, seed=seed)
 
 
-def _recipe():
+def _recipe(decay_steps=None):
     torch.manual_seed(0)
-    return PixelRecipe(build_model("srresnet", scale=2, n_blocks=1, channels=4), torch.device("cpu"), lr=1e-3)
+    return PixelRecipe(build_model("srresnet", scale=2, n_blocks=1, channels=4), torch.device("cpu"), lr=1e-3,
+                       decay_steps=decay_steps)
 
 
 class Interrupt(Exception):
     pass
 
 
-def test_killed_run_resumes_at_the_right_step_and_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("decay_steps", [None, 9])  # constant rate; annealed over the run
+def test_killed_run_resumes_at_the_right_step_and_matches_an_uninterrupted_run(tmp_path, decay_steps):
     meta = {"task": "sr", "scale": 2}
-    full = run_training(_recipe(), _source(), run_dir=tmp_path / "full", epochs=3, meta=meta, checkpoint_every=2, progress=False)
+    full = run_training(_recipe(decay_steps), _source(), run_dir=tmp_path / "full", epochs=3, meta=meta, checkpoint_every=2, progress=False)
 
     def stop_at_7(step):
         if step == 7:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        run_training(_recipe(), _source(), run_dir=tmp_path / "cut", epochs=3, meta=meta, checkpoint_every=2,
+        run_training(_recipe(decay_steps), _source(), run_dir=tmp_path / "cut", epochs=3, meta=meta, checkpoint_every=2,
                      progress=False, on_step=stop_at_7)
     last = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.safetensors")
     assert last.meta["step"] == 6 and last.meta["epoch"] == 2  # step 6 = first checkpoint of epoch 2 (3 steps/epoch)
     with pytest.raises(ImgstealError, match="--resume"):
         run_training(_recipe(), _source(), run_dir=tmp_path / "cut", epochs=3, meta=meta, progress=False)
-    resumed = run_training(_recipe(), _source(), run_dir=tmp_path / "cut", epochs=3, meta=meta, checkpoint_every=2,
+    resumed = run_training(_recipe(decay_steps), _source(), run_dir=tmp_path / "cut", epochs=3, meta=meta, checkpoint_every=2,
                            progress=False, resume=True)
     assert resumed.resumed_from_step == 6 and resumed.steps == full.steps == 9
     a = load_checkpoint(full.model_path).module_state("generator")
     b = load_checkpoint(resumed.model_path).module_state("generator")
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_annealed_rate_falls_from_lr_to_zero_on_a_cosine():
+    recipe = _recipe(decay_steps=10)
+    rates = []
+    for step in (0, 5, 10, 12):
+        recipe.begin_step(step)
+        rates.append(recipe.optimizers["generator"].param_groups[0]["lr"])
+    assert rates == pytest.approx([1e-3, 5e-4, 0.0, 0.0])
+    constant = _recipe()
+    constant.begin_step(7)
+    assert constant.optimizers["generator"].param_groups[0]["lr"] == 1e-3
 
 
 def test_batches_are_deterministic_and_aligned():

@@ -870,7 +870,8 @@ def train_surrogate(inputs: Sequence[torch.Tensor], targets: Sequence[torch.Tens
                     run_dir: Path, *, steps: int, seed: int, lr: float = 2e-3, batch_size: int = 8,
                     patch: int | None = None, device: torch.device = torch.device("cpu"),
                     progress: bool = False) -> nn.Module:
-    """Train one small generator on (input, target) pairs with a pixel (L1) loss; returns it (eval mode).
+    """Train one small generator on (input, target) pairs with a pixel (L1) loss, the rate annealed to 0
+    over `steps` (as an attacker who trains to the end would); returns it (eval mode).
 
     inputs / targets: 3 x h x w and 3 x sh x sw in [0, 1]; patch: input crop side (None: whole images).
     """
@@ -882,7 +883,7 @@ def train_surrogate(inputs: Sequence[torch.Tensor], targets: Sequence[torch.Tens
     scale = targets[0].shape[-1] // inputs[0].shape[-1]
     torch.manual_seed(seed)
     generator = build_model(arch, **kwargs)
-    recipe = PixelRecipe(generator, device, lr=lr, loss="l1")
+    recipe = PixelRecipe(generator, device, lr=lr, loss="l1", decay_steps=steps)
     source = PairedPatchSource([to_uint8_tensor(x) for x in inputs], [to_uint8_tensor(y) for y in targets],
                                scale=scale, patch=patch, batch_size=batch_size, seed=seed, repeat=1)
     source.repeat = max(1, math.ceil(steps * source.batch_size / len(inputs)))  # one epoch: one checkpoint
