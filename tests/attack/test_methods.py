@@ -12,12 +12,12 @@ from pydantic import ValidationError
 
 from imgsteal.attack.methods import build_recipe, build_source
 from imgsteal.attack.methods.domain_shift import CosineSchedule, DomainShiftPix2PixRecipe, DomainShiftPixelRecipe
-from imgsteal.attack.methods.few_shot import MultiScaleCropSource
+from imgsteal.attack.methods.few_shot import MultiScaleCropSource, dihedral
 from imgsteal.attack.methods.sam import SharpnessAwareMinimization, frozen_norm_statistics
 from imgsteal.attack.methods.steps import StepSource, epoch_length
 from imgsteal.attack.methods.wavelet import WaveletHighFrequencyLoss
 from imgsteal.attack.surrogate import SurrogateConfig, select_budget, train_surrogate
-from imgsteal.data.images import dihedral, encode_png
+from imgsteal.data.images import encode_png
 from imgsteal.data.pairs import PairStore
 from imgsteal.errors import ImgstealError
 import imgsteal.models.edsr  # noqa: F401  (registers "edsr")

@@ -235,16 +235,3 @@ def crop_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
     """Crop H and W (bottom/right) down to multiples of `multiple`."""
     h, w = image.shape[-2], image.shape[-1]
     return image[..., : h - h % multiple, : w - w % multiple]
-
-
-def dihedral(image: torch.Tensor, transform: int) -> torch.Tensor:
-    """One of the 8 symmetries of the square (transform in 0..7): rotate by 90 x (transform % 4)
-    degrees, then mirror left-right when transform >= 4 (on the last two dims; any H x W)."""
-    out = torch.rot90(image, transform % 4, dims=(-2, -1))
-    return out.flip(-1) if transform >= 4 else out
-
-
-def undo_dihedral(image: torch.Tensor, transform: int) -> torch.Tensor:
-    """The inverse of `dihedral(., transform)`: undo_dihedral(dihedral(x, t), t) == x."""
-    out = image.flip(-1) if transform >= 4 else image
-    return torch.rot90(out, -(transform % 4), dims=(-2, -1))

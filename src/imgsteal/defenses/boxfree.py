@@ -70,7 +70,6 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
-from imgsteal.data.images import dihedral, undo_dihedral
 from imgsteal.errors import ImgstealError
 from imgsteal.files import private_dir, read_private, write_private
 from imgsteal.models.registry import register_model
@@ -163,22 +162,13 @@ class BoxfreeEmbedder(nn.Module):
     then (through tanh when `saturate`, as in runs before 2026-12-02) band-passed (its smooth x smooth
     local mean minus its band x band one), decorrelated from the answer's own detail (`decorrelate`),
     scaled to an RMS of 1, clamped to +-1 and times `strength`: at most `strength` per pixel, any H x W.
-
-    symmetric: the keyed texture is averaged over the 8 flips/90-degree rotations of the answer (each
-    undone), so the residual of a mirrored or rotated answer is the mirrored or rotated residual. An
-    attacker who trains on flipped pairs (the paper's flip augmentation, the few-shot attack's
-    dihedral crops) then sees one consistent residual instead of eight that cancel (runs before
-    2026-12-03: False, and their flip and few-shot copies carried the mark at p 0.015-0.17).
     """
 
     def __init__(self, mark_size: int = 32, channels: int = 16, depth: int = 2, code: int = 8,
                  strength: float = 0.012, gain: float = 5.0, band: int = 3, spread: int = 0, smooth: int = 1,
                  padding_mode: str = "zeros", decorrelated: bool = False, saturate: bool = True,
-                 keyed: str = "code", min_psnr: float = 0.0, clip: float = 1.0, symmetric: bool = False) -> None:
+                 keyed: str = "code", min_psnr: float = 0.0, clip: float = 1.0) -> None:
         super().__init__()
-        if symmetric and keyed != "filters":
-            raise ValueError("symmetric residuals need keyed='filters'")
-        self.symmetries = tuple(range(8)) if symmetric else (0,)
         # the texture (RMS 1) is clamped to +-clip, then scaled so that clip is `strength`: 1 (runs before
         # the night of 2026-12-02) clips about 30% of pixels to one level, whose rounding moves in steps of a whole
         # 8-bit level, so min_psnr could only be met up to ~1 dB below it; 3 clips ~0.3%
@@ -226,20 +216,12 @@ class BoxfreeEmbedder(nn.Module):
         return F.conv2d(F.pad(h, (1, 1, 1, 1), mode=self.padding_mode if self.padding_mode != "zeros" else "constant"),
                         self.key_filters(key))
 
-    def _trunks(self, image: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
-        """The key-independent features of the answer under each symmetry the residual averages over."""
-        return [(t, self.body(self.stem(dihedral(image, t) * 2 - 1))) for t in self.symmetries]
-
-    def _texture(self, trunks: list[tuple[int, torch.Tensor]], key: torch.Tensor) -> torch.Tensor:
-        """The key's raw texture from the trunks: each symmetry's undone, then averaged."""
-        return sum(undo_dihedral(self._keyed_texture(h, key), t) for t, h in trunks) / len(trunks)
-
     def forward(self, image: torch.Tensor, mark: torch.Tensor) -> torch.Tensor:
         if self.keyed == "filters":
-            trunks = self._trunks(image)
+            h = self.body(self.stem(image * 2 - 1))
             if mark.shape[0] == 1:
-                return self._marked(image, self._texture(trunks, mark[0]))
-            texture = torch.cat([self._texture([(t, h[i : i + 1]) for t, h in trunks], mark[i]) for i in range(len(mark))])
+                return self._marked(image, self._keyed_texture(h, mark[0]))
+            texture = torch.cat([self._keyed_texture(h[i : i + 1], mark[i]) for i in range(len(mark))])
             return self._marked(image, texture)
         code = self.code(mark.reshape(mark.shape[0], -1) * 2 - 1)
         code = code.expand(image.shape[0], -1)[:, :, None, None].expand(-1, -1, *image.shape[-2:])
@@ -256,9 +238,9 @@ class BoxfreeEmbedder(nn.Module):
         replicate padding its part of the first conv is a per-channel bias)."""
         regressors = content_regressors(image, (self.smooth, self.band)) if self.decorrelated else None
         if self.keyed == "filters":
-            trunks = self._trunks(image)
+            h = self.body(self.stem(image * 2 - 1))
             for key in keys:
-                yield self._marked(image, self._texture(trunks, key), regressors) - image
+                yield self._marked(image, self._keyed_texture(h, key), regressors) - image
             return
         if self.padding_mode != "replicate":  # zero padding: the code's part is not constant at the borders
             for key in keys:
@@ -993,9 +975,6 @@ class BoxfreeTrainConfig(BaseModel):
     keyed: str = Field("filters", pattern="^(filters|code)$",
                        description="how the key shapes the residual: filters (the key seeds the last layer's weights: "
                                    "many independent directions) or code (a learnt code fed to the first layer)")
-    symmetric: bool = Field(False, description="the residual follows flips and 90-degree rotations of the answer, so "
-                                               "copies trained on flipped or rotated pairs carry it (8 trunk passes "
-                                               "per answer)")
     calibration_models: int = Field(10, ge=0, description="independent clean-answer models the decision is checked on "
                                                            "(0: check later with `watermark calibrate`)")
     alpha: float = Field(DEFAULT_ALPHA, gt=0, lt=1, description="the rank test's level: innocent models accused at most "
@@ -1021,12 +1000,6 @@ class BoxfreeTrainConfig(BaseModel):
     def _a_band(self) -> "BoxfreeTrainConfig":
         if self.smooth >= self.band:
             raise ValueError(f"smooth ({self.smooth}) must be smaller than band ({self.band}): the residual is the detail between them")
-        return self
-
-    @model_validator(mode="after")
-    def _symmetric_filters(self) -> "BoxfreeTrainConfig":
-        if self.symmetric and self.keyed != "filters":
-            raise ValueError("symmetric residuals need keyed: filters")
         return self
 
     @model_validator(mode="after")
@@ -1256,7 +1229,7 @@ def train_boxfree(cfg: BoxfreeTrainConfig, out_dir: str | Path, *, resume: bool 
     embedder = build_model("boxfree_embedder", mark_size=cfg.mark_size, channels=cfg.channels, depth=cfg.depth,
                            strength=cfg.strength, band=cfg.band, spread=cfg.spread, smooth=cfg.smooth,
                            padding_mode="replicate", decorrelated=True, saturate=False, keyed=cfg.keyed,
-                           min_psnr=cfg.min_psnr, clip=cfg.clip, symmetric=cfg.symmetric)
+                           min_psnr=cfg.min_psnr, clip=cfg.clip)
     if cfg.extractor == "matched":
         extractor = build_model("boxfree_matched_extractor", mark_size=cfg.mark_size, strength=cfg.strength, band=cfg.band,
                                 smooth=cfg.smooth, in_band=True)

@@ -18,10 +18,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from imgsteal.data.images import dihedral
-
 DEFAULT_ZOOMS = (0.5, 1.0, 2.0)
 MIN_CROP = 8  # px on the input side: smaller crops are mostly the networks' zero-padded borders
+
+
+def dihedral(image: torch.Tensor, transform: int) -> torch.Tensor:
+    """One of the 8 symmetries of the square (transform in 0..7): rotate by 90 x (transform % 4)
+    degrees, then mirror left-right when transform >= 4."""
+    out = torch.rot90(image, transform % 4, dims=(-2, -1))
+    return out.flip(-1) if transform >= 4 else out
 
 
 def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
