@@ -19,7 +19,7 @@ default until 2026-12-03, kept as a stress test: a copy 20-22 dB from its victim
 much of the mark as its own errors correlate with a random key's residual. Or a victim run folder.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_boxfree.py --surrogates 20 --independent 20 --json out.json
-        # the goal's run: 87 min beside other jobs on 2 cores (2026-12-03, an SR victim; owner 33 min)
+        # the goal's run: 132 min beside other jobs on 2 cores (2026-12-03, seed 10: 20 of 20, 0 of 30; owner 30 min)
     OMP_NUM_THREADS=1 python benchmarks/bench_boxfree.py --victim identity   # the stress test: 59-68 min beside another job
     OMP_NUM_THREADS=1 python benchmarks/bench_boxfree.py --steps 5 --surrogate-steps 5 --attack-steps 5 --surrogates 1 \
         --independent 1 --calibration 0 --decoys 99 --queries 8                                # a smoke run: about a minute
