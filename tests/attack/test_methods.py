@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from imgsteal.attack.methods import build_recipe, build_source
-from imgsteal.attack.methods.domain_shift import CosineSchedule, DomainShiftPix2PixRecipe, DomainShiftPixelRecipe
+from imgsteal.attack.methods.domain_shift import DomainShiftPix2PixRecipe, DomainShiftPixelRecipe
 from imgsteal.attack.methods.few_shot import MultiScaleCropSource, dihedral
 from imgsteal.attack.methods.sam import SharpnessAwareMinimization, frozen_norm_statistics
 from imgsteal.attack.methods.steps import StepSource, epoch_length
@@ -23,6 +23,7 @@ from imgsteal.errors import ImgstealError
 import imgsteal.models.edsr  # noqa: F401  (registers "edsr")
 from imgsteal.models import build_model
 from imgsteal.train.checkpoint import load_checkpoint
+from imgsteal.train.paired import CosineSchedule
 
 CPU = torch.device("cpu")
 

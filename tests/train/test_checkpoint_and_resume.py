@@ -86,15 +86,16 @@ def test_killed_run_resumes_at_the_right_step_and_matches_an_uninterrupted_run(t
 
 
 def test_annealed_rate_falls_from_lr_to_zero_on_a_cosine():
-    recipe = _recipe(decay_steps=10)
-    rates = []
-    for step in (0, 5, 10, 12):
-        recipe.begin_step(step)
-        rates.append(recipe.optimizers["generator"].param_groups[0]["lr"])
-    assert rates == pytest.approx([1e-3, 5e-4, 0.0, 0.0])
-    constant = _recipe()
-    constant.begin_step(7)
-    assert constant.optimizers["generator"].param_groups[0]["lr"] == 1e-3
+    def rates(recipe, steps=13):  # the rate each step trained at
+        source, seen = _source(), []
+        for step in range(steps):
+            recipe.train_step(source.batch(0, step % source.batches_per_epoch))
+            seen.append(recipe.optimizers["generator"].param_groups[0]["lr"])
+        return seen
+
+    annealed = rates(_recipe(decay_steps=10))
+    assert [annealed[k] for k in (0, 5, 10, 12)] == pytest.approx([1e-3, 5e-4, 0.0, 0.0])
+    assert rates(_recipe(), steps=8)[7] == 1e-3
 
 
 def test_batches_are_deterministic_and_aligned():

@@ -15,7 +15,6 @@ discriminator, so SAM goes on the generator, or off with sam_rho = 0; docs/attac
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Literal
 
 import torch
@@ -23,42 +22,11 @@ from torch import nn
 
 from imgsteal.attack.methods.sam import SharpnessAwareMinimization
 from imgsteal.attack.methods.wavelet import WaveletHighFrequencyLoss
-from imgsteal.train.paired import pixel_loss
+from imgsteal.train.paired import CosineSchedule, pixel_loss
 from imgsteal.train.pix2pix import Pix2PixRecipe
 
 WAVELET_WEIGHT = 0.15
 SAM_RHO = 0.05
-
-
-class CosineSchedule:
-    """Per-step cosine decay of every learning rate of `optimizers`: base x (1 + cos(pi t / T)) / 2 at
-    step t of T (base at the first step, 0 after the last). Its position is part of the recipe state."""
-
-    def __init__(self, optimizers: dict[str, torch.optim.Optimizer], total_steps: int) -> None:
-        if total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-        self.optimizers, self.total = optimizers, total_steps
-        self.base_lr = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizers.items()}
-        self.step = 0
-
-    def factor(self, step: int) -> float:
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total) / self.total))
-
-    def before_step(self) -> None:
-        """Set the learning rates of the coming step, then advance."""
-        f = self.factor(self.step)
-        for name, opt in self.optimizers.items():
-            for group, base in zip(opt.param_groups, self.base_lr[name]):
-                group["lr"] = base * f
-        self.step += 1
-
-    def state(self) -> dict[str, Any]:
-        return {"base_lr": self.base_lr, "step": self.step, "total": self.total}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        if "base_lr" in state:
-            self.base_lr = {name: list(values) for name, values in state["base_lr"].items()}
-            self.step = int(state["step"])
 
 
 class DomainShiftPixelRecipe:
